@@ -1,0 +1,41 @@
+# genlab: `make run` sets up .venv once (reinstalling only when pyproject.toml changes),
+# runs the whole pipeline with DVC and prints where the reports are.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test ui setup clean-venv benchmark
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the dependencies (pyproject.toml) change; src/ is installed editable.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	@$(BIN)/python -m genlab.summary
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/pipeline.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""The autoencoder: squeeze an image through a bottleneck of `latent_dim` numbers and rebuild it.
+
+The lecture's study: a dense encoder (image -> hidden_units -> latent_dim) and a
+mirrored decoder (latent_dim -> reversed hidden_units -> image). The output
+activation and the loss decide how well it learns: adadelta with relu and MSE
+had not finished learning; linear+MSE, sigmoid+MSE and sigmoid+binary
+cross-entropy did better, the last best.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from genlab.params import AutoencoderParams
+
+STEPS_PER_EXECUTION = 32  # batches per call into TF: small models are otherwise dominated by per-step overhead
+
+
+def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
+                  activation: str) -> keras.Model:
+    images = keras.Input(shape=image_shape, name="image")  # (B, H, W)
+    h = keras.layers.Flatten()(images)  # (B, H*W)
+    for index, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
+    latent = keras.layers.Dense(latent_dim, activation=activation, name="bottleneck")(h)  # (B, latent_dim)
+    return keras.Model(images, latent, name="encoder")
+
+
+def build_decoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
+                  hidden_activation: str, output_activation: str) -> keras.Model:
+    latent = keras.Input(shape=(latent_dim,), name="latent")
+    h = latent
+    for index, units in enumerate(reversed(hidden_units)):
+        h = keras.layers.Dense(units, activation=hidden_activation, name=f"decoder_hidden_{index}")(h)
+    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
+    images = keras.layers.Reshape(image_shape, name="image")(pixels)  # (B, H, W)
+    return keras.Model(latent, images, name="decoder")
+
+
+class Autoencoder(keras.Model):
+    """decoder(encoder(x)); the compiled loss compares the reconstruction with x."""
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def call(self, images, training=False):
+        return self.decoder(self.encoder(images, training=training), training=training)
+
+    def encode(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.encoder.predict(images, batch_size=batch_size, verbose=0)
+
+    def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.predict(images, batch_size=batch_size, verbose=0)
+
+
+def build(config: AutoencoderParams, image_shape: tuple[int, int]) -> Autoencoder:
+    """The compiled autoencoder described by `config`, for images of `image_shape`."""
+    pixels = int(np.prod(image_shape))
+    if config.latent_dim >= pixels:
+        raise ValueError(f"latent_dim {config.latent_dim} is no bottleneck for {pixels} pixels; use 1..{pixels - 1}")
+    encoder = build_encoder(image_shape, config.hidden_units, config.latent_dim, config.hidden_activation)
+    decoder = build_decoder(image_shape, config.hidden_units, config.latent_dim, config.hidden_activation,
+                            config.output_activation)
+    model = Autoencoder(encoder, decoder, name="autoencoder")
+    model.build((None, *image_shape))
+    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
+    model.compile(optimizer=optimizer, loss=config.loss, steps_per_execution=STEPS_PER_EXECUTION)
+    return model

@@ -1,0 +1,260 @@
+"""The only reader of params.yaml: typed, frozen sections, validated before any work.
+
+Every section is a frozen pydantic model that rejects unknown keys, wrong types
+and out-of-range values. A model entry under `models:` is checked against the
+schema of its `family`, including the lecture's table of which output activation
+fits which loss. Errors name the key (`models.ae_first_choice.loss`) and what is
+allowed, and are raised as `ParamsError` so that a stage exits non-zero before
+it touches data or trains anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """params.yaml is malformed; the message names the key and what is allowed."""
+
+
+def _yaml_number(value: Any) -> Any:
+    """Accept `1e-3` (a string to PyYAML's YAML 1.1) as the number a user meant; reject bools."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value}")
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value.strip()):
+        return float(value)
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_yaml_number), Field(allow_inf_nan=False)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+Fraction = Annotated[Number, Field(gt=0, lt=1)]
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "leaky_relu"]
+Loss = Literal["mse", "mae", "msle", "binary_crossentropy", "categorical_crossentropy"]
+Optimizer = Literal["adam", "adadelta", "sgd", "rmsprop"]
+Source = Literal["digits", "mnist", "fashion_mnist", "npz"]
+
+# The lecture's table: which output activations a reconstruction loss can be paired with.
+# Cross-entropies read the output as probabilities; the regression losses fit a linear
+# output, and the lecture also pairs them with relu and sigmoid outputs.
+LOSS_OUTPUT_ACTIVATIONS: dict[str, tuple[str, ...]] = {
+    "binary_crossentropy": ("sigmoid",),
+    "categorical_crossentropy": ("softmax",),
+    "mse": ("linear", "relu", "sigmoid", "tanh", "elu", "selu", "gelu", "leaky_relu"),
+    "mae": ("linear", "relu", "sigmoid", "tanh", "elu", "selu", "gelu", "leaky_relu"),
+    "msle": ("linear", "relu", "sigmoid", "elu", "selu", "gelu"),
+}
+
+# Pixels per image of the embedded and Keras sources (an npz file's shape is known only once loaded).
+SOURCE_IMAGE_SHAPES: dict[str, tuple[int, int]] = {"digits": (8, 8), "mnist": (28, 28), "fashion_mnist": (28, 28)}
+
+
+class Section(BaseModel):
+    """A params.yaml section: frozen, and strict about its keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping with keys {sorted(cls.model_fields)}, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; allowed keys: {sorted(cls.model_fields)}")
+        return data
+
+
+class SplitParams(Section):
+    train: Fraction = 0.7
+    validation: Fraction = 0.15
+    test: Fraction = 0.15
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
+        return self
+
+
+class DataParams(Section):
+    source: Source = "digits"
+    path: str | None = None  # a local copy of the source file (required for npz)
+    num_classes: Annotated[StrictInt, Field(ge=2, le=1000)] = 10  # labels must lie in 0..num_classes-1
+    max_samples: PositiveInt | None = None  # a stratified subsample, for quick runs on MNIST
+    seed: Seed = 0
+    split: SplitParams = SplitParams()
+
+    @model_validator(mode="after")
+    def _npz_needs_path(self) -> DataParams:
+        if self.source == "npz" and not self.path:
+            raise ValueError("source 'npz' needs `path`: the .npz file with arrays x and y")
+        return self
+
+
+class ValidationParams(Section):
+    max_class_kl: PositiveNumber = 0.01  # KL(split class shares || whole data set shares), in nats
+    size_tolerance: Annotated[StrictInt, Field(ge=0)] = 10  # images a split may differ from its fraction
+
+
+class AuditParams(Section):
+    significance: Fraction = 0.05  # of the chi-square test of split consistency
+
+
+class DiagnosisParams(Section):
+    window: Annotated[Number, Field(gt=0, le=1)] = 0.2  # the last fraction of epochs that is judged
+    still_learning: PositiveNumber = 0.02  # relative fall of the loss over the window
+    overfitting: PositiveNumber = 0.05  # relative rise of val loss above its best
+    jumpy: PositiveNumber = 0.02  # mean relative epoch-to-epoch change that is not trend
+    progress_share: Fraction = 0.1  # share of the whole fall still made in the window (a slow learner)
+
+
+class TrainParams(Section):
+    grid_every_epochs: PositiveInt = 10  # log a reconstruction grid to MLflow every this many epochs
+    grid_images: Annotated[StrictInt, Field(ge=1, le=32)] = 10
+    diagnosis: DiagnosisParams = DiagnosisParams()
+
+
+class EvaluateParams(Section):
+    num_extreme_images: Annotated[StrictInt, Field(ge=1, le=32)] = 8  # worst and best reconstructions shown
+
+
+class CompareParams(Section):
+    rank_by: Literal["test_bce", "test_mse"] = "test_bce"
+
+
+class TrackingParams(Section):
+    experiment: Name = "genlab"
+    log_model_weights: StrictBool = True
+
+
+class AutoencoderParams(Section):
+    """A dense autoencoder: image -> hidden_units -> latent_dim -> reversed(hidden_units) -> image."""
+
+    family: Literal["autoencoder"]
+    hidden_units: tuple[PositiveInt, ...] = (32,)
+    latent_dim: PositiveInt = 8
+    hidden_activation: Activation = "relu"
+    output_activation: Activation = "sigmoid"
+    loss: Loss = "binary_crossentropy"
+    optimizer: Optimizer = "adam"
+    learning_rate: PositiveNumber = 1e-3
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 100
+    seed: Seed = 0
+    early_stopping_patience: PositiveInt | None = None  # epochs without val-loss progress; null: off
+
+    @model_validator(mode="after")
+    def _loss_fits_output(self) -> AutoencoderParams:
+        allowed = LOSS_OUTPUT_ACTIVATIONS[self.loss]
+        if self.output_activation not in allowed:
+            raise ValueError(
+                f"loss {self.loss!r} does not fit output_activation {self.output_activation!r}; "
+                f"{self.loss} needs one of {list(allowed)}"
+            )
+        return self
+
+
+# family name -> schema of its hyperparameters; the model registry (genlab.models.MODELS) mirrors it.
+FAMILY_PARAMS: dict[str, type[Section]] = {"autoencoder": AutoencoderParams}
+
+
+def _model_params(data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping with a `family` and its hyperparameters, got {type(data).__name__}")
+    family = data.get("family")
+    if family not in FAMILY_PARAMS:
+        raise ValueError(f"family: unknown family {family!r}; allowed: {sorted(FAMILY_PARAMS)}")
+    return FAMILY_PARAMS[family].model_validate(data)
+
+
+ModelParams = Annotated[AutoencoderParams, BeforeValidator(_model_params)]
+
+
+class Params(Section):
+    data: DataParams
+    validation: ValidationParams = ValidationParams()
+    audit: AuditParams = AuditParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
+    tracking: TrackingParams = TrackingParams()
+    models: dict[Name, ModelParams] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bottleneck_narrower_than_image(self) -> Params:
+        shape = SOURCE_IMAGE_SHAPES.get(self.data.source)
+        if shape is None:
+            return self
+        pixels = shape[0] * shape[1]
+        for name, model in self.models.items():
+            if model.latent_dim >= pixels:
+                raise ValueError(
+                    f"models.{name}.latent_dim: {model.latent_dim} is not a bottleneck for "
+                    f"{self.data.source}'s {pixels} pixels; use 1..{pixels - 1}"
+                )
+        return self
+
+
+def _format(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "missing key (required)"
+        given = item.get("input")
+        shown = "" if item["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  - {location or '<top level>'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{origin} is invalid:\n{_format(error)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming every bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ParamsError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: YAML syntax error{where}: {getattr(error, 'problem', error)}") from None
+    return parse_params(raw, origin=str(path))
+
+
+def model_params(params: Params, name: str) -> AutoencoderParams:
+    """The `models.<name>` entry, or a ParamsError listing the models that exist."""
+    try:
+        return params.models[name]
+    except KeyError:
+        raise ParamsError(f"models.{name}: no such model; params.yaml defines {sorted(params.models)}") from None

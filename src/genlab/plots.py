@@ -1,0 +1,109 @@
+"""matplotlib figures: image grids, loss curves, latent maps and comparison charts.
+
+Functions return figures (or uint8 arrays for MLflow's stepped images); callers
+save or log them. The Agg backend is used, so nothing needs a screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def tile(rows: list[np.ndarray], upscale: int = 4, gap: int = 1) -> np.ndarray:
+    """Stack rows of (N, H, W) images in [0, 1] into one uint8 picture, each pixel `upscale` wide."""
+    count = max(len(row) for row in rows)
+    height, width = rows[0].shape[1:]
+    cell_h, cell_w = height * upscale + gap, width * upscale + gap
+    canvas = np.full((len(rows) * cell_h + gap, count * cell_w + gap), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            big = np.kron(np.clip(np.nan_to_num(image), 0.0, 1.0), np.ones((upscale, upscale)))
+            top, left = gap + r * cell_h, gap + c * cell_w
+            canvas[top:top + height * upscale, left:left + width * upscale] = (255 * (1.0 - big)).astype(np.uint8)
+    return canvas  # dark strokes on white, like ink on paper
+
+
+def image_rows(rows: dict[str, np.ndarray], title: str = "") -> Figure:
+    """One labelled row of images per entry: the lecture's 'original / predicted' slide."""
+    count = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), count, figsize=(0.9 * count + 1.6, 0.95 * len(rows) + 0.4), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(count):
+            axis = axes[r, c]
+            axis.set_xticks([]), axis.set_yticks([])
+            if c < len(images):
+                axis.imshow(np.clip(images[c], 0, 1), cmap="gray_r", vmin=0, vmax=1)
+            else:
+                axis.axis("off")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: dict[str, list[float]], title: str, note: str = "") -> Figure:
+    fig, axis = plt.subplots(figsize=(6, 3.6))
+    for key, values in history.items():
+        axis.plot(np.arange(1, len(values) + 1), values, label=key)
+    axis.set_xlabel("epoch"), axis.set_ylabel("loss"), axis.set_yscale("log")
+    axis.set_title(title, fontsize=10)
+    axis.legend()
+    if note:
+        axis.text(0.02, 0.02, note, transform=axis.transAxes, fontsize=7, va="bottom", wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def overlaid_curves(curves: dict[str, list[float]], ylabel: str, title: str) -> Figure:
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for label, values in curves.items():
+        axis.plot(np.arange(1, len(values) + 1), values, label=label)
+    axis.set_xlabel("epoch"), axis.set_ylabel(ylabel), axis.set_yscale("log"), axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latent_map(points: np.ndarray, labels: np.ndarray, title: str) -> Figure:
+    """A 2-D projection of latent codes, coloured by class."""
+    fig, axis = plt.subplots(figsize=(5, 4.5))
+    scatter = axis.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8, alpha=0.8)
+    fig.colorbar(scatter, ax=axis, label="class")
+    axis.set_xlabel("PC 1"), axis.set_ylabel("PC 2"), axis.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_means(means: np.ndarray, title: str) -> Figure:
+    return image_rows({"mean": means}, title)
+
+
+def bar_chart(values: dict[str, dict[str, float]], title: str) -> Figure:
+    """Grouped bars: values[metric][model]."""
+    metrics = list(values)
+    models = list(next(iter(values.values())))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(models) + 1.6), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        axis.barh(models, [values[metric][model] for model in models], color="tab:blue")
+        axis.set_title(metric, fontsize=10)
+        axis.invert_yaxis()
+        axis.tick_params(labelsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

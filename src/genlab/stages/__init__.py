@@ -1,0 +1,40 @@
+"""One thin command per DVC stage: parse arguments, load params, call the library, write outputs, log.
+
+`run_stage` turns the errors a user can cause (bad params, bad data, a failed
+expectation, a diverging loss, an unreachable tracking server) into one clear
+line on stderr and a non-zero exit, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+EXIT_USER_ERROR = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from genlab.data import DataError
+    from genlab.params import ParamsError
+    from genlab.tracking import TrackingUnavailable
+
+    errors: list[type[BaseException]] = [ParamsError, DataError, TrackingUnavailable]
+    if "genlab.validate" in sys.modules:
+        errors.append(sys.modules["genlab.validate"].ValidationFailed)
+    if "genlab.training" in sys.modules:
+        errors.append(sys.modules["genlab.training"].TrainingDiverged)
+    return tuple(errors)
+
+
+def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run a stage's main; a user error prints `error: ...` and exits with status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of stage logs
+    try:
+        main(argv)
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
+        name = type(error).__name__
+        print(f"error ({name}): {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,34 @@
+"""DVC stage `prepare`: load the source, scale to [0, 1], split by class, validate with GX, write."""
+
+from __future__ import annotations
+
+import argparse
+
+from genlab import data
+from genlab.params import load_params
+from genlab.stages import run_stage
+from genlab.validate import ValidationFailed, validate_prepared
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", required=True, help="folder for the prepared splits")
+    parser.add_argument("--reports", required=True, help="folder for the great-expectations results")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    prepared = data.prepare(params.data)
+    total = sum(len(split.y) for split in prepared.splits().values())
+    report = validate_prepared(prepared, data.split_sizes(total, params.data.split),
+                               params.validation.max_class_kl, params.validation.size_tolerance, args.reports)
+    if not report.success:
+        raise ValidationFailed(f"the prepared data failed {len(report.failures)} expectation(s) "
+                               f"(results in {args.reports}):\n{report.describe()}")
+    data_md5 = data.save_prepared(prepared, args.out)
+    sizes = ", ".join(f"{name} {len(split.y)}" for name, split in prepared.splits().items())
+    print(f"prepared {params.data.source}: {sizes} images of {prepared.image_shape}; md5 {data_md5}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

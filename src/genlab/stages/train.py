@@ -1,0 +1,102 @@
+"""DVC stage `train@<model>`: fit one model from params.yaml and record it in its own MLflow run.
+
+Writes the weights and config (`--out`), the loss history and its figure (`--history`),
+and logs hyperparameters, per-epoch losses, a reconstruction grid every few epochs,
+the loss-curve diagnosis and the model files to MLflow. The run id is saved with the
+model so that `evaluate@<model>` continues the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from genlab import data, plots, tracking
+from genlab.diagnostics import diagnose
+from genlab.files import atomic_dir, write_json
+from genlab.params import load_params, model_params
+from genlab.stages import run_stage
+
+RUN_FILE = "run.json"
+SUMMARY_FILE = "training.json"
+
+
+def write_history(history: dict[str, list[float]], path: Path) -> None:
+    keys = list(history)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        for epoch, values in enumerate(zip(*(history[key] for key in keys)), start=1):
+            writer.writerow([epoch, *(f"{value:.8g}" for value in values)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", help="a key of `models:` in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", required=True, help="folder of the prepared splits")
+    parser.add_argument("--out", required=True, help="folder for the model's weights, config and run id")
+    parser.add_argument("--history", required=True, help="folder for the loss history (DVC plots) and its figure")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    config = model_params(params, args.model)
+    prepared = data.load_prepared(args.data)
+    experiment_id = tracking.setup(params.tracking.experiment)  # fails fast, before any training
+
+    from genlab import training
+    from genlab.models import build_model, save_model
+
+    training.set_seed(config.seed)
+    model = build_model(config, prepared.image_shape)
+    originals = prepared.test.x[data.grid_indices(prepared.test.y, params.train.grid_images)]
+
+    def log_grid(step: int) -> None:
+        tracking.log_image(plots.tile([originals, model.reconstruct(originals)]), key="reconstruction", step=step)
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        tracking.log_metrics(logs, step=epoch + 1)
+        if (epoch + 1) % params.train.grid_every_epochs == 0:
+            log_grid(epoch + 1)
+
+    tags = tracking.provenance_tags(f"train@{args.model}", data.data_hash(args.data))
+    tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}family": config.family}
+    with tracking.run(experiment_id, run_name=args.model, tags=tags) as run_id:
+        num_params = model.count_params()
+        tracking.log_params(config.model_dump() | {"num_params": num_params, "image_shape": prepared.image_shape})
+        log_grid(0)
+        result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
+                              batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
+                              on_epoch=on_epoch)
+        epochs_trained = len(result.history["loss"])
+        if epochs_trained % params.train.grid_every_epochs:
+            log_grid(epochs_trained)
+        diagnosis = diagnose(result.history["loss"], result.history.get("val_loss"),
+                             **params.train.diagnosis.model_dump())
+        summary = {"num_params": num_params, "train_seconds": round(result.seconds, 3),
+                   "epochs_trained": epochs_trained, "stopped_early": result.stopped_early,
+                   "final_loss": result.history["loss"][-1], "final_val_loss": result.history["val_loss"][-1],
+                   "diagnosis": diagnosis.verdict, "diagnosis_reason": diagnosis.reason} | diagnosis.metrics()
+        tracking.log_metrics({key: value for key, value in summary.items()
+                              if isinstance(value, (int, float)) and not isinstance(value, bool)})
+        tracking.set_tags({f"{tracking.TAG_PREFIX}diagnosis": diagnosis.verdict,
+                           f"{tracking.TAG_PREFIX}diagnosis_reason": diagnosis.reason})
+
+        with atomic_dir(args.history) as staging:
+            write_history(result.history, staging / "history.csv")
+            plots.save(plots.loss_curves(result.history, f"{args.model}: {diagnosis.verdict}", diagnosis.reason),
+                       staging / "loss_curves.png")
+        with atomic_dir(args.out) as staging:
+            save_model(model, config, prepared.image_shape, staging)
+            write_json(staging / SUMMARY_FILE, summary)
+            write_json(staging / RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id})
+        tracking.log_artifacts(Path(args.history), "training")
+        if params.tracking.log_model_weights:
+            tracking.log_artifacts(Path(args.out), "model")
+    print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, val loss "
+          f"{summary['final_val_loss']:.5f}; diagnosis: {diagnosis.verdict} ({diagnosis.reason})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

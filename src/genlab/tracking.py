@@ -1,0 +1,179 @@
+"""MLflow: the only module that imports mlflow.
+
+Where runs go: `MLFLOW_TRACKING_URI` when set (a tracking server, say), else a
+SQLite store `mlflow.db` at the project root with artifacts in `mlartifacts/`
+beside it. The root is `DVC_ROOT` when DVC runs the stage (the workspace of a
+temporary `dvc exp run` folder is traced back to its repository), else the
+current folder. Library code returns values; stages log them through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TAG_PREFIX = "genlab."
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server or store cannot be reached; nothing was trained."""
+
+
+def project_root() -> Path:
+    root = Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    parts = root.parts
+    if ".dvc" in parts:  # .dvc/tmp/exps/<tmp>: a queued or temp experiment logs to its repository's store
+        root = Path(*parts[: parts.index(".dvc")])
+    return root
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DB_FILE}"
+
+
+def _check_server(uri: str, timeout: float = 10.0) -> None:
+    import requests
+
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as error:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({type(error).__name__}): start it, or unset "
+            f"MLFLOW_TRACKING_URI to use the local store {project_root() / DB_FILE}") from None
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the store and return the experiment's id, creating it on first use."""
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None if uri.startswith(("http://", "https://")) else (project_root() / ARTIFACTS_DIR).as_uri()
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # another stage created it a moment ago
+        return mlflow.get_experiment_by_name(experiment).experiment_id
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance_tags(stage: str, data_md5: str | None = None) -> dict[str, str]:
+    """What a run needs to be traced: commit, DVC stage and experiment, data hash, library versions."""
+    tags = {
+        "mlflow.source.git.commit": _git("rev-parse", "HEAD") or "unknown",
+        f"{TAG_PREFIX}git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        f"{TAG_PREFIX}dvc_stage": stage,
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags[f"{TAG_PREFIX}dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if data_md5:
+        tags[f"{TAG_PREFIX}data_md5"] = data_md5
+    for package in ("tensorflow", "keras", "numpy", "mlflow", "dvc", "genlab"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            tags[f"{TAG_PREFIX}version.{package}"] = importlib.metadata.version(package)
+    return tags
+
+
+@contextlib.contextmanager
+def run(experiment_id: str | None = None, run_name: str | None = None, run_id: str | None = None,
+        tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Start (or, with `run_id`, continue) a run; yield its id. An exception marks it FAILED with the reason."""
+    import mlflow
+
+    active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield active.info.run_id
+    except BaseException as error:
+        mlflow.flush_async_logging()
+        mlflow.set_tag(f"{TAG_PREFIX}failure", f"{type(error).__name__}: {error}"[:4000])
+        mlflow.end_run(status="FAILED" if not isinstance(error, KeyboardInterrupt) else "KILLED")
+        raise
+    mlflow.flush_async_logging()
+    mlflow.end_run()
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({key: str(value) for key, value in params.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Logged in the background, so per-epoch logging does not slow training."""
+    import mlflow
+
+    finite = {key: float(value) for key, value in metrics.items() if np.isfinite(value)}
+    mlflow.log_metrics(finite, step=step, synchronous=False)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def tag_run(run_id: str, key: str, value: str) -> None:
+    """Tag another run (compare links the model runs it compares)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_tag(run_id, key, value)
+
+
+def log_image(image: np.ndarray, key: str, step: int) -> None:
+    """An image with a step: MLflow's UI shows how it changes over training."""
+    import mlflow
+
+    mlflow.log_image(image, key=key, step=step, synchronous=False)
+
+
+def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    path = Path(path)
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path)
+    elif path.is_file():
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def log_table(rows: Any, artifact_file: str) -> None:
+    """A pandas DataFrame shown as a table in the run's artifacts (artifact_file ends in .json)."""
+    import mlflow
+
+    mlflow.log_table(rows, artifact_file=artifact_file)
+
+
+def run_info(run_id: str) -> dict[str, Any]:
+    """Status, metrics, params and tags of a run (for tests and the end-of-run summary)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient().get_run(run_id)
+    return {"status": found.info.status, "metrics": dict(found.data.metrics), "params": dict(found.data.params),
+            "tags": dict(found.data.tags), "artifact_uri": found.info.artifact_uri}

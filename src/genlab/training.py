@@ -1,0 +1,94 @@
+"""Fitting a compiled model reproducibly: seeds, early stopping, a stop at the first non-finite loss.
+
+Per-epoch hooks (`on_epoch`) let the train stage log to MLflow without this module
+knowing about tracking.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; no model output is written."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow once per stage, and make TF's CPU kernels deterministic."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: dict[str, list[float]]  # metric -> one value per epoch
+    seconds: float
+    stopped_early: bool
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, and remember where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.diverged_at: tuple[int, int] | None = None  # (epoch, batch), 1-based epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = (self.epoch + 1, batch)
+            self.model.stop_training = True
+
+
+class _EpochHook(keras.callbacks.Callback):
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None]):
+        super().__init__()
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        if all(math.isfinite(value) for value in logs.values()):
+            self.on_epoch(epoch, logs)
+
+
+def fit(
+    model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, *, epochs: int, batch_size: int,
+    early_stopping_patience: int | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train an autoencoder-style model (targets = inputs); raise TrainingDiverged on a non-finite loss."""
+    divergence = _StopOnNonFinite()
+    callbacks: list[keras.callbacks.Callback] = [divergence]
+    early_stopping = None
+    if early_stopping_patience:
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True)
+        callbacks.append(early_stopping)
+    if on_epoch is not None:
+        callbacks.append(_EpochHook(on_epoch))
+    started = time.perf_counter()
+    history = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=epochs, batch_size=batch_size,
+                        shuffle=True, callbacks=callbacks, verbose=2)
+    seconds = time.perf_counter() - started
+    curves = {key: [float(value) for value in values] for key, values in history.history.items()}
+    if divergence.diverged_at is not None or _non_finite(curves):
+        epoch, batch = divergence.diverged_at or (len(curves.get("loss", [])), -1)
+        raise TrainingDiverged(f"the training loss became non-finite at epoch {epoch} (batch {batch}): "
+                               f"lower the learning rate or check the data")
+    stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
+    return FitResult(curves, seconds, stopped_early)
+
+
+def _non_finite(curves: dict[str, list[float]]) -> bool:
+    return any(not math.isfinite(value) for values in curves.values() for value in values)
