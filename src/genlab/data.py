@@ -64,9 +64,12 @@ def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return np.load(path, allow_pickle=False)
+        archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array saved under an .npz name
+        raise DataError(f"{path}: a single array, not an .npz archive of named arrays")
+    return archive
 
 
 def _read_arrays(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
@@ -164,7 +167,9 @@ SOURCES: dict[str, Callable[[str | None], tuple[np.ndarray, np.ndarray]]] = {
 
 def to_unit_float(x: np.ndarray, origin: str = "x") -> np.ndarray:
     """Integers 0-255 become float32 / 255; floats are kept as float32 (validation checks [0, 1])."""
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
+    if x.dtype == bool:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < 0 or x.max() > 255):
             raise DataError(f"{origin}: integer pixels must lie in 0-255, found {x.min()}..{x.max()}")
         return (x / 255.0).astype(np.float32)

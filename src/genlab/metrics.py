@@ -29,9 +29,12 @@ def worst_best_ratio(per_class: dict[str, float]) -> float:
 
 
 def ranks(values: dict[str, float], higher_is_better: bool = False) -> dict[str, int]:
-    """1 for the best; ties share the better rank."""
-    ordered = sorted(values.values(), reverse=higher_is_better)
-    return {name: ordered.index(value) + 1 for name, value in values.items()}
+    """1 for the best; ties share the better rank; NaN ranks last."""
+    def badness(value: float) -> float:
+        return np.inf if np.isnan(value) else (-value if higher_is_better else value)
+
+    ordered = sorted(badness(value) for value in values.values())
+    return {name: ordered.index(badness(value)) + 1 for name, value in values.items()}
 
 
 def pca_2d(codes: np.ndarray) -> np.ndarray:

@@ -43,7 +43,8 @@ PositiveNumber = Annotated[Number, Field(gt=0)]
 Fraction = Annotated[Number, Field(gt=0, lt=1)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
-Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+# Names become paths, DVC stage names and command-line arguments: a letter or digit first, no dots.
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 
 Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "leaky_relu"]
 Loss = Literal["mse", "mae", "msle", "binary_crossentropy", "categorical_crossentropy"]

@@ -102,8 +102,11 @@ def bar_chart(values: dict[str, dict[str, float]], title: str) -> Figure:
 
 
 def save(fig: Figure, path: str | Path) -> Path:
+    """Save as PNG atomically (a temporary file, then a rename) and free the figure."""
+    from genlab.files import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)
     return path

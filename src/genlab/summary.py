@@ -7,7 +7,7 @@ from pathlib import Path
 REPORTS = {
     "data validation (great-expectations)": "reports/validation/",
     "representation audit": "reports/audit/",
-    "loss curves and diagnosis, per model": "reports/train/<model>/",
+    "loss curves and diagnosis, per model": "reports/train/<model>.csv and .png",
     "evaluation, per model": "reports/eval/<model>.json and reports/eval/<model>/",
     "comparison": "reports/compare/comparison.md (also .csv and figures)",
 }

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", required=True, help="folder of the prepared splits")
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
-    parser.add_argument("--histories", required=True, help="folder with <model>/history.csv from train")
+    parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")
     args = parser.parse_args(argv)
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list(params.models)
     evaluations = {name: read_json(evaluations_dir / f"{name}.json") for name in names}
     summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
-    histories = {name: read_history(histories_dir / name / "history.csv") for name in names}
+    histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
     table = comparison_table(evaluations, summaries, params.compare.rank_by)
 
     prepared = data.load_prepared(args.data)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from genlab import data, plots, tracking
 from genlab.diagnostics import diagnose
-from genlab.files import atomic_dir, write_json
+from genlab.files import atomic_dir, atomic_file, write_json
 from genlab.params import load_params, model_params
 from genlab.stages import run_stage
 
@@ -22,9 +22,10 @@ RUN_FILE = "run.json"
 SUMMARY_FILE = "training.json"
 
 
-def write_history(history: dict[str, list[float]], path: Path) -> None:
+def write_history(history: dict[str, list[float]], path: str | Path) -> None:
+    """One row per epoch: the CSV that `dvc plots` draws."""
     keys = list(history)
-    with path.open("w", newline="") as handle:
+    with atomic_file(path, "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(["epoch", *keys])
         for epoch, values in enumerate(zip(*(history[key] for key in keys)), start=1):
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", required=True, help="folder of the prepared splits")
     parser.add_argument("--out", required=True, help="folder for the model's weights, config and run id")
-    parser.add_argument("--history", required=True, help="folder for the loss history (DVC plots) and its figure")
+    parser.add_argument("--history", required=True, help="CSV of the per-epoch losses (DVC plots)")
+    parser.add_argument("--figure", required=True, help="PNG of the loss curves and their diagnosis")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -83,15 +85,15 @@ def main(argv: list[str] | None = None) -> None:
         tracking.set_tags({f"{tracking.TAG_PREFIX}diagnosis": diagnosis.verdict,
                            f"{tracking.TAG_PREFIX}diagnosis_reason": diagnosis.reason})
 
-        with atomic_dir(args.history) as staging:
-            write_history(result.history, staging / "history.csv")
-            plots.save(plots.loss_curves(result.history, f"{args.model}: {diagnosis.verdict}", diagnosis.reason),
-                       staging / "loss_curves.png")
+        write_history(result.history, args.history)
+        plots.save(plots.loss_curves(result.history, f"{args.model}: {diagnosis.verdict}", diagnosis.reason),
+                   args.figure)
         with atomic_dir(args.out) as staging:
             save_model(model, config, prepared.image_shape, staging)
             write_json(staging / SUMMARY_FILE, summary)
             write_json(staging / RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id})
         tracking.log_artifacts(Path(args.history), "training")
+        tracking.log_artifacts(Path(args.figure), "training")
         if params.tracking.log_model_weights:
             tracking.log_artifacts(Path(args.out), "model")
     print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, val loss "

@@ -1,0 +1,110 @@
+"""The autoencoder family, the model registry and the fit loop, on tiny 8x8 data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from genlab import training  # noqa: E402
+from genlab.models import MODELS, build_model, load_model, save_model  # noqa: E402
+from genlab.params import AutoencoderParams  # noqa: E402
+
+SHAPE = (8, 8)
+
+
+def config(**overrides) -> AutoencoderParams:
+    settings = dict(family="autoencoder", hidden_units=(16,), latent_dim=4, hidden_activation="relu",
+                    output_activation="sigmoid", loss="binary_crossentropy", optimizer="adam",
+                    learning_rate=0.01, batch_size=16, epochs=3, seed=0)
+    return AutoencoderParams(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    strokes = (rng.random((64, *SHAPE)) > 0.6).astype(np.float32)
+    return strokes * rng.uniform(0.5, 1.0, size=(64, 1, 1)).astype(np.float32)
+
+
+def test_build_shapes_and_bottleneck():
+    model = build_model(config(latent_dim=3, hidden_units=(20, 10)), SHAPE)
+    batch = np.zeros((5, *SHAPE), dtype=np.float32)
+    assert model.encode(batch).shape == (5, 3)
+    out = model.reconstruct(batch)
+    assert out.shape == (5, *SHAPE)
+    assert np.all((out >= 0) & (out <= 1))  # sigmoid output
+    dense_sizes = [layer.units for layer in model.encoder.layers + model.decoder.layers if hasattr(layer, "units")]
+    assert dense_sizes == [20, 10, 3, 10, 20, 64]
+
+
+def test_registry_rejects_unknown_family():
+    class Fake:
+        family = "vea"
+
+    with pytest.raises(ValueError, match="valid families: \\['autoencoder'\\]"):
+        build_model(Fake(), SHAPE)
+    assert set(MODELS) == {"autoencoder"}
+
+
+def test_latent_not_smaller_than_image_is_rejected():
+    with pytest.raises(ValueError, match="no bottleneck"):
+        build_model(config(latent_dim=64), SHAPE)
+
+
+@pytest.mark.parametrize("loss, activation", [("mse", "linear"), ("mse", "sigmoid"), ("binary_crossentropy", "sigmoid")])
+def test_training_step_is_finite_and_loss_falls(images, loss, activation):
+    training.set_seed(0)
+    model = build_model(config(loss=loss, output_activation=activation), SHAPE)
+    first = model.train_on_batch(images, images)
+    assert np.isfinite(first)
+    for _ in range(30):
+        last = model.train_on_batch(images, images)
+    assert last < 0.9 * first
+
+
+def test_fit_records_history_and_calls_the_epoch_hook(images):
+    training.set_seed(0)
+    model = build_model(config(epochs=4), SHAPE)
+    seen = []
+    result = training.fit(model, images, images[:16], epochs=4, batch_size=16, on_epoch=lambda e, logs: seen.append(e))
+    assert seen == [0, 1, 2, 3]
+    assert set(result.history) == {"loss", "val_loss"} and len(result.history["loss"]) == 4
+    assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_same_seed_gives_identical_weights(images):
+    def trained():
+        training.set_seed(7)
+        model = build_model(config(), SHAPE)
+        training.fit(model, images, images[:16], epochs=2, batch_size=16)
+        return [w.copy() for w in model.get_weights()]
+
+    for a, b in zip(trained(), trained()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_diverging_loss_raises(images):
+    training.set_seed(0)
+    model = build_model(config(loss="mse", output_activation="linear", optimizer="sgd", learning_rate=1e12), SHAPE)
+    with pytest.raises(training.TrainingDiverged, match="non-finite at epoch 1"):
+        training.fit(model, images, images[:16], epochs=5, batch_size=16)
+
+
+def test_early_stopping_stops(images):
+    training.set_seed(0)
+    model = build_model(config(learning_rate=1e-9), SHAPE)  # nothing to learn: val loss never improves
+    result = training.fit(model, images, images[:16], epochs=50, batch_size=16, early_stopping_patience=2)
+    assert result.stopped_early and len(result.history["loss"]) < 10
+
+
+def test_save_load_round_trip_reproduces_outputs(images, tmp_path):
+    training.set_seed(0)
+    cfg = config(hidden_units=(12,), latent_dim=5)
+    model = build_model(cfg, SHAPE)
+    training.fit(model, images, images[:16], epochs=2, batch_size=16)
+    save_model(model, cfg, SHAPE, tmp_path)
+    loaded, loaded_config = load_model(tmp_path)
+    assert loaded_config == cfg
+    np.testing.assert_array_equal(loaded.reconstruct(images), model.reconstruct(images))

@@ -1,0 +1,156 @@
+"""End to end: a real `dvc repro` of the whole pipeline in a temporary git repository.
+
+The project is copied with tiny params (two models, a few epochs); the test checks
+the outputs, `dvc metrics show`, `dvc plots show`, the MLflow store (runs, metric
+histories with steps, image artifacts, the comparison run and its links), that a
+second `dvc repro` does nothing, and that changing one model's parameter reruns
+only that model's stages and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = Path(__file__).resolve().parents[1]
+COPIED = ["src", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml"]
+MODELS = ("ae_a", "ae_b")
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"]["grid_every_epochs"] = 2
+    model = dict(family="autoencoder", hidden_units=[16], latent_dim=4, hidden_activation="relu",
+                 output_activation="sigmoid", loss="binary_crossentropy", optimizer="adam", learning_rate=0.01,
+                 batch_size=64, epochs=5, seed=0)
+    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}}
+    return params
+
+
+def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("genlab")
+    for name in COPIED:
+        source = PROJECT / name
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, target)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    env |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(root / "src"),
+            "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "baseline"], root, env)
+    first = run(["dvc", "repro"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "first repro"], root, env)
+    return root, {"env": env, "first": first.stdout}
+
+
+def mlflow_rows(root: Path, query: str, *args) -> list[tuple]:
+    with sqlite3.connect(root / "mlflow.db") as connection:
+        return connection.execute(query, args).fetchall()
+
+
+def test_first_repro_runs_every_stage(project):
+    _, info = project
+    expected = {"prepare", "audit", "compare"} | {f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS}
+    assert stages_run(info["first"]) == expected
+
+
+def test_outputs_exist(project):
+    root, _ = project
+    assert json.loads((root / "data/prepared/meta.json").read_text())["sizes"]["test"] == 270
+    for name in MODELS:
+        assert (root / f"models/{name}/model.weights.h5").is_file()
+        results = json.loads((root / f"reports/eval/{name}.json").read_text())
+        assert 0 < results["test_mse"] < 0.2 and set(results["per_class"]["mse"]) == {str(k) for k in range(10)}
+        for figure in ("reconstructions.png", "extremes.png", "latent_map.png"):
+            assert (root / f"reports/eval/{name}/{figure}").stat().st_size > 1000
+        assert (root / f"reports/train/{name}.csv").read_text().count("\n") == 6  # header + 5 epochs
+        assert (root / f"reports/train/{name}.png").stat().st_size > 1000
+    table = (root / "reports/compare/comparison.csv").read_text()
+    assert all(name in table for name in MODELS)
+    assert json.loads((root / "reports/validation/summary.json").read_text())["success"] is True
+    audit = json.loads((root / "reports/audit/metrics.json").read_text())
+    assert audit["split_consistency"]["consistent"] is True
+
+
+def test_dvc_metrics_and_plots(project):
+    root, info = project
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root, info["env"]).stdout)
+    files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]
+    assert {f"reports/eval/{name}.json" for name in MODELS} | {"reports/audit/metrics.json"} <= set(files)
+    plotted = json.loads(run(["dvc", "plots", "show", "--json"], root, info["env"]).stdout)
+    assert not plotted.get("errors")
+    for name in MODELS:
+        (curve,) = plotted["data"][f"reports/train/{name}.csv"]
+        fields = {point["field"] for point in curve["content"]["data"]["values"]}
+        assert fields == {"loss", "val_loss"}
+
+
+def test_mlflow_store_holds_runs_histories_images_and_links(project):
+    root, _ = project
+    runs = dict(mlflow_rows(root, "select name, run_uuid from runs where status = 'FINISHED'"))
+    assert {"audit", "comparison", *MODELS} <= set(runs)
+    for name in MODELS:
+        steps = [row[0] for row in mlflow_rows(
+            root, "select step from metrics where run_uuid = ? and key = 'loss' order by step", runs[name])]
+        assert steps == [1, 2, 3, 4, 5]
+        assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = 'test_bce'", runs[name])
+        tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
+        assert tags["genlab.comparison_run_id"] == runs["comparison"]
+        assert tags["genlab.dvc_stage"] == f"train@{name}"
+        assert tags["genlab.diagnosis"] in {"still_learning", "converged", "jumpy", "overfitting"}
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
+        assert tags["genlab.data_md5"] == json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
+        (uri,) = mlflow_rows(root, "select artifact_uri from runs where run_uuid = ?", runs[name])[0]
+        artifacts = Path(uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(root / "mlartifacts")
+        steps_logged = {int(path.name.split("+")[2]) for path in (artifacts / "images").glob("reconstruction+step+*.png")}
+        assert steps_logged == {0, 2, 4, 5}  # every grid_every_epochs=2, and the last epoch
+        assert (artifacts / "evaluation/reconstructions.png").is_file()
+        assert (artifacts / "model/model.weights.h5").is_file()
+    comparison_tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs["comparison"]))
+    assert all(f"{name}={runs[name]}" in comparison_tags["genlab.compared_runs"] for name in MODELS)
+
+
+def test_second_repro_does_nothing(project):
+    root, info = project
+    again = run(["dvc", "repro"], root, info["env"])
+    assert stages_run(again.stdout) == set()
+
+
+def test_changing_one_model_reruns_only_its_stages(project):
+    root, info = project
+    done = run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root, info["env"])
+    assert stages_run(done.stdout) == {"train@ae_b", "evaluate@ae_b", "compare"}
+    exp_runs = mlflow_rows(root, "select r.name, t.value from runs r join tags t on r.run_uuid = t.run_uuid "
+                                 "where t.key = 'genlab.dvc_exp_name'")
+    assert {name for name, _ in exp_runs} == {"ae_b", "comparison"}
