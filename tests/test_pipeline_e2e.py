@@ -10,21 +10,18 @@ only that model's stages and compare.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from genlab import sandbox
+
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[1]
-COPIED = ["src", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml"]
 MODELS = ("ae_a", "ae_b")
 
 
@@ -38,39 +35,16 @@ def tiny_params() -> dict:
     return params
 
 
-def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done
-
-
 def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("genlab")
-    for name in COPIED:
-        source = PROJECT / name
-        target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, target)
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
-    env |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(root / "src"),
-            "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    run(["git", "init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "baseline"], root, env)
-    first = run(["dvc", "repro"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "first repro"], root, env)
-    return root, {"env": env, "first": first.stdout}
+    root = sandbox.copy_project(PROJECT, tmp_path_factory.mktemp("genlab"), tiny_params())
+    first = sandbox.run(["dvc", "repro"], root)
+    sandbox.commit(root, "first repro")
+    return root, {"first": first.stdout}
 
 
 def mlflow_rows(root: Path, query: str, *args) -> list[tuple]:
@@ -104,10 +78,10 @@ def test_outputs_exist(project):
 
 def test_dvc_metrics_and_plots(project):
     root, info = project
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root, info["env"]).stdout)
+    shown = json.loads(sandbox.run(["dvc", "metrics", "show", "--json"], root).stdout)
     files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]
     assert {f"reports/eval/{name}.json" for name in MODELS} | {"reports/audit/metrics.json"} <= set(files)
-    plotted = json.loads(run(["dvc", "plots", "show", "--json"], root, info["env"]).stdout)
+    plotted = json.loads(sandbox.run(["dvc", "plots", "show", "--json"], root).stdout)
     assert not plotted.get("errors")
     for name in MODELS:
         (curve,) = plotted["data"][f"reports/train/{name}.csv"]
@@ -143,13 +117,13 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
 
 def test_second_repro_does_nothing(project):
     root, info = project
-    again = run(["dvc", "repro"], root, info["env"])
+    again = sandbox.run(["dvc", "repro"], root)
     assert stages_run(again.stdout) == set()
 
 
 def test_changing_one_model_reruns_only_its_stages(project):
     root, info = project
-    done = run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root, info["env"])
+    done = sandbox.run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root)
     assert stages_run(done.stdout) == {"train@ae_b", "evaluate@ae_b", "compare"}
     exp_runs = mlflow_rows(root, "select r.name, t.value from runs r join tags t on r.run_uuid = t.run_uuid "
                                  "where t.key = 'genlab.dvc_exp_name'")

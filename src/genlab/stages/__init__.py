@@ -7,6 +7,7 @@ line on stderr and a non-zero exit, instead of a traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -38,3 +39,12 @@ def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None =
         name = type(error).__name__
         print(f"error ({name}): {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def argument_parser(description: str | None, reads_prepared_data: bool = True) -> argparse.ArgumentParser:
+    """The options every stage shares: the params file and, for all but `prepare`, the prepared splits."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="the parameters file")
+    if reads_prepared_data:
+        parser.add_argument("--data", required=True, help="folder of the prepared splits")
+    return parser

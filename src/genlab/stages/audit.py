@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from genlab import audit, data, plots, tracking
 from genlab.files import atomic_dir, write_json
 from genlab.params import load_params
-from genlab.stages import run_stage
+from genlab.stages import argument_parser, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", required=True, help="folder of the prepared splits")
+    parser = argument_parser(__doc__)
     parser.add_argument("--out", required=True, help="folder for the audit's figures and tables")
     parser.add_argument("--metrics", required=True, help="the audit's metrics JSON (DVC metrics)")
     args = parser.parse_args(argv)

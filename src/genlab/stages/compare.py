@@ -8,7 +8,6 @@ tagged with the comparison run's id, so one pipeline execution is found together
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 from genlab import data, metrics, plots, tracking
 from genlab.files import atomic_dir, read_json
 from genlab.params import load_params
-from genlab.stages import run_stage
+from genlab.stages import argument_parser, run_stage
 from genlab.stages.evaluate import GRID_FILE
 
 METRIC_COLUMNS = ("test_mse", "test_bce", "worst_class_mse_ratio", "num_params", "train_seconds", "epochs_trained")
@@ -46,9 +45,7 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", required=True, help="folder of the prepared splits")
+    parser = argument_parser(__doc__)
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
     parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")

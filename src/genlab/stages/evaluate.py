@@ -7,7 +7,6 @@ DVC metrics JSON (`--metrics`) and figures plus the grid reconstructions that
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,15 @@ import numpy as np
 from genlab import data, metrics, plots, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import load_params
-from genlab.stages import run_stage
+from genlab.stages import argument_parser, run_stage
 from genlab.stages.train import RUN_FILE, SUMMARY_FILE
 
 GRID_FILE = "grid_reconstructions.npy"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", required=True, help="folder of the prepared splits")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
     parser.add_argument("--out", required=True, help="folder for figures and grid reconstructions")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 
 from genlab import data
 from genlab.params import load_params
-from genlab.stages import run_stage
+from genlab.stages import argument_parser, run_stage
 from genlab.validate import ValidationFailed, validate_prepared
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser = argument_parser(__doc__, reads_prepared_data=False)
     parser.add_argument("--out", required=True, help="folder for the prepared splits")
     parser.add_argument("--reports", required=True, help="folder for the great-expectations results")
     args = parser.parse_args(argv)

@@ -8,7 +8,6 @@ model so that `evaluate@<model>` continues the same run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from genlab import data, plots, tracking
 from genlab.diagnostics import diagnose
 from genlab.files import atomic_dir, atomic_file, write_json
 from genlab.params import load_params, model_params
-from genlab.stages import run_stage
+from genlab.stages import argument_parser, run_stage
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "training.json"
@@ -33,10 +32,8 @@ def write_history(history: dict[str, list[float]], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", required=True, help="folder of the prepared splits")
     parser.add_argument("--out", required=True, help="folder for the model's weights, config and run id")
     parser.add_argument("--history", required=True, help="CSV of the per-epoch losses (DVC plots)")
     parser.add_argument("--figure", required=True, help="PNG of the loss curves and their diagnosis")
@@ -57,9 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     def log_grid(step: int) -> None:
         tracking.log_image(plots.tile([originals, model.reconstruct(originals)]), key="reconstruction", step=step)
 
+    epoch_metrics = tracking.MetricBuffer()
+
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-        tracking.log_metrics(logs, step=epoch + 1)
+        epoch_metrics.add(logs, step=epoch + 1)
         if (epoch + 1) % params.train.grid_every_epochs == 0:
+            epoch_metrics.flush()
             log_grid(epoch + 1)
 
     tags = tracking.provenance_tags(f"train@{args.model}", data.data_hash(args.data))
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                               on_epoch=on_epoch)
+        epoch_metrics.flush()
         epochs_trained = len(result.history["loss"])
         if epochs_trained % params.train.grid_every_epochs:
             log_grid(epochs_trained)

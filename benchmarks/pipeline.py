@@ -1,0 +1,144 @@
+"""Foundation benchmarks on this machine: the full default `dvc repro` and each stage's share,
+a no-op `dvc repro`, and the tracking overhead (the same training with and without MLflow).
+
+    .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--model ae_sigmoid_bce]
+
+Runs in a scratch copy of the project (genlab.sandbox), never in your workspace, and
+prints a Markdown report; `--json PATH` also saves the raw figures. Targets (issue 2):
+full pipeline < 180 s, no-op repro < 5 s, tracking overhead < 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from genlab import sandbox
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def full_repro(root: Path) -> tuple[float, dict[str, float]]:
+    """Wall time of `dvc repro` from scratch, and the seconds from each stage's start to the next's."""
+    started = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=sandbox.environment(root), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in process.stdout:
+        found = re.match(r"Running stage '([^']+)'", line)
+        if found:
+            marks.append((found.group(1), time.perf_counter()))
+    if process.wait() != 0:
+        raise RuntimeError("dvc repro failed")
+    total = time.perf_counter() - started
+    ends = [moment for _, moment in marks[1:]] + [started + total]
+    return total, {stage: end - begun for (stage, begun), end in zip(marks, ends)}
+
+
+def noop_repro(root: Path, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        sandbox.run(["dvc", "repro"], root)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+@contextlib.contextmanager
+def tracking_disabled():
+    """Replace every logging call of genlab.tracking with a no-op, for the 'without MLflow' side."""
+    from genlab import tracking
+
+    @contextlib.contextmanager
+    def no_run(*args, **kwargs):
+        yield "untracked"
+
+    class NoBuffer:
+        def add(self, *args, **kwargs):
+            pass
+
+        def flush(self):
+            pass
+
+    replaced = {"setup": lambda *a, **k: "0", "run": no_run, "provenance_tags": lambda *a, **k: {},
+                "MetricBuffer": NoBuffer}
+    replaced |= {name: (lambda *a, **k: None) for name in ("log_params", "log_metrics", "set_tags", "tag_run",
+                                                           "log_image", "log_artifacts", "log_text", "log_table")}
+    saved = {name: getattr(tracking, name) for name in replaced}
+    for name, function in replaced.items():
+        setattr(tracking, name, function)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(tracking, name, function)
+
+
+def tracking_overhead(root: Path, model: str, repeats: int) -> dict[str, list[float]]:
+    """The train stage in this process, alternating with and without MLflow, `repeats` times each."""
+    from genlab.stages import train
+
+    previous = Path.cwd()
+    os.chdir(root)
+    os.environ["DVC_ROOT"] = str(root)
+    argv = [model, "--data", "data/prepared", "--out", "bench/model", "--history", "bench/history.csv",
+            "--figure", "bench/loss.png"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        train.main(argv)  # warm-up: TF graph tracing, the SQLite store's first migration
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(repeats):
+        for side in ("without", "with"):
+            started = time.perf_counter()
+            with tracking_disabled() if side == "without" else contextlib.nullcontext():
+                with contextlib.redirect_stdout(io.StringIO()):  # Keras's per-epoch lines
+                    train.main(argv)
+            times[side].append(time.perf_counter() - started)
+    os.chdir(previous)
+    del os.environ["DVC_ROOT"]
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="ae_sigmoid_bce", help="the model whose training is timed for overhead")
+    parser.add_argument("--json", type=Path, help="also save the raw figures here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as scratch:
+        root = sandbox.copy_project(PROJECT, Path(scratch))
+        total, stages = full_repro(root)
+        sandbox.commit(root, "after repro")
+        noop = noop_repro(root, args.repeats)
+        overhead = tracking_overhead(root, args.model, args.repeats)
+
+    without, with_ = statistics.median(overhead["without"]), statistics.median(overhead["with"])
+    report = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "full_repro_seconds": total,
+              "stage_seconds": stages, "noop_repro_seconds": noop, "train_seconds": overhead,
+              "tracking_overhead": with_ / without - 1}
+    print(f"# genlab benchmark ({os.cpu_count()} CPUs)\n")
+    print(f"Full default `dvc repro`: **{total:.1f} s** (target < 180 s)\n")
+    print("| stage | seconds | share |\n|:--|--:|--:|")
+    for stage, seconds in stages.items():
+        print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
+    print(f"\nNo-op `dvc repro`: median **{statistics.median(noop):.2f} s** of {[round(t, 2) for t in noop]} "
+          f"(target < 5 s)\n")
+    print(f"Tracking overhead, train@{args.model} in one process, alternating: without MLflow median "
+          f"{without:.2f} s {[round(t, 2) for t in overhead['without']]}, with MLflow {with_:.2f} s "
+          f"{[round(t, 2) for t in overhead['with']]}: **{with_ / without - 1:+.1%}** (target < 10%)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""A scratch copy of the project in a temporary git repository, for the end-to-end test and benchmarks.
+
+The copy runs the copied sources (PYTHONPATH) with this interpreter's tools on PATH,
+its own MLflow store and DVC cache, so nothing touches the user's workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PROJECT_FILES = ("src", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
+_IDENTITY = {"GIT_AUTHOR_NAME": "genlab", "GIT_AUTHOR_EMAIL": "genlab@localhost",
+             "GIT_COMMITTER_NAME": "genlab", "GIT_COMMITTER_EMAIL": "genlab@localhost"}
+
+
+def environment(root: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    return env | _IDENTITY | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONPATH": str(root / "src"), "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def run(args: list[str], root: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run a command in the copy; raise with its output when it fails."""
+    done = subprocess.run(args, cwd=root, env=environment(root), capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def copy_project(source: Path, root: Path, params: dict | None = None) -> Path:
+    """Copy the project's pipeline files into `root`, optionally replace params.yaml, and commit."""
+    for name in PROJECT_FILES:
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source / name, target)
+    if params is not None:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    commit(root, "baseline")
+    return root
+
+
+def commit(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message, "--allow-empty"], root)
