@@ -374,3 +374,11 @@ def test_stage_exits_2_on_bad_params(tmp_path, baseline):
 def test_model_names_that_are_not_safe_paths_or_arguments_are_refused(baseline, name):
     with pytest.raises(ParamsError):
         parse_params(mutated(baseline, rename_model(MODEL, name)))
+
+
+def test_shipped_mnist_configuration_is_the_lecture_study():
+    params = load_params(Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml")
+    assert params.data.source == "mnist"
+    assert sorted({model.latent_dim for model in params.models.values()}) == [16, 64]
+    first = params.models["ae_first_choice"]
+    assert (first.optimizer, first.output_activation, first.loss) == ("adadelta", "relu", "mse")
