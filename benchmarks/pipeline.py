@@ -73,7 +73,7 @@ def tracking_disabled():
     replaced = {"setup": lambda *a, **k: "0", "run": no_run, "provenance_tags": lambda *a, **k: {},
                 "MetricBuffer": NoBuffer}
     replaced |= {name: (lambda *a, **k: None) for name in ("log_params", "log_metrics", "set_tags", "tag_run",
-                                                           "log_image", "log_artifacts", "log_text", "log_table")}
+                                                           "log_image", "log_artifacts", "log_table")}
     saved = {name: getattr(tracking, name) for name in replaced}
     for name, function in replaced.items():
         setattr(tracking, name, function)

@@ -184,12 +184,6 @@ def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
-def log_text(text: str, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(text, artifact_file)
-
-
 def log_table(rows: Any, artifact_file: str) -> None:
     """A pandas DataFrame shown as a table in the run's artifacts (artifact_file ends in .json)."""
     import mlflow
