@@ -108,3 +108,18 @@ def test_save_load_round_trip_reproduces_outputs(images, tmp_path):
     loaded, loaded_config = load_model(tmp_path)
     assert loaded_config == cfg
     np.testing.assert_array_equal(loaded.reconstruct(images), model.reconstruct(images))
+
+
+def test_losses_are_taken_over_whole_images():
+    from genlab.models.autoencoder import pixel_loss
+
+    rng = np.random.default_rng(1)
+    target = rng.random((3, *SHAPE)).astype(np.float32)
+    target /= target.reshape(3, -1).sum(axis=1)[:, None, None]  # each image a distribution over 64 pixels
+    logits = rng.normal(size=(3, 64))
+    predicted = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).reshape(3, *SHAPE).astype(np.float32)
+    expected = -np.mean(np.sum(target.reshape(3, -1) * np.log(predicted.reshape(3, -1)), axis=1))
+    got = float(keras.ops.mean(pixel_loss("categorical_crossentropy")(target, predicted)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    mse = float(keras.ops.mean(pixel_loss("mse")(target, predicted)))
+    assert mse == pytest.approx(np.mean((target - predicted) ** 2), rel=1e-5)

@@ -382,3 +382,41 @@ def test_shipped_mnist_configuration_is_the_lecture_study():
     assert sorted({model.latent_dim for model in params.models.values()}) == [16, 64]
     first = params.models["ae_first_choice"]
     assert (first.optimizer, first.output_activation, first.loss) == ("adadelta", "relu", "mse")
+
+
+@pytest.mark.parametrize("family", [["autoencoder"], {"a": 1}, None, 3])
+def test_family_that_is_not_a_name_is_a_params_error(baseline, family):
+    raw = copy.deepcopy(baseline)
+    raw["models"][MODEL]["family"] = family
+    with pytest.raises(ParamsError, match=f"models.{MODEL}: family: unknown family"):
+        parse_params(raw)
+
+
+def test_keys_of_mixed_types_are_a_params_error(baseline):
+    raw = copy.deepcopy(baseline)
+    raw["data"] |= {1: 2, None: 3}
+    with pytest.raises(ParamsError, match=r"data: unknown key\(s\) \['1', 'None'\]"):
+        parse_params(raw)
+
+
+def test_a_file_that_is_not_utf8_is_a_params_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"data:\n  source: \xff\xfe digits\n")
+    with pytest.raises(ParamsError, match="not UTF-8"):
+        load_params(path)
+
+
+def test_digits_with_a_path_is_refused(baseline):
+    raw = copy.deepcopy(baseline)
+    raw["data"]["path"] = "data/raw/mine.npz"
+    with pytest.raises(ParamsError, match="source 'digits' is embedded"):
+        parse_params(raw)
+
+
+def test_npz_bottleneck_is_checked_against_the_loaded_images():
+    from genlab.params import check_bottleneck
+
+    config = parse_params({"data": {}, "models": {"m": {"family": "autoencoder", "latent_dim": 4}}}).models["m"]
+    check_bottleneck("m", config, (3, 3))
+    with pytest.raises(ParamsError, match=r"models.m.latent_dim: 4 is not a bottleneck .* 2x2 = 4 pixels"):
+        check_bottleneck("m", config, (2, 2))

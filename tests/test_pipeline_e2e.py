@@ -121,6 +121,18 @@ def test_second_repro_does_nothing(project):
     assert stages_run(again.stdout) == set()
 
 
+def test_a_changed_raw_data_file_makes_prepare_stale(project):
+    root, _ = project
+    raw = root / "data/raw/mine.npz"
+    raw.write_bytes(b"a new version of the user's data")
+    try:
+        stale = json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout)
+        assert "prepare" in stale
+    finally:
+        raw.unlink()
+    assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
+
+
 def test_changing_one_model_reruns_only_its_stages(project):
     root, info = project
     done = sandbox.run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root)

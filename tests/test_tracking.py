@@ -55,3 +55,34 @@ def test_runs_are_created_tagged_and_marked_failed_on_error(monkeypatch, tmp_pat
     failed = tracking.run_info(failed_id)
     assert failed["status"] == "FAILED"
     assert failed["tags"]["genlab.failure"] == "RuntimeError: the loss became non-finite"
+
+
+def test_a_run_is_continued_by_id_and_a_missing_one_is_reported(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    experiment_id = tracking.setup("unit")
+    with tracking.run(experiment_id, run_name="m") as run_id:
+        tracking.log_metrics({"loss": 2.0})
+    with tracking.run(experiment_id, run_name="m", run_id=run_id, tags={"genlab.evaluated": "true"}) as same_id:
+        tracking.log_metrics({"test_mse": 0.5})
+    assert same_id == run_id
+    info = tracking.run_info(run_id)
+    assert info["metrics"] == {"loss": 2.0, "test_mse": 0.5} and info["tags"]["genlab.evaluated"] == "true"
+    assert tracking.run_exists(run_id)
+    assert not tracking.run_exists("0" * 32)
+    assert tracking.tag_run("0" * 32, "genlab.x", "y") is False
+
+
+def test_first_use_of_a_new_store_from_several_processes(tmp_path):
+    """Schema migrations of a new SQLite store run under a lock: every process gets the experiment."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")} | {"DVC_ROOT": str(tmp_path)}
+    code = "from genlab import tracking; print(tracking.setup('unit'))"
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1

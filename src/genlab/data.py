@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import math
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,7 @@ def _read_idx(path: Path, header_bytes: int) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as handle:
             return np.frombuffer(handle.read(), np.uint8, offset=header_bytes)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: not a readable gzip IDX file ({error})") from None
 
 

@@ -8,7 +8,8 @@ curves say, with the numbers behind it:
 - still learning: the loss was still falling at the end, either by more than `still_learning`
   over the window or, for a slow learner, by more than `progress_share` of its whole fall
   (the curve had not flattened: more epochs, or a faster optimizer, would help);
-- converged: none of the above.
+- converged: none of the above;
+- too_short: fewer than 3 epochs, nothing to judge.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-DIAGNOSES = ("overfitting", "jumpy", "still_learning", "converged")
+DIAGNOSES = ("overfitting", "jumpy", "still_learning", "converged", "too_short")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ def diagnose(
     """Judge a loss curve; validation loss is judged when given, else training loss."""
     train = np.asarray(train_loss, dtype=float)
     judged = np.asarray(val_loss, dtype=float) if val_loss is not None and len(val_loss) else train
-    if len(judged) < 3 or not np.all(np.isfinite(judged)):
-        raise ValueError(f"diagnosis needs at least 3 finite epochs of loss, got {judged.tolist()[:5]}")
+    if not np.all(np.isfinite(judged)):
+        raise ValueError(f"diagnosis needs finite losses, got {judged.tolist()[:5]}")
+    if len(judged) < 3:
+        return Diagnosis("too_short", f"{len(judged)} epoch(s) are too few to judge a loss curve (3 or more)",
+                         0.0, 0.0, 0.0, 0.0, int(np.argmin(judged)) if len(judged) else 0)
     size = max(3, int(round(window * len(judged))))
     recent = judged[-size:]
     fall, roughness = _trend_and_roughness(recent)

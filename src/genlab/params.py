@@ -78,7 +78,7 @@ class Section(BaseModel):
             data = {}
         if not isinstance(data, dict):
             raise ValueError(f"expected a mapping with keys {sorted(cls.model_fields)}, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(cls.model_fields))
+        unknown = sorted(map(str, set(data) - set(cls.model_fields)))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown}; allowed keys: {sorted(cls.model_fields)}")
         return data
@@ -106,9 +106,11 @@ class DataParams(Section):
     split: SplitParams = SplitParams()
 
     @model_validator(mode="after")
-    def _npz_needs_path(self) -> DataParams:
+    def _path_fits_source(self) -> DataParams:
         if self.source == "npz" and not self.path:
             raise ValueError("source 'npz' needs `path`: the .npz file with arrays x and y")
+        if self.source == "digits" and self.path:
+            raise ValueError("source 'digits' is embedded in scikit-learn; `path` must be null")
         return self
 
 
@@ -183,7 +185,7 @@ def _model_params(data: Any) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"expected a mapping with a `family` and its hyperparameters, got {type(data).__name__}")
     family = data.get("family")
-    if family not in FAMILY_PARAMS:
+    if not isinstance(family, str) or family not in FAMILY_PARAMS:
         raise ValueError(f"family: unknown family {family!r}; allowed: {sorted(FAMILY_PARAMS)}")
     return FAMILY_PARAMS[family].model_validate(data)
 
@@ -244,6 +246,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         text = path.read_text()
     except OSError as error:
         raise ParamsError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -251,6 +255,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ParamsError(f"{path}: YAML syntax error{where}: {getattr(error, 'problem', error)}") from None
     return parse_params(raw, origin=str(path))
+
+
+def check_bottleneck(name: str, config: AutoencoderParams, image_shape: tuple[int, int]) -> None:
+    """The data's own image size, known once an npz file is loaded: the bottleneck must be narrower."""
+    pixels = image_shape[0] * image_shape[1]
+    if config.latent_dim >= pixels:
+        raise ParamsError(f"models.{name}.latent_dim: {config.latent_dim} is not a bottleneck for the data's "
+                          f"{image_shape[0]}x{image_shape[1]} = {pixels} pixels; use 1..{pixels - 1}")
 
 
 def model_params(params: Params, name: str) -> AutoencoderParams:

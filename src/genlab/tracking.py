@@ -56,19 +56,24 @@ def _check_server(uri: str, timeout: float = 10.0) -> None:
 def setup(experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it on first use."""
     import mlflow
+    from filelock import FileLock
 
     uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    remote = uri.startswith(("http://", "https://"))
+    if remote:
         _check_server(uri)
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    artifacts = None if uri.startswith(("http://", "https://")) else (project_root() / ARTIFACTS_DIR).as_uri()
-    try:
-        return mlflow.create_experiment(experiment, artifact_location=artifacts)
-    except mlflow.exceptions.MlflowException:  # another stage created it a moment ago
-        return mlflow.get_experiment_by_name(experiment).experiment_id
+    # A new SQLite store is created by schema migrations that two processes must not run at once.
+    lock = contextlib.nullcontext() if not uri.startswith("sqlite:///") else FileLock(f"{uri[len('sqlite:///'):]}.lock")
+    with lock:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        artifacts = None if remote else (project_root() / ARTIFACTS_DIR).as_uri()
+        try:
+            return mlflow.create_experiment(experiment, artifact_location=artifacts)
+        except mlflow.exceptions.MlflowException:  # another process created it a moment ago
+            return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
 def _git(*args: str) -> str:
@@ -83,7 +88,8 @@ def provenance_tags(stage: str, data_md5: str | None = None) -> dict[str, str]:
     """What a run needs to be traced: commit, DVC stage and experiment, data hash, library versions."""
     tags = {
         "mlflow.source.git.commit": _git("rev-parse", "HEAD") or "unknown",
-        f"{TAG_PREFIX}git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        # whether the code differs from that commit (pipeline outputs change during a run, so only src/)
+        f"{TAG_PREFIX}source_dirty": str(bool(_git("status", "--porcelain", "--", "src"))).lower(),
         f"{TAG_PREFIX}dvc_stage": stage,
     }
     if os.environ.get("DVC_EXP_NAME"):
@@ -157,11 +163,26 @@ def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
 
-def tag_run(run_id: str, key: str, value: str) -> None:
-    """Tag another run (compare links the model runs it compares)."""
+def run_exists(run_id: str) -> bool:
+    """Whether this store holds the run (not so after `mlflow.db` was removed or the URI changed)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
+    try:
+        MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def tag_run(run_id: str, key: str, value: str) -> bool:
+    """Tag another run (compare links the model runs it compares); False if the store lacks it."""
+    from mlflow.tracking import MlflowClient
+
+    if not run_exists(run_id):
+        return False
     MlflowClient().set_tag(run_id, key, value)
+    return True
 
 
 def log_image(image: np.ndarray, key: str, step: int) -> None:

@@ -14,8 +14,6 @@ import numpy as np
 
 from genlab.params import AutoencoderParams
 
-STEPS_PER_EXECUTION = 32  # batches per call into TF: small models are otherwise dominated by per-step overhead
-
 
 def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
                   activation: str) -> keras.Model:
@@ -56,8 +54,28 @@ class Autoencoder(keras.Model):
         return self.predict(images, batch_size=batch_size, verbose=0)
 
 
-def build(config: AutoencoderParams, image_shape: tuple[int, int]) -> Autoencoder:
-    """The compiled autoencoder described by `config`, for images of `image_shape`."""
+def pixel_loss(name: str):
+    """A Keras loss taken over all H*W pixels of each image, not row by row.
+
+    Keras reduces a loss over the last axis; for (B, H, W) images that would make
+    categorical cross-entropy a distribution over each row instead of the image.
+    """
+    base = keras.losses.get(name)
+
+    def loss(images, reconstructions):
+        flat_shape = (keras.ops.shape(images)[0], -1)  # (B, H*W)
+        return base(keras.ops.reshape(images, flat_shape), keras.ops.reshape(reconstructions, flat_shape))
+
+    loss.__name__ = name
+    return loss
+
+
+def build(config: AutoencoderParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Autoencoder:
+    """The compiled autoencoder described by `config`, for images of `image_shape`.
+
+    `steps_per_execution` batches run per call into TensorFlow: small dense models are
+    otherwise dominated by per-step overhead (100 epochs on the digits: 11 s -> 8 s, same weights).
+    """
     pixels = int(np.prod(image_shape))
     if config.latent_dim >= pixels:
         raise ValueError(f"latent_dim {config.latent_dim} is no bottleneck for {pixels} pixels; use 1..{pixels - 1}")
@@ -67,5 +85,5 @@ def build(config: AutoencoderParams, image_shape: tuple[int, int]) -> Autoencode
     model = Autoencoder(encoder, decoder, name="autoencoder")
     model.build((None, *image_shape))
     optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
-    model.compile(optimizer=optimizer, loss=config.loss, steps_per_execution=STEPS_PER_EXECUTION)
+    model.compile(optimizer=optimizer, loss=pixel_loss(config.loss), steps_per_execution=steps_per_execution)
     return model

@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
                                for metric in ("test_bce", "test_mse"))})
         tracking.log_table(table, "comparison_table.json")
         tracking.log_artifacts(Path(args.out), "comparison")
-    for run_id in run_ids.values():
-        tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id)
+    for name, run_id in run_ids.items():
+        if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
+            print(f"compare: run {run_id} of {name} is not in this MLflow store; it is listed but not tagged")
     best = table.iloc[0]
     print(f"compare: best by {params.compare.rank_by} is {best['model']} ({best[params.compare.rank_by]:.5f}); "
           f"table in {Path(args.out) / 'comparison.md'}")

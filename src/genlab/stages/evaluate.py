@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     prepared = data.load_prepared(args.data)
     run_id = read_json(Path(args.model_dir) / RUN_FILE)["run_id"]
     training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
-    tracking.setup(params.tracking.experiment)
+    experiment_id = tracking.setup(params.tracking.experiment)
+    run_tags = {f"{tracking.TAG_PREFIX}evaluated": "true"}
+    if not tracking.run_exists(run_id):  # the model was trained against another store: record it afresh
+        print(f"{args.model}: training run {run_id} is not in this MLflow store; evaluating in a new run")
+        run_tags |= tracking.provenance_tags(f"evaluate@{args.model}", data.data_hash(args.data))
+        run_tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}training_run_id": run_id}
+        run_id = None
 
     from genlab.models import load_model
 
@@ -55,23 +61,24 @@ def main(argv: list[str] | None = None) -> None:
     count = params.evaluate.num_extreme_images
     worst, best = order[::-1][:count], order[:count]
     grid = data.grid_indices(y_test, params.train.grid_images)
-    with atomic_dir(args.out) as staging:
-        np.save(staging / GRID_FILE, reconstructions[grid].astype(np.float32))
-        plots.save(plots.image_rows({"original": x_test[grid], "reconstruction": reconstructions[grid]},
-                                    f"{args.model}: test images"), staging / "reconstructions.png")
-        plots.save(plots.image_rows(
-            {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
-             "rebuilt ": reconstructions[best]},
-            f"{args.model}: worst and best reconstructions (BCE)"), staging / "extremes.png")
-        plots.save(plots.latent_map(metrics.pca_2d(model.encode(x_test)), y_test,
-                                    f"{args.model}: bottleneck ({config.latent_dim}-D), first two principal components"),
-                   staging / "latent_map.png")
-        write_json(staging / "summary.json", {"run_id": run_id, "diagnosis": training_summary["diagnosis"],
-                                              "diagnosis_reason": training_summary["diagnosis_reason"],
-                                              "family": config.family, "params": config.model_dump(mode="json")})
-    write_json(args.metrics, results)
-
-    with tracking.run(run_id=run_id, tags={f"{tracking.TAG_PREFIX}evaluated": "true"}):
+    with tracking.run(experiment_id, run_name=args.model, run_id=run_id, tags=run_tags) as run_id:
+        with atomic_dir(args.out) as staging:
+            np.save(staging / GRID_FILE, reconstructions[grid].astype(np.float32))
+            plots.save(plots.image_rows({"original": x_test[grid], "reconstruction": reconstructions[grid]},
+                                        f"{args.model}: test images"), staging / "reconstructions.png")
+            plots.save(plots.image_rows(
+                {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
+                 "rebuilt ": reconstructions[best]},
+                f"{args.model}: worst and best reconstructions (BCE)"), staging / "extremes.png")
+            plots.save(plots.latent_map(
+                metrics.pca_2d(model.encode(x_test)), y_test,
+                f"{args.model}: bottleneck ({config.latent_dim}-D), first two principal components"),
+                staging / "latent_map.png")
+            write_json(staging / "summary.json", {
+                "run_id": run_id, "diagnosis": training_summary["diagnosis"],
+                "diagnosis_reason": training_summary["diagnosis_reason"],
+                "family": config.family, "params": config.model_dump(mode="json")})
+        write_json(args.metrics, results)
         flat = {key: value for key, value in results.items() if isinstance(value, (int, float))}
         flat |= {f"test_{kind}_class_{label}": value for kind, values in per_class.items()
                  for label, value in values.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 from genlab import data, plots, tracking
 from genlab.diagnostics import diagnose
 from genlab.files import atomic_dir, atomic_file, write_json
-from genlab.params import load_params, model_params
+from genlab.params import check_bottleneck, load_params, model_params
 from genlab.stages import argument_parser, run_stage
 
 RUN_FILE = "run.json"
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     config = model_params(params, args.model)
     prepared = data.load_prepared(args.data)
+    check_bottleneck(args.model, config, prepared.image_shape)
     experiment_id = tracking.setup(params.tracking.experiment)  # fails fast, before any training
 
     from genlab import training
