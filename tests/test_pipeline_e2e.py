@@ -22,7 +22,7 @@ from genlab import sandbox
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[1]
-MODELS = ("ae_a", "ae_b")
+MODELS = ("ae_a", "ae_b", "vae_c")
 
 
 def tiny_params() -> dict:
@@ -31,7 +31,10 @@ def tiny_params() -> dict:
     model = dict(family="autoencoder", hidden_units=[16], latent_dim=4, hidden_activation="relu",
                  output_activation="sigmoid", loss="binary_crossentropy", optimizer="adam", learning_rate=0.01,
                  batch_size=64, epochs=5, seed=0)
-    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}}
+    vae = dict(family="vae", hidden_units=[16], latent_dim=2, learning_rate=0.01, batch_size=64, epochs=5,
+               num_importance_samples=8)
+    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae}
+    params["evaluate"]["num_samples"] = 100
     return params
 
 
@@ -69,6 +72,12 @@ def test_outputs_exist(project):
             assert (root / f"reports/eval/{name}/{figure}").stat().st_size > 1000
         assert (root / f"reports/train/{name}.csv").read_text().count("\n") == 6  # header + 5 epochs
         assert (root / f"reports/train/{name}.png").stat().st_size > 1000
+    vae = json.loads((root / "reports/eval/vae_c.json").read_text())
+    assert 0 < vae["test_nll_nats"] <= -vae["test_elbo_nats"] + 1.0  # the k-sample bound is the tighter one
+    assert vae["sampling_seconds_per_1000"] > 0
+    for figure in ("samples.png", "interpolation.png", "latent_grid.png"):
+        assert (root / f"reports/eval/vae_c/{figure}").stat().st_size > 1000
+    assert (root / "reports/compare/samples.png").is_file()
     table = (root / "reports/compare/comparison.csv").read_text()
     assert all(name in table for name in MODELS)
     assert json.loads((root / "reports/validation/summary.json").read_text())["success"] is True
@@ -107,7 +116,7 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         (uri,) = mlflow_rows(root, "select artifact_uri from runs where run_uuid = ?", runs[name])[0]
         artifacts = Path(uri.removeprefix("file://"))
         assert artifacts.is_relative_to(root / "mlartifacts")
-        steps_logged = {int(path.name.split("+")[2]) for path in (artifacts / "images").glob("reconstruction+step+*.png")}
+        steps_logged = {int(path.name.split("+")[2]) for path in (artifacts / "images").glob("progress+step+*.png")}
         assert steps_logged == {0, 2, 4, 5}  # every grid_every_epochs=2, and the last epoch
         assert (artifacts / "evaluation/reconstructions.png").is_file()
         assert (artifacts / "model/model.weights.h5").is_file()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
@@ -139,10 +139,11 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     num_extreme_images: Annotated[StrictInt, Field(ge=1, le=32)] = 8  # worst and best reconstructions shown
+    num_samples: Annotated[StrictInt, Field(ge=10, le=100_000)] = 1000  # generated for timing and the grid
 
 
 class CompareParams(Section):
-    rank_by: Literal["test_bce", "test_mse"] = "test_bce"
+    rank_by: Literal["test_bce", "test_mse", "test_nll_bits_per_dim"] = "test_bce"  # lower is better
 
 
 class TrackingParams(Section):
@@ -150,21 +151,29 @@ class TrackingParams(Section):
     log_model_weights: StrictBool = True
 
 
-class AutoencoderParams(Section):
-    """A dense autoencoder: image -> hidden_units -> latent_dim -> reversed(hidden_units) -> image."""
+class TrainingParams(Section):
+    """What every family's training shares: the optimizer, batches, epochs and seed."""
 
-    family: Literal["autoencoder"]
-    hidden_units: tuple[PositiveInt, ...] = (32,)
-    latent_dim: PositiveInt = 8
-    hidden_activation: Activation = "relu"
-    output_activation: Activation = "sigmoid"
-    loss: Loss = "binary_crossentropy"
+    bottleneck: ClassVar[bool] = False  # whether latent_dim squeezes the image (encoders) or is a noise size
+
     optimizer: Optimizer = "adam"
     learning_rate: PositiveNumber = 1e-3
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 100
     seed: Seed = 0
     early_stopping_patience: PositiveInt | None = None  # epochs without val-loss progress; null: off
+
+
+class AutoencoderParams(TrainingParams):
+    """A dense autoencoder: image -> hidden_units -> latent_dim -> reversed(hidden_units) -> image."""
+
+    bottleneck: ClassVar[bool] = True
+    family: Literal["autoencoder"]
+    hidden_units: tuple[PositiveInt, ...] = (32,)
+    latent_dim: PositiveInt = 8
+    hidden_activation: Activation = "relu"
+    output_activation: Activation = "sigmoid"
+    loss: Loss = "binary_crossentropy"
 
     @model_validator(mode="after")
     def _loss_fits_output(self) -> AutoencoderParams:
@@ -177,8 +186,22 @@ class AutoencoderParams(Section):
         return self
 
 
+class VaeParams(TrainingParams):
+    """A variational autoencoder: a Gaussian latent of latent_dim numbers with a standard normal prior."""
+
+    bottleneck: ClassVar[bool] = True
+    family: Literal["vae"]
+    hidden_units: tuple[PositiveInt, ...] = (64,)
+    latent_dim: PositiveInt = 8
+    hidden_activation: Activation = "relu"
+    decoder: Literal["bernoulli", "gaussian"] = "bernoulli"  # p(x|z): binary cross-entropy, or Gaussian
+    decoder_std: PositiveNumber = 0.1  # the Gaussian decoder's fixed standard deviation per pixel
+    beta: PositiveNumber = 1.0  # weight of the KL term (beta-VAE when not 1)
+    num_importance_samples: Annotated[StrictInt, Field(ge=1, le=5000)] = 64  # k of the importance-weighted NLL
+
+
 # family name -> schema of its hyperparameters; the model registry (genlab.models.MODELS) mirrors it.
-FAMILY_PARAMS: dict[str, type[Section]] = {"autoencoder": AutoencoderParams}
+FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams}
 
 
 def _model_params(data: Any) -> Any:
@@ -190,7 +213,7 @@ def _model_params(data: Any) -> Any:
     return FAMILY_PARAMS[family].model_validate(data)
 
 
-ModelParams = Annotated[AutoencoderParams, BeforeValidator(_model_params)]
+ModelParams = Annotated[Union[AutoencoderParams, VaeParams], BeforeValidator(_model_params)]
 
 
 class Params(Section):
@@ -210,7 +233,7 @@ class Params(Section):
             return self
         pixels = shape[0] * shape[1]
         for name, model in self.models.items():
-            if model.latent_dim >= pixels:
+            if model.bottleneck and model.latent_dim >= pixels:
                 raise ValueError(
                     f"models.{name}.latent_dim: {model.latent_dim} is not a bottleneck for "
                     f"{self.data.source}'s {pixels} pixels; use 1..{pixels - 1}"
@@ -257,15 +280,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, origin=str(path))
 
 
-def check_bottleneck(name: str, config: AutoencoderParams, image_shape: tuple[int, int]) -> None:
+def check_bottleneck(name: str, config: TrainingParams, image_shape: tuple[int, int]) -> None:
     """The data's own image size, known once an npz file is loaded: the bottleneck must be narrower."""
     pixels = image_shape[0] * image_shape[1]
-    if config.latent_dim >= pixels:
+    if config.bottleneck and config.latent_dim >= pixels:
         raise ParamsError(f"models.{name}.latent_dim: {config.latent_dim} is not a bottleneck for the data's "
                           f"{image_shape[0]}x{image_shape[1]} = {pixels} pixels; use 1..{pixels - 1}")
 
 
-def model_params(params: Params, name: str) -> AutoencoderParams:
+def model_params(params: Params, name: str) -> TrainingParams:
     """The `models.<name>` entry, or a ParamsError listing the models that exist."""
     try:
         return params.models[name]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import keras
 
-from genlab.models import autoencoder
+from genlab.models import autoencoder, vae
 from genlab.params import FAMILY_PARAMS
 
-MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build}
+MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build, "vae": vae.build}
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"

@@ -15,12 +15,18 @@ import numpy as np
 from genlab.params import AutoencoderParams
 
 
+def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str):
+    """Flatten (B, H, W) images to (B, H*W) and pass them through the hidden Dense layers."""
+    h = keras.layers.Flatten()(images)
+    for index, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
+    return h
+
+
 def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
                   activation: str) -> keras.Model:
     images = keras.Input(shape=image_shape, name="image")  # (B, H, W)
-    h = keras.layers.Flatten()(images)  # (B, H*W)
-    for index, units in enumerate(hidden_units):
-        h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
+    h = build_encoder_trunk(images, hidden_units, activation)
     latent = keras.layers.Dense(latent_dim, activation=activation, name="bottleneck")(h)  # (B, latent_dim)
     return keras.Model(images, latent, name="encoder")
 
@@ -53,6 +59,18 @@ class Autoencoder(keras.Model):
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return self.predict(images, batch_size=batch_size, verbose=0)
 
+    def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """What the MLflow run shows every few epochs: the same test images and their reconstructions."""
+        return {"original": images, "reconstruction": self.reconstruct(images)}
+
+    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
+        return {}  # reconstruction errors are measured for every encoder by the evaluate stage
+
+
+def optimizer(config) -> keras.optimizers.Optimizer:
+    """The optimizer named in a model's params, at its learning rate."""
+    return keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
+
 
 def pixel_loss(name: str):
     """A Keras loss taken over all H*W pixels of each image, not row by row.
@@ -84,6 +102,5 @@ def build(config: AutoencoderParams, image_shape: tuple[int, int], steps_per_exe
                             config.output_activation)
     model = Autoencoder(encoder, decoder, name="autoencoder")
     model.build((None, *image_shape))
-    optimizer = keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
-    model.compile(optimizer=optimizer, loss=pixel_loss(config.loss), steps_per_execution=steps_per_execution)
+    model.compile(optimizer=optimizer(config), loss=pixel_loss(config.loss), steps_per_execution=steps_per_execution)
     return model

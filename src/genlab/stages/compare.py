@@ -18,9 +18,9 @@ from genlab import data, metrics, plots, tracking
 from genlab.files import atomic_dir, read_json
 from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
-from genlab.stages.evaluate import GRID_FILE
+from genlab.stages.evaluate import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
 
-METRIC_COLUMNS = ("test_mse", "test_bce", "worst_class_mse_ratio", "num_params", "train_seconds", "epochs_trained")
+SETTING_COLUMNS = ("output_activation", "loss", "decoder", "optimizer", "latent_dim")
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -30,15 +30,22 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
-    """One row per model: its settings, diagnosis and metrics, sorted by `rank_by` (lower is better)."""
+    """One row per model: its settings, diagnosis and every metric it has, sorted by `rank_by` (lower is better).
+
+    Families measure different things (a GAN has no reconstruction error): a metric a model
+    lacks is left empty and ranks last.
+    """
     rows = []
     for name, results in evaluations.items():
         settings = summaries[name]["params"]
-        rows.append({"model": name, "family": summaries[name]["family"],
-                     "output_activation": settings.get("output_activation"), "loss": settings.get("loss"),
-                     "optimizer": settings.get("optimizer"), "latent_dim": settings.get("latent_dim"),
-                     "diagnosis": summaries[name]["diagnosis"]} | {key: results[key] for key in METRIC_COLUMNS})
+        rows.append({"model": name, "family": summaries[name]["family"]}
+                    | {key: settings.get(key) for key in SETTING_COLUMNS}
+                    | {"diagnosis": summaries[name]["diagnosis"]}
+                    | {key: value for key, value in results.items() if isinstance(value, (int, float))})
     table = pd.DataFrame(rows)
+    table = table.dropna(axis=1, how="all")  # settings no compared model has
+    if rank_by not in table:
+        table[rank_by] = np.nan
     rank = metrics.ranks(dict(zip(table["model"], table[rank_by])))
     table.insert(1, f"rank_{rank_by}", table["model"].map(rank))
     return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
@@ -61,17 +68,26 @@ def main(argv: list[str] | None = None) -> None:
 
     prepared = data.load_prepared(args.data)
     grid = data.grid_indices(prepared.test.y, params.train.grid_images)
-    rows = {"original": prepared.test.x[grid]} | {
-        name: np.load(evaluations_dir / name / GRID_FILE, allow_pickle=False) for name in table["model"]}
+    reconstructions = {"original": prepared.test.x[grid]} | {
+        name: np.load(evaluations_dir / name / GRID_FILE, allow_pickle=False)
+        for name in table["model"] if (evaluations_dir / name / GRID_FILE).is_file()}
+    samples = {name: np.load(evaluations_dir / name / SAMPLES_FILE, allow_pickle=False)
+               for name in table["model"] if (evaluations_dir / name / SAMPLES_FILE).is_file()}
     with atomic_dir(args.out) as staging:
         table.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
         (staging / "comparison.md").write_text(
             f"# Model comparison (ranked by {params.compare.rank_by}, lower is better)\n\n"
             + table.to_markdown(index=False, floatfmt=".5g") + "\n")
-        plots.save(plots.bar_chart({metric: dict(zip(table["model"], table[metric]))
-                                    for metric in ("test_bce", "test_mse", "train_seconds")},
-                                   "test-split reconstruction error and training time"), staging / "metrics.png")
-        plots.save(plots.image_rows(rows, "original / predicted, one row per model"), staging / "reconstructions.png")
+        charted = [metric for metric in ("test_bce", "test_mse", "train_seconds") if metric in table]
+        plots.save(plots.bar_chart({metric: dict(zip(table["model"], table[metric].fillna(0.0)))
+                                    for metric in charted}, "test-split metrics and training time"),
+                   staging / "metrics.png")
+        if len(reconstructions) > 1:
+            plots.save(plots.image_rows(reconstructions, "original / predicted, one row per model"),
+                       staging / "reconstructions.png")
+        if samples:
+            plots.save(plots.image_rows(samples, f"samples, one row per model (seed {SAMPLE_SEED})"),
+                       staging / "samples.png")
         plots.save(plots.overlaid_curves({name: histories[name]["val_loss"] for name in table["model"]},
                                          "validation loss (each model's own loss)", "loss curves"),
                    staging / "loss_curves.png")
@@ -83,9 +99,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={run_id}" for name, run_id in run_ids.items())}
     with tracking.run(experiment_id, run_name="comparison", tags=tags) as comparison_run_id:
         tracking.log_params({"rank_by": params.compare.rank_by, "models": ",".join(names)})
-        tracking.log_metrics({f"{name}.{metric}": float(value) for name, metric, value in
-                              ((row["model"], metric, row[metric]) for row in table.to_dict("records")
-                               for metric in ("test_bce", "test_mse"))})
+        tracking.log_metrics({f"{row['model']}.{metric}": float(row[metric]) for row in table.to_dict("records")
+                              for metric in ("test_bce", "test_mse", "test_nll_bits_per_dim") if metric in row})
         tracking.log_table(table, "comparison_table.json")
         tracking.log_artifacts(Path(args.out), "comparison")
     for name, run_id in run_ids.items():

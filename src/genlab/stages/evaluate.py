@@ -1,12 +1,16 @@
-"""DVC stage `evaluate@<model>`: test-split reconstruction errors, per class, extremes and the latent map.
+"""DVC stage `evaluate@<model>`: the model's test-split metrics, samples and figures.
 
-Continues the model's MLflow run (its id is saved with the model) and writes the
-DVC metrics JSON (`--metrics`) and figures plus the grid reconstructions that
-`compare` lines up (`--out`).
+Encoders (autoencoder, VAE) are measured by reconstruction error overall and per
+class, with their worst and best images and a latent map; generators (VAE, ...) by
+a sample grid and their sampling time; each family adds its own metrics (the VAE's
+ELBO and importance-weighted NLL). Continues the model's MLflow run (its id is saved
+with the model) and writes the DVC metrics JSON (`--metrics`) and the figures plus
+the rows that `compare` lines up (`--out`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,41 @@ from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
 from genlab.stages.train import RUN_FILE, SUMMARY_FILE
 
-GRID_FILE = "grid_reconstructions.npy"
+GRID_FILE = "grid_reconstructions.npy"  # the comparison's row for an encoder: the grid images rebuilt
+SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: samples from a fixed seed
+SAMPLE_SEED = 0
+
+
+def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str):
+    """Metrics and figures of an encoder: errors overall and per class, extremes, latent map."""
+    reconstructions = model.reconstruct(x_test)
+    errors = metrics.reconstruction_errors(x_test, reconstructions)
+    per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
+    results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
+               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class}
+    order = np.argsort(errors["bce"])
+    worst, best = order[::-1][:count], order[:count]
+    figures = {
+        "reconstructions.png": plots.image_rows(
+            {"original": x_test[grid], "reconstruction": reconstructions[grid]}, f"{title}: test images"),
+        "extremes.png": plots.image_rows(
+            {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
+             "rebuilt ": reconstructions[best]}, f"{title}: worst and best reconstructions (BCE)"),
+        "latent_map.png": plots.latent_map(metrics.pca_2d(model.encode(x_test)), y_test,
+                                           f"{title}: latent codes, first two principal components"),
+    }
+    return results, figures, {GRID_FILE: reconstructions[grid]}
+
+
+def sampling_report(model, num_samples: int, title: str):
+    """Sampling time per 1000 images and a grid of samples from a fixed seed."""
+    started = time.perf_counter()
+    samples = model.sample(num_samples, seed=SAMPLE_SEED)
+    seconds = time.perf_counter() - started
+    shown = samples[:40]
+    rows = {f"{index * 10}-{index * 10 + 9}": shown[index * 10:(index + 1) * 10] for index in range(len(shown) // 10)}
+    figures = {"samples.png": plots.image_rows(rows or {"samples": shown}, f"{title}: samples (seed {SAMPLE_SEED})")}
+    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", help="a key of `models:` in params.yaml")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
-    parser.add_argument("--out", required=True, help="folder for figures and grid reconstructions")
+    parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -41,51 +79,46 @@ def main(argv: list[str] | None = None) -> None:
         run_id = None
 
     from genlab.models import load_model
+    from genlab.training import set_seed
 
+    set_seed(params.models[args.model].seed)
     model, config = load_model(args.model_dir)
     x_test, y_test = prepared.test.x, prepared.test.y
-    reconstructions = model.reconstruct(x_test)
-    errors = metrics.reconstruction_errors(x_test, reconstructions)
-    per_class = {kind: metrics.per_class_mean(values, y_test, prepared.num_classes) for kind, values in errors.items()}
-    results = {
-        "test_mse": float(errors["mse"].mean()),
-        "test_bce": float(errors["bce"].mean()),
-        "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]),
-        "per_class": per_class,
-        "num_params": training_summary["num_params"],
-        "train_seconds": training_summary["train_seconds"],
-        "epochs_trained": training_summary["epochs_trained"],
-    }
+    results = {key: training_summary[key] for key in ("num_params", "train_seconds", "epochs_trained")}
+    figures, rows = {}, {}
+    if hasattr(model, "reconstruct"):
+        grid = data.grid_indices(y_test, params.train.grid_images)
+        found, drawn, lined_up = reconstruction_report(model, x_test, y_test, grid, prepared.num_classes,
+                                                       params.evaluate.num_extreme_images, args.model)
+        results, figures, rows = results | found, figures | drawn, rows | lined_up
+    if hasattr(model, "sample"):
+        found, drawn, lined_up = sampling_report(model, params.evaluate.num_samples, args.model)
+        results, figures, rows = results | found, figures | drawn, rows | lined_up
+    results |= model.family_metrics(x_test)
+    if hasattr(model, "family_images"):
+        figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
+                    for name, shown in model.family_images(x_test, y_test).items()}
 
-    order = np.argsort(errors["bce"])
-    count = params.evaluate.num_extreme_images
-    worst, best = order[::-1][:count], order[:count]
-    grid = data.grid_indices(y_test, params.train.grid_images)
     with tracking.run(experiment_id, run_name=args.model, run_id=run_id, tags=run_tags) as run_id:
         with atomic_dir(args.out) as staging:
-            np.save(staging / GRID_FILE, reconstructions[grid].astype(np.float32))
-            plots.save(plots.image_rows({"original": x_test[grid], "reconstruction": reconstructions[grid]},
-                                        f"{args.model}: test images"), staging / "reconstructions.png")
-            plots.save(plots.image_rows(
-                {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
-                 "rebuilt ": reconstructions[best]},
-                f"{args.model}: worst and best reconstructions (BCE)"), staging / "extremes.png")
-            plots.save(plots.latent_map(
-                metrics.pca_2d(model.encode(x_test)), y_test,
-                f"{args.model}: bottleneck ({config.latent_dim}-D), first two principal components"),
-                staging / "latent_map.png")
+            for name, images in rows.items():
+                np.save(staging / name, np.asarray(images, dtype=np.float32))
+            for name, figure in figures.items():
+                plots.save(figure, staging / name)
             write_json(staging / "summary.json", {
                 "run_id": run_id, "diagnosis": training_summary["diagnosis"],
                 "diagnosis_reason": training_summary["diagnosis_reason"],
                 "family": config.family, "params": config.model_dump(mode="json")})
         write_json(args.metrics, results)
         flat = {key: value for key, value in results.items() if isinstance(value, (int, float))}
-        flat |= {f"test_{kind}_class_{label}": value for kind, values in per_class.items()
+        flat |= {f"test_{kind}_class_{label}": value for kind, values in results.get("per_class", {}).items()
                  for label, value in values.items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")
-    print(f"{args.model}: test MSE {results['test_mse']:.5f}, BCE {results['test_bce']:.5f}")
+    shown = ", ".join(f"{key} {value:.5g}" for key, value in flat.items() if key.startswith(("test_", "sampling"))
+                      and "_class_" not in key)
+    print(f"{args.model}: {shown}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     originals = prepared.test.x[data.grid_indices(prepared.test.y, params.train.grid_images)]
 
     def log_grid(step: int) -> None:
-        tracking.log_image(plots.tile([originals, model.reconstruct(originals)]), key="reconstruction", step=step)
+        # encoders: originals above reconstructions; generators: samples from a fixed seed
+        tracking.log_image(plots.tile(list(model.progress_rows(originals).values())), key="progress", step=step)
 
     epoch_metrics = tracking.MetricBuffer()
 

@@ -1,0 +1,183 @@
+"""The variational autoencoder (Kingma and Welling 2014, "Auto-Encoding Variational Bayes").
+
+An encoder q(z|x) = N(mu(x), diag(sigma(x)^2)) over `latent_dim` numbers, a decoder p(x|z)
+(Bernoulli: binary cross-entropy; or Gaussian with a fixed standard deviation), and a
+standard normal prior p(z). Training maximises the evidence lower bound
+
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)),
+
+with the reparameterisation z = mu + sigma * eps, eps ~ N(0, I), and a `beta` weight on
+the KL term. The importance-weighted bound with k samples (Burda et al. 2016) estimates
+the negative log-likelihood for evaluation. Samples decode z ~ p(z): blurry, as the
+lecture says, because the decoder returns the mean of p(x|z).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from genlab.models.autoencoder import build_encoder_trunk, optimizer
+from genlab.params import VaeParams
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl(z_mean, z_log_var):
+    """KL(N(mu, sigma^2) || N(0, 1)) in closed form, summed over latent dimensions: (B,)."""
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+def log_likelihood(images, decoded, decoder: str, decoder_std: float):
+    """log p(x|z) summed over pixels: (B,). `decoded` is the Bernoulli mean or the Gaussian mean."""
+    flat_x = ops.reshape(images, (ops.shape(images)[0], -1))
+    flat_mean = ops.reshape(decoded, (ops.shape(decoded)[0], -1))
+    if decoder == "bernoulli":
+        p = ops.clip(flat_mean, 1e-7, 1 - 1e-7)
+        return ops.sum(flat_x * ops.log(p) + (1 - flat_x) * ops.log(1 - p), axis=-1)
+    variance = decoder_std**2
+    return ops.sum(-0.5 * ops.square(flat_x - flat_mean) / variance - 0.5 * (LOG_2PI + math.log(variance)), axis=-1)
+
+
+def log_normal(z, mean, log_var):
+    """log N(z; mean, exp(log_var)) summed over the last axis."""
+    return ops.sum(-0.5 * (LOG_2PI + log_var + ops.square(z - mean) / ops.exp(log_var)), axis=-1)
+
+
+class Vae(keras.Model):
+    """Owns the objective: -ELBO with a beta-weighted KL, and its per-term metrics."""
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, config: VaeParams, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.decoder, self.config = encoder, decoder, config
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("loss", "reconstruction_loss", "kl_loss", "elbo")}
+        self.noise = keras.random.SeedGenerator(config.seed)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        z_mean, _ = self.encoder(images, training=training)
+        return self.decoder(z_mean, training=training)
+
+    def _terms(self, images, training):
+        """Per-image -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || p(z)): two (B,) tensors."""
+        z_mean, z_log_var = self.encoder(images, training=training)
+        eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
+        z = z_mean + ops.exp(0.5 * z_log_var) * eps  # the reparameterisation trick
+        decoded = self.decoder(z, training=training)
+        reconstruction = -log_likelihood(images, decoded, self.config.decoder, self.config.decoder_std)
+        return reconstruction, gaussian_kl(z_mean, z_log_var)
+
+    def _update(self, reconstruction, kl):
+        # per-image values, so that a short last batch weighs by its size
+        values = {"loss": reconstruction + self.config.beta * kl, "reconstruction_loss": reconstruction,
+                  "kl_loss": kl, "elbo": -(reconstruction + kl)}
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            reconstruction, kl = self._terms(images, training=True)
+            loss = ops.mean(reconstruction + self.config.beta * kl)  # -ELBO with a beta-weighted KL
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update(reconstruction, kl)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        return self._update(*self._terms(images, training=False))
+
+    # --- what the stages use -----------------------------------------------------------------
+
+    def encode(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.encoder.predict(images, batch_size=batch_size, verbose=0)[0]
+
+    def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.decoder.predict(self.encode(images, batch_size), batch_size=batch_size, verbose=0)
+
+    def decode(self, codes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return self.decoder.predict(codes, batch_size=batch_size, verbose=0)
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """`count` images decoded from z ~ N(0, I), the same for the same seed."""
+        z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
+        return self.decode(z)
+
+    def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {"original": images, "reconstruction": self.reconstruct(images),
+                "sample": self.sample(len(images), seed=0)}
+
+    def family_images(self, images: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Rows of images to show: an interpolation between two test images of different classes,
+        and, for a 2-D latent, the decoded grid over the prior's quantiles."""
+        first, second = int(np.flatnonzero(labels == labels[0])[0]), int(np.flatnonzero(labels != labels[0])[0])
+        codes = self.encode(images[[first, second]])
+        weights = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
+        shown = {"interpolation.png": {"interpolation": self.decode((1 - weights) * codes[0] + weights * codes[1])}}
+        if self.config.latent_dim == 2:
+            from scipy.stats import norm
+
+            quantiles = norm.ppf(np.linspace(0.05, 0.95, 10)).astype(np.float32)
+            shown["latent_grid.png"] = {f"z2={q:+.1f}": self.decode(np.stack([quantiles, np.full(10, q)], axis=1))
+                                        for q in quantiles[::-1]}
+        return shown
+
+    def importance_weighted_nll(self, images: np.ndarray, num_samples: int, seed: int = 0,
+                                batch_size: int = 256) -> np.ndarray:
+        """-log p(x) estimated with k importance samples from q(z|x), in nats per image: (N,)."""
+        rng = np.random.default_rng(seed)
+        nll = []
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            z_mean, z_log_var = (np.asarray(v) for v in self.encoder(x, training=False))
+            eps = rng.standard_normal((num_samples, *z_mean.shape)).astype(np.float32)  # (k, B, D)
+            z = z_mean + np.exp(0.5 * z_log_var) * eps
+            decoded = self.decoder(z.reshape(-1, z.shape[-1]), training=False)
+            repeated = np.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+            log_px_z = np.asarray(log_likelihood(repeated, decoded, self.config.decoder, self.config.decoder_std))
+            log_weights = (log_px_z.reshape(num_samples, -1) + np.asarray(log_normal(z, 0.0, 0.0 * z))
+                           - np.asarray(log_normal(z, z_mean, z_log_var)))
+            peak = log_weights.max(axis=0)
+            nll.append(-(peak + np.log(np.mean(np.exp(log_weights - peak), axis=0))))
+        return np.concatenate(nll)
+
+    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
+        """Test ELBO and the importance-weighted NLL, in nats and in bits per dimension."""
+        dims = int(np.prod(images.shape[1:]))
+        results = self.evaluate(images, images, batch_size=256, verbose=0, return_dict=True)
+        nll = float(self.importance_weighted_nll(images, self.config.num_importance_samples).mean())
+        return {"test_elbo_nats": float(results["elbo"]), "test_kl_nats": float(results["kl_loss"]),
+                "test_nll_nats": nll, "test_nll_bits_per_dim": nll / (dims * math.log(2)),
+                "test_negative_elbo_bits_per_dim": -float(results["elbo"]) / (dims * math.log(2))}
+
+
+def build(config: VaeParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Vae:
+    """The compiled VAE described by `config`, for images of `image_shape`."""
+    images = keras.Input(shape=image_shape, name="image")
+    h = build_encoder_trunk(images, config.hidden_units, config.hidden_activation)
+    z_mean = keras.layers.Dense(config.latent_dim, name="z_mean")(h)
+    z_log_var = keras.layers.Dense(config.latent_dim, name="z_log_var")(h)
+    encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+    latent = keras.Input(shape=(config.latent_dim,), name="latent")
+    h = latent
+    for index, units in enumerate(reversed(config.hidden_units)):
+        h = keras.layers.Dense(units, activation=config.hidden_activation, name=f"decoder_hidden_{index}")(h)
+    output_activation = "sigmoid" if config.decoder == "bernoulli" else "linear"
+    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
+    decoder = keras.Model(latent, keras.layers.Reshape(image_shape)(pixels), name="decoder")
+
+    model = Vae(encoder, decoder, config, name="vae")
+    model.build((None, *image_shape))
+    model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
+    return model
