@@ -22,7 +22,8 @@ from genlab import sandbox
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[1]
-MODELS = ("ae_a", "ae_b", "vae_c")
+MODELS = ("ae_a", "ae_b", "vae_c", "gan_d")
+ENCODERS = ("ae_a", "ae_b", "vae_c")
 
 
 def tiny_params() -> dict:
@@ -33,7 +34,10 @@ def tiny_params() -> dict:
                  batch_size=64, epochs=5, seed=0)
     vae = dict(family="vae", hidden_units=[16], latent_dim=2, learning_rate=0.01, batch_size=64, epochs=5,
                num_importance_samples=8)
-    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae}
+    gan = dict(family="gan", latent_dim=4, generator_units=[16], discriminator_units=[16], learning_rate=0.001,
+               batch_size=64, epochs=5)
+    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae,
+                        "gan_d": gan}
     params["evaluate"]["num_samples"] = 100
     return params
 
@@ -64,7 +68,10 @@ def test_first_repro_runs_every_stage(project):
 def test_outputs_exist(project):
     root, _ = project
     assert json.loads((root / "data/prepared/meta.json").read_text())["sizes"]["test"] == 270
-    for name in MODELS:
+    gan = json.loads((root / "reports/eval/gan_d.json").read_text())
+    assert 0 < gan["test_d_real"] < 1 and 0 < gan["test_d_fake"] < 1 and "test_mse" not in gan
+    assert (root / "reports/eval/gan_d/samples.png").stat().st_size > 1000
+    for name in ENCODERS:
         assert (root / f"models/{name}/model.weights.h5").is_file()
         results = json.loads((root / f"reports/eval/{name}.json").read_text())
         assert 0 < results["test_mse"] < 0.2 and set(results["per_class"]["mse"]) == {str(k) for k in range(10)}
@@ -104,9 +111,11 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
     assert {"audit", "comparison", *MODELS} <= set(runs)
     for name in MODELS:
         steps = [row[0] for row in mlflow_rows(
-            root, "select step from metrics where run_uuid = ? and key = 'loss' order by step", runs[name])]
+            root, "select step from metrics where run_uuid = ? and key = ? order by step", runs[name],
+            "g_loss" if name.startswith("gan") else "loss")]
         assert steps == [1, 2, 3, 4, 5]
-        assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = 'test_bce'", runs[name])
+        test_metric = "test_d_real" if name.startswith("gan") else "test_bce"
+        assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = ?", runs[name], test_metric)
         tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
         assert tags["genlab.comparison_run_id"] == runs["comparison"]
         assert tags["genlab.dvc_stage"] == f"train@{name}"
@@ -118,7 +127,7 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         assert artifacts.is_relative_to(root / "mlartifacts")
         steps_logged = {int(path.name.split("+")[2]) for path in (artifacts / "images").glob("progress+step+*.png")}
         assert steps_logged == {0, 2, 4, 5}  # every grid_every_epochs=2, and the last epoch
-        assert (artifacts / "evaluation/reconstructions.png").is_file()
+        assert (artifacts / ("evaluation/samples.png" if name.startswith("gan") else "evaluation/reconstructions.png")).is_file()
         assert (artifacts / "model/model.weights.h5").is_file()
     comparison_tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs["comparison"]))
     assert all(f"{name}={runs[name]}" in comparison_tags["genlab.compared_runs"] for name in MODELS)

@@ -200,8 +200,27 @@ class VaeParams(TrainingParams):
     num_importance_samples: Annotated[StrictInt, Field(ge=1, le=5000)] = 64  # k of the importance-weighted NLL
 
 
+class GanParams(TrainingParams):
+    """A generative adversarial network: a generator from `latent_dim` noise numbers against a discriminator."""
+
+    family: Literal["gan"]
+    latent_dim: PositiveInt = 16  # the size of the noise z (not a bottleneck)
+    generator_units: tuple[PositiveInt, ...] = (64, 128)
+    discriminator_units: tuple[PositiveInt, ...] = (128, 64)
+    loss: Literal["non_saturating", "minimax"] = "non_saturating"  # the generator's objective
+    adam_beta_1: Fraction = 0.5  # Adam's first-moment decay; 0.5 steadies the adversarial game
+
+    @model_validator(mode="after")
+    def _no_early_stopping(self) -> GanParams:
+        if self.early_stopping_patience is not None:
+            raise ValueError("early_stopping_patience must be null for a GAN: its losses do not measure "
+                             "sample quality, so no validation loss can say when to stop")
+        return self
+
+
 # family name -> schema of its hyperparameters; the model registry (genlab.models.MODELS) mirrors it.
-FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams}
+FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams,
+                                                   "gan": GanParams}
 
 
 def _model_params(data: Any) -> Any:
@@ -213,7 +232,7 @@ def _model_params(data: Any) -> Any:
     return FAMILY_PARAMS[family].model_validate(data)
 
 
-ModelParams = Annotated[Union[AutoencoderParams, VaeParams], BeforeValidator(_model_params)]
+ModelParams = Annotated[Union[AutoencoderParams, VaeParams, GanParams], BeforeValidator(_model_params)]
 
 
 class Params(Section):

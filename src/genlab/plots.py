@@ -53,7 +53,8 @@ def loss_curves(history: dict[str, list[float]], title: str, note: str = "") -> 
     fig, axis = plt.subplots(figsize=(6, 3.6))
     for key, values in history.items():
         axis.plot(np.arange(1, len(values) + 1), values, label=key)
-    axis.set_xlabel("epoch"), axis.set_ylabel("loss"), axis.set_yscale("log")
+    positive = all(value > 0 for values in history.values() for value in values)
+    axis.set_xlabel("epoch"), axis.set_ylabel("loss"), axis.set_yscale("log" if positive else "linear")
     axis.set_title(title, fontsize=10)
     axis.legend()
     if note:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import keras
 
-from genlab.models import autoencoder, vae
+from genlab.models import autoencoder, gan, vae
 from genlab.params import FAMILY_PARAMS
 
-MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build, "vae": vae.build}
+MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build, "vae": vae.build,
+                                                  "gan": gan.build}
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"
@@ -46,6 +47,10 @@ def load_model(directory: str | Path) -> tuple[keras.Model, object]:
     family = payload["model"]["family"]
     config = FAMILY_PARAMS[family].model_validate(payload["model"])
     model = build_model(config, tuple(payload["image_shape"]))
-    model.optimizer.build(model.trainable_variables)  # the weights file holds the optimizer's state too
+    # The weights file holds the optimizers' state too, whose variables exist only once built.
+    if hasattr(model, "build_optimizers"):  # a GAN's two optimizers
+        model.build_optimizers()
+    else:
+        model.optimizer.build(model.trainable_variables)
     model.load_weights(directory / WEIGHTS_FILE)
     return model, config

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         if samples:
             plots.save(plots.image_rows(samples, f"samples, one row per model (seed {SAMPLE_SEED})"),
                        staging / "samples.png")
-        plots.save(plots.overlaid_curves({name: histories[name]["val_loss"] for name in table["model"]},
+        plots.save(plots.overlaid_curves({name: histories[name]["val_loss"] for name in table["model"]
+                                          if "val_loss" in histories[name]},
                                          "validation loss (each model's own loss)", "loss curves"),
                    staging / "loss_curves.png")
 

@@ -74,22 +74,28 @@ def main(argv: list[str] | None = None) -> None:
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                               on_epoch=on_epoch)
         epoch_metrics.flush()
-        epochs_trained = len(result.history["loss"])
+        monitored = getattr(model, "monitored_loss", "loss")  # a GAN has no single loss: its generator's
+        epochs_trained = len(result.history[monitored])
         if epochs_trained % params.train.grid_every_epochs:
             log_grid(epochs_trained)
-        diagnosis = diagnose(result.history["loss"], result.history.get("val_loss"),
+        diagnosis = diagnose(result.history[monitored], result.history.get(f"val_{monitored}"),
                              **params.train.diagnosis.model_dump())
         summary = {"num_params": num_params, "train_seconds": round(result.seconds, 3),
                    "epochs_trained": epochs_trained, "stopped_early": result.stopped_early,
-                   "final_loss": result.history["loss"][-1], "final_val_loss": result.history["val_loss"][-1],
+                   "monitored_loss": monitored, "final_loss": result.history[monitored][-1],
+                   "final_val_loss": result.history[f"val_{monitored}"][-1],
                    "diagnosis": diagnosis.verdict, "diagnosis_reason": diagnosis.reason} | diagnosis.metrics()
         tracking.log_metrics({key: value for key, value in summary.items()
                               if isinstance(value, (int, float)) and not isinstance(value, bool)})
         tracking.set_tags({f"{tracking.TAG_PREFIX}diagnosis": diagnosis.verdict,
                            f"{tracking.TAG_PREFIX}diagnosis_reason": diagnosis.reason})
 
-        write_history(result.history, args.history)
-        plots.save(plots.loss_curves(result.history, f"{args.model}: {diagnosis.verdict}", diagnosis.reason),
+        # dvc plots draws loss and val_loss for every model: the monitored pair stands in where a family
+        # has no single loss (a GAN's generator loss)
+        write_history({"loss": result.history[monitored], "val_loss": result.history[f"val_{monitored}"]}
+                      | result.history, args.history)
+        plots.save(plots.loss_curves(result.history, f"{args.model}: {diagnosis.verdict} ({monitored})",
+                                     diagnosis.reason),
                    args.figure)
         with atomic_dir(args.out) as staging:
             save_model(model, config, prepared.image_shape, staging)

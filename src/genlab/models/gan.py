@@ -1,0 +1,142 @@
+"""The generative adversarial network (Goodfellow et al. 2014, "Generative Adversarial Nets").
+
+A generator G maps noise z ~ N(0, I) to an image; a discriminator D scores images as
+real (logit > 0) or generated. They play the minimax game
+
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))].
+
+Early in training D rejects G's samples easily and log(1 - D(G(z))) saturates: its
+gradient vanishes. The lecture's fix, "to minimize generator saturation", is the
+non-saturating loss: G maximises log D(G(z)) instead. `loss` picks either objective.
+All losses are written on D's logits (softplus) for numerical stability.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from genlab.params import GanParams
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-log D(x) - log(1 - D(G(z))), averaged: D's side of the game."""
+    return ops.mean(ops.softplus(-real_logits)) + ops.mean(ops.softplus(fake_logits))
+
+
+def generator_loss(fake_logits, objective: str):
+    """minimax: log(1 - D(G(z))) (saturates); non_saturating: -log D(G(z)). Both minimised by G."""
+    if objective == "minimax":
+        return -ops.mean(ops.softplus(fake_logits))
+    return ops.mean(ops.softplus(-fake_logits))
+
+
+class Gan(keras.Model):
+    """Owns the game: one discriminator step and one generator step per batch, and their metrics."""
+
+    monitored_loss = "g_loss"  # what the loss-curve diagnosis reads: a GAN has no single loss
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: GanParams, **kwargs):
+        super().__init__(**kwargs)
+        self.generator, self.discriminator, self.config = generator, discriminator, config
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
+        self.noise = keras.random.SeedGenerator(config.seed)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def build_optimizers(self) -> None:
+        """Create both optimizers' variables, so that saved weights load into them."""
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def _noise(self, images):
+        return keras.random.normal((ops.shape(images)[0], self.config.latent_dim), seed=self.noise)
+
+    def _report(self, d_loss, g_loss, real_logits, fake_logits):
+        values = {"d_loss": d_loss, "g_loss": g_loss, "d_real": ops.mean(ops.sigmoid(real_logits)),
+                  "d_fake": ops.mean(ops.sigmoid(fake_logits))}
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images = data[0] if isinstance(data, tuple) else data
+        fakes = self.generator(self._noise(images), training=True)
+        with tf.GradientTape() as tape:  # D: tell real from generated
+            real_logits = self.discriminator(images, training=True)
+            fake_logits = self.discriminator(fakes, training=True)
+            d_loss = discriminator_loss(real_logits, fake_logits)
+        gradients = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
+
+        with tf.GradientTape() as tape:  # G: fool the updated D
+            fake_logits = self.discriminator(self.generator(self._noise(images), training=True), training=True)
+            g_loss = generator_loss(fake_logits, self.config.loss)
+        gradients = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
+        return self._report(d_loss, g_loss, real_logits, fake_logits)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        real_logits = self.discriminator(images, training=False)
+        fake_logits = self.discriminator(self.generator(self._noise(images), training=False), training=False)
+        return self._report(discriminator_loss(real_logits, fake_logits),
+                            generator_loss(fake_logits, self.config.loss), real_logits, fake_logits)
+
+    # --- what the stages use -----------------------------------------------------------------
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """`count` images from z ~ N(0, I), the same for the same seed."""
+        z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
+        return self.generator.predict(z, batch_size=1024, verbose=0)
+
+    def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Samples from the same noise every time, so the MLflow run shows the generator improving."""
+        return {"sample": self.sample(len(images), seed=0)}
+
+    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
+        """The discriminator's mean belief that test images and samples are real."""
+        real = ops.sigmoid(self.discriminator.predict(images, batch_size=1024, verbose=0))
+        fake = ops.sigmoid(self.discriminator.predict(self.sample(len(images), seed=1), batch_size=1024, verbose=0))
+        return {"test_d_real": float(ops.mean(real)), "test_d_fake": float(ops.mean(fake))}
+
+
+def _optimizer(config: GanParams) -> keras.optimizers.Optimizer:
+    settings = {"learning_rate": config.learning_rate} | ({"beta_1": config.adam_beta_1}
+                                                           if config.optimizer == "adam" else {})
+    return keras.optimizers.get({"class_name": config.optimizer, "config": settings})
+
+
+def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Gan:
+    """The compiled GAN described by `config`, for images of `image_shape`."""
+    z = keras.Input(shape=(config.latent_dim,), name="noise")
+    h = z
+    for index, units in enumerate(config.generator_units):
+        h = keras.layers.Dense(units, activation="relu", name=f"generator_hidden_{index}")(h)
+    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation="sigmoid", name="pixels")(h)
+    generator = keras.Model(z, keras.layers.Reshape(image_shape)(pixels), name="generator")
+
+    images = keras.Input(shape=image_shape, name="image")
+    h = keras.layers.Flatten()(images)
+    for index, units in enumerate(config.discriminator_units):
+        h = keras.layers.Dense(units, name=f"discriminator_hidden_{index}")(h)
+        h = keras.layers.LeakyReLU(0.2)(h)
+    discriminator = keras.Model(images, keras.layers.Dense(1, name="logit")(h), name="discriminator")
+
+    model = Gan(generator, discriminator, config, name="gan")
+    model.build((None, config.latent_dim))
+    model.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config),
+                  steps_per_execution=steps_per_execution)
+    return model

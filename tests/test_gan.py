@@ -1,0 +1,84 @@
+"""The GAN family (Goodfellow et al. 2014) on tiny 8x8 data: its losses against their formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from genlab import training  # noqa: E402
+from genlab.models import build_model, load_model, save_model  # noqa: E402
+from genlab.models.gan import discriminator_loss, generator_loss  # noqa: E402
+from genlab.params import GanParams, ParamsError, parse_params  # noqa: E402
+
+SHAPE = (8, 8)
+
+
+def config(**overrides) -> GanParams:
+    settings = dict(family="gan", latent_dim=4, generator_units=(16,), discriminator_units=(16,),
+                    learning_rate=0.002, batch_size=32, epochs=3, seed=0)
+    return GanParams(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:128] / 16.0).astype(np.float32)
+
+
+def test_losses_match_their_formulas_for_given_discriminator_outputs():
+    d_real, d_fake = np.array([0.9, 0.6, 0.99]), np.array([0.2, 0.5, 0.01])
+    real_logits, fake_logits = np.log(d_real / (1 - d_real)), np.log(d_fake / (1 - d_fake))
+    expected_d = -np.mean(np.log(d_real)) - np.mean(np.log(1 - d_fake))
+    assert float(discriminator_loss(real_logits, fake_logits)) == pytest.approx(expected_d, rel=1e-6)
+    assert float(generator_loss(fake_logits, "minimax")) == pytest.approx(np.mean(np.log(1 - d_fake)), rel=1e-6)
+    assert float(generator_loss(fake_logits, "non_saturating")) == pytest.approx(-np.mean(np.log(d_fake)), rel=1e-6)
+
+
+def test_non_saturating_loss_keeps_its_gradient_where_minimax_saturates():
+    import tensorflow as tf
+
+    confident = tf.Variable([-8.0])  # D is sure the sample is fake: D(G(z)) = 0.0003
+    gradients = {}
+    for objective in ("minimax", "non_saturating"):
+        with tf.GradientTape() as tape:
+            loss = generator_loss(confident, objective)
+        gradients[objective] = abs(float(tape.gradient(loss, confident)[0]))
+    assert gradients["minimax"] < 1e-3 < 0.99 < gradients["non_saturating"]
+
+
+@pytest.mark.parametrize("objective", ["non_saturating", "minimax"])
+def test_training_step_is_finite_and_logs_the_game(images, objective):
+    training.set_seed(0)
+    model = build_model(config(loss=objective), SHAPE)
+    logs = model.train_on_batch(images, images, return_dict=True)
+    assert set(logs) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert all(np.isfinite(value) for value in logs.values())
+    assert 0 < logs["d_real"] < 1 and 0 < logs["d_fake"] < 1
+
+
+def test_discriminator_loss_falls_as_it_learns(images):
+    training.set_seed(0)
+    model = build_model(config(), SHAPE)
+    result = training.fit(model, images, images[:32], epochs=8, batch_size=32)
+    assert result.history["d_loss"][-1] < result.history["d_loss"][0]
+
+
+def test_samples_are_images_and_deterministic_for_a_seed(images, tmp_path):
+    training.set_seed(0)
+    model = build_model(config(), SHAPE)
+    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    samples = model.sample(12, seed=5)
+    assert samples.shape == (12, *SHAPE) and samples.min() >= 0 and samples.max() <= 1
+    np.testing.assert_array_equal(samples, model.sample(12, seed=5))
+    save_model(model, model.config, SHAPE, tmp_path)
+    loaded, _ = load_model(tmp_path)
+    np.testing.assert_array_equal(loaded.sample(12, seed=5), samples)
+    assert set(model.family_metrics(images[:32])) == {"test_d_real", "test_d_fake"}
+
+
+def test_early_stopping_is_refused_for_a_gan():
+    with pytest.raises(ParamsError, match="early_stopping_patience must be null for a GAN"):
+        parse_params({"data": {}, "models": {"g": {"family": "gan", "early_stopping_patience": 3}}})
