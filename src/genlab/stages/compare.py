@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         table.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
         (staging / "comparison.md").write_text(
             f"# Model comparison (ranked by {params.compare.rank_by}, lower is better)\n\n"
-            + table.to_markdown(index=False, floatfmt=".5g", missingval="") + "\n")
+            + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".5g", missingval="")
+            + "\n")
         charted = [metric for metric in ("test_bce", "test_mse", "train_seconds") if metric in table]
         plots.save(plots.bar_chart({metric: dict(zip(table["model"], table[metric].fillna(0.0)))
                                     for metric in charted}, "test-split metrics and training time"),
