@@ -22,7 +22,7 @@ from genlab import sandbox
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[1]
-MODELS = ("ae_a", "ae_b", "vae_c", "gan_d")
+MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e")
 ENCODERS = ("ae_a", "ae_b", "vae_c")
 
 
@@ -36,8 +36,10 @@ def tiny_params() -> dict:
                num_importance_samples=8)
     gan = dict(family="gan", latent_dim=4, generator_units=[16], discriminator_units=[16], learning_rate=0.001,
                batch_size=64, epochs=5)
+    flow = dict(family="flow", num_couplings=2, hidden_units=[16], num_levels=17, learning_rate=0.001,
+                batch_size=64, epochs=5)
     params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae,
-                        "gan_d": gan}
+                        "gan_d": gan, "flow_e": flow}
     params["evaluate"]["num_samples"] = 100
     return params
 
@@ -71,6 +73,8 @@ def test_outputs_exist(project):
     gan = json.loads((root / "reports/eval/gan_d.json").read_text())
     assert 0 < gan["test_d_real"] < 1 and 0 < gan["test_d_fake"] < 1 and "test_mse" not in gan
     assert (root / "reports/eval/gan_d/samples.png").stat().st_size > 1000
+    flow = json.loads((root / "reports/eval/flow_e.json").read_text())
+    assert 0 < flow["test_nll_bits_per_dim"] < 8 and flow["sampling_seconds_per_1000"] > 0
     for name in ENCODERS:
         assert (root / f"models/{name}/model.weights.h5").is_file()
         results = json.loads((root / f"reports/eval/{name}.json").read_text())
@@ -114,7 +118,7 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
             root, "select step from metrics where run_uuid = ? and key = ? order by step", runs[name],
             "g_loss" if name.startswith("gan") else "loss")]
         assert steps == [1, 2, 3, 4, 5]
-        test_metric = "test_d_real" if name.startswith("gan") else "test_bce"
+        test_metric = {"gan_d": "test_d_real", "flow_e": "test_nll_bits_per_dim"}.get(name, "test_bce")
         assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = ?", runs[name], test_metric)
         tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
         assert tags["genlab.comparison_run_id"] == runs["comparison"]
@@ -127,7 +131,8 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         assert artifacts.is_relative_to(root / "mlartifacts")
         steps_logged = {int(path.name.split("+")[2]) for path in (artifacts / "images").glob("progress+step+*.png")}
         assert steps_logged == {0, 2, 4, 5}  # every grid_every_epochs=2, and the last epoch
-        assert (artifacts / ("evaluation/samples.png" if name.startswith("gan") else "evaluation/reconstructions.png")).is_file()
+        shown = "evaluation/reconstructions.png" if name in ENCODERS else "evaluation/samples.png"
+        assert (artifacts / shown).is_file()
         assert (artifacts / "model/model.weights.h5").is_file()
     comparison_tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs["comparison"]))
     assert all(f"{name}={runs[name]}" in comparison_tags["genlab.compared_runs"] for name in MODELS)

@@ -218,9 +218,20 @@ class GanParams(TrainingParams):
         return self
 
 
+class FlowParams(TrainingParams):
+    """A RealNVP normalizing flow: affine couplings with alternating checkerboard masks, exact likelihood."""
+
+    family: Literal["flow"]
+    num_couplings: Annotated[StrictInt, Field(ge=2, le=64)] = 8
+    hidden_units: tuple[PositiveInt, ...] = (128, 128)  # each coupling's scale-and-shift network
+    num_levels: Annotated[StrictInt, Field(ge=2, le=65536)] = 256  # grey levels dequantised (uniform noise)
+    logit_alpha: Annotated[Number, Field(gt=0, lt=0.5)] = 0.05  # squeeze into [alpha, 1 - alpha] before the logit
+    temperature: Annotated[Number, Field(gt=0, le=2)] = 0.8  # the noise scale when sampling
+
+
 # family name -> schema of its hyperparameters; the model registry (genlab.models.MODELS) mirrors it.
 FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams,
-                                                   "gan": GanParams}
+                                                   "gan": GanParams, "flow": FlowParams}
 
 
 def _model_params(data: Any) -> Any:
@@ -232,7 +243,8 @@ def _model_params(data: Any) -> Any:
     return FAMILY_PARAMS[family].model_validate(data)
 
 
-ModelParams = Annotated[Union[AutoencoderParams, VaeParams, GanParams], BeforeValidator(_model_params)]
+ModelParams = Annotated[Union[AutoencoderParams, VaeParams, GanParams, FlowParams],
+                        BeforeValidator(_model_params)]
 
 
 class Params(Section):

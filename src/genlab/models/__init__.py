@@ -13,11 +13,11 @@ from pathlib import Path
 
 import keras
 
-from genlab.models import autoencoder, gan, vae
+from genlab.models import autoencoder, flow, gan, vae
 from genlab.params import FAMILY_PARAMS
 
 MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build, "vae": vae.build,
-                                                  "gan": gan.build}
+                                                  "gan": gan.build, "flow": flow.build}
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"
