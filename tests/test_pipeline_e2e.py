@@ -22,7 +22,7 @@ from genlab import sandbox
 pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parents[1]
-MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e")
+MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e", "ddpm_f")
 ENCODERS = ("ae_a", "ae_b", "vae_c")
 
 
@@ -39,7 +39,9 @@ def tiny_params() -> dict:
     flow = dict(family="flow", num_couplings=2, hidden_units=[16], num_levels=17, learning_rate=0.001,
                 batch_size=64, epochs=5)
     params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae,
-                        "gan_d": gan, "flow_e": flow}
+                        "gan_d": gan, "flow_e": flow,
+                        "ddpm_f": dict(family="diffusion", num_timesteps=10, hidden_units=[16], time_embedding_dim=8,
+                                       num_inference_steps=5, batch_size=64, epochs=5)}
     params["evaluate"]["num_samples"] = 100
     return params
 
@@ -75,6 +77,9 @@ def test_outputs_exist(project):
     assert (root / "reports/eval/gan_d/samples.png").stat().st_size > 1000
     flow = json.loads((root / "reports/eval/flow_e.json").read_text())
     assert 0 < flow["test_nll_bits_per_dim"] < 8 and flow["sampling_seconds_per_1000"] > 0
+    ddpm = json.loads((root / "reports/eval/ddpm_f.json").read_text())
+    assert 0 < ddpm["test_noise_mse"] < 2 and ddpm["ddim_sampling_seconds_per_1000"] > 0
+    assert (root / "reports/eval/ddpm_f/trajectory.png").stat().st_size > 1000
     for name in ENCODERS:
         assert (root / f"models/{name}/model.weights.h5").is_file()
         results = json.loads((root / f"reports/eval/{name}.json").read_text())
@@ -118,7 +123,8 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
             root, "select step from metrics where run_uuid = ? and key = ? order by step", runs[name],
             "g_loss" if name.startswith("gan") else "loss")]
         assert steps == [1, 2, 3, 4, 5]
-        test_metric = {"gan_d": "test_d_real", "flow_e": "test_nll_bits_per_dim"}.get(name, "test_bce")
+        test_metric = {"gan_d": "test_d_real", "flow_e": "test_nll_bits_per_dim",
+                       "ddpm_f": "test_noise_mse"}.get(name, "test_bce")
         assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = ?", runs[name], test_metric)
         tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
         assert tags["genlab.comparison_run_id"] == runs["comparison"]

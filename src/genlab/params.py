@@ -229,9 +229,30 @@ class FlowParams(TrainingParams):
     temperature: Annotated[Number, Field(gt=0, le=2)] = 0.8  # the noise scale when sampling
 
 
+class DiffusionParams(TrainingParams):
+    """A denoising diffusion model (DDPM): a network that predicts the noise added at a random timestep."""
+
+    family: Literal["diffusion"]
+    num_timesteps: Annotated[StrictInt, Field(ge=2, le=4000)] = 200
+    schedule: Literal["linear", "cosine"] = "linear"  # how the noise variance beta_t grows with t
+    hidden_units: tuple[PositiveInt, ...] = (256, 256)  # the dense noise-prediction network, for small images
+    time_embedding_dim: Annotated[StrictInt, Field(ge=2, le=1024, multiple_of=2)] = 32  # sinusoidal features of t
+    sampler: Literal["ddpm", "ddim"] = "ddpm"  # ancestral sampling over every step, or DDIM's fewer steps
+    num_inference_steps: Annotated[StrictInt, Field(ge=1, le=4000)] = 50  # DDIM's steps
+    ema_decay: Annotated[Number, Field(ge=0, lt=1)] = 0.995  # exponential moving average of weights; 0: off
+
+    @model_validator(mode="after")
+    def _fewer_inference_steps(self) -> DiffusionParams:
+        if self.num_inference_steps > self.num_timesteps:
+            raise ValueError(f"num_inference_steps ({self.num_inference_steps}) cannot exceed "
+                             f"num_timesteps ({self.num_timesteps})")
+        return self
+
+
 # family name -> schema of its hyperparameters; the model registry (genlab.models.MODELS) mirrors it.
 FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams,
-                                                   "gan": GanParams, "flow": FlowParams}
+                                                   "gan": GanParams, "flow": FlowParams,
+                                                   "diffusion": DiffusionParams}
 
 
 def _model_params(data: Any) -> Any:
@@ -243,7 +264,7 @@ def _model_params(data: Any) -> Any:
     return FAMILY_PARAMS[family].model_validate(data)
 
 
-ModelParams = Annotated[Union[AutoencoderParams, VaeParams, GanParams, FlowParams],
+ModelParams = Annotated[Union[AutoencoderParams, VaeParams, GanParams, FlowParams, DiffusionParams],
                         BeforeValidator(_model_params)]
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import keras
 
-from genlab.models import autoencoder, flow, gan, vae
+from genlab.models import autoencoder, diffusion, flow, gan, vae
 from genlab.params import FAMILY_PARAMS
 
 MODELS: dict[str, Callable[..., keras.Model]] = {"autoencoder": autoencoder.build, "vae": vae.build,
-                                                  "gan": gan.build, "flow": flow.build}
+                                                  "gan": gan.build, "flow": flow.build,
+                                                  "diffusion": diffusion.build}
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.json"

@@ -1,0 +1,222 @@
+"""Denoising diffusion (DDPM: Ho, Jain and Abbeel 2020, "Denoising Diffusion Probabilistic Models").
+
+The forward process adds Gaussian noise over `num_timesteps` steps with variances beta_t,
+in closed form
+
+    q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),   alpha_bar_t = prod_{s<=t} (1 - beta_s).
+
+A network eps(x_t, t) learns to predict the noise (the "simple" loss: mean squared error).
+Sampling runs the reverse process from x_T ~ N(0, I): the ancestral DDPM step over every
+timestep, or DDIM's deterministic step (Song, Meng and Ermon 2021) over fewer. The noise
+schedule is kept apart from the network as pure functions, so the sampling loop reads
+like the paper:  for t in timesteps: eps = net(x, t); x = step(x, eps, t).
+Images are scaled from [0, 1] to [-1, 1] for the process and back for the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from genlab.params import DiffusionParams
+
+# --- the noise schedule: pure functions -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    betas: np.ndarray  # (T,) beta_t for t = 0..T-1
+    alphas_bar: np.ndarray  # (T,) prod_{s<=t} (1 - beta_s)
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.betas)
+
+
+def noise_schedule(kind: str, num_timesteps: int) -> NoiseSchedule:
+    """linear: Ho et al.'s 1e-4..0.02 over 1000 steps, rescaled to `num_timesteps`;
+    cosine: Nichol and Dhariwal 2021, alpha_bar following cos^2. Betas are capped at 0.999."""
+    if kind == "linear":
+        scale = 1000 / num_timesteps
+        betas = np.clip(np.linspace(1e-4 * scale, 0.02 * scale, num_timesteps, dtype=np.float64), 0.0, 0.999)
+    else:
+        offset = 0.008
+        steps = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
+        alpha_bar = np.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
+        betas = np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
+    return NoiseSchedule(betas.astype(np.float32), np.cumprod(1 - betas).astype(np.float32))
+
+
+def q_sample(x0, t, noise, schedule: NoiseSchedule):
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise, for a (B,) batch of timesteps t."""
+    alpha_bar = ops.take(ops.convert_to_tensor(schedule.alphas_bar), t)[:, None]  # (B, 1)
+    return ops.sqrt(alpha_bar) * x0 + ops.sqrt(1 - alpha_bar) * noise
+
+
+def predict_x0(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule) -> np.ndarray:
+    """The clean image implied by the predicted noise, clipped to the data range [-1, 1] (as Ho et al. do)."""
+    alpha_bar = schedule.alphas_bar[t]
+    return np.clip((x_t - np.sqrt(1 - alpha_bar) * eps) / np.sqrt(alpha_bar), -1.0, 1.0)
+
+
+def ddpm_step(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule, noise: np.ndarray) -> np.ndarray:
+    """One ancestral step x_t -> x_{t-1} ~ q(x_{t-1} | x_t, x_0): the posterior mean at the predicted x_0,
+    plus sqrt(beta~_t) noise (none at t = 0)."""
+    beta, alpha_bar = schedule.betas[t], schedule.alphas_bar[t]
+    alpha_bar_prev = schedule.alphas_bar[t - 1] if t > 0 else 1.0
+    x0 = predict_x0(x_t, eps, t, schedule)
+    mean = (beta * np.sqrt(alpha_bar_prev) * x0 + (1 - alpha_bar_prev) * np.sqrt(1 - beta) * x_t) / (1 - alpha_bar)
+    if t == 0:
+        return mean
+    posterior_variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    return mean + np.sqrt(posterior_variance) * noise
+
+
+def ddim_step(x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, schedule: NoiseSchedule) -> np.ndarray:
+    """One deterministic DDIM step x_t -> x_{t_prev} (eta = 0); t_prev = -1 means the clean image."""
+    alpha_bar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
+    x0 = predict_x0(x_t, eps, t, schedule)
+    eps = (x_t - np.sqrt(schedule.alphas_bar[t]) * x0) / np.sqrt(1 - schedule.alphas_bar[t])  # consistent with x0
+    return np.sqrt(alpha_bar_prev) * x0 + np.sqrt(1 - alpha_bar_prev) * eps
+
+
+# --- the network ---------------------------------------------------------------------------------
+
+
+class SinusoidalEmbedding(keras.layers.Layer):
+    """Timestep t -> [sin(t w_k), cos(t w_k)] with frequencies w_k spaced geometrically (as in transformers)."""
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.frequencies = np.exp(-math.log(10_000) * np.arange(dim // 2) / (dim // 2)).astype(np.float32)
+
+    def call(self, t):
+        angles = ops.cast(ops.reshape(t, (-1, 1)), "float32") * self.frequencies  # (B, dim/2)
+        return ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+
+
+def build_dense_network(dims: int, hidden_units: tuple[int, ...], time_embedding_dim: int) -> keras.Model:
+    """eps(x_t, t) for flattened small images: each hidden layer sees the time embedding."""
+    x_t = keras.Input(shape=(dims,), name="x_t")
+    t = keras.Input(shape=(), dtype="int32", name="t")
+    embedding = keras.layers.Dense(time_embedding_dim, activation="swish")(SinusoidalEmbedding(time_embedding_dim)(t))
+    h = x_t
+    for index, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation="swish", name=f"hidden_{index}")(
+            keras.layers.Concatenate()([h, embedding]))
+    return keras.Model([x_t, t], keras.layers.Dense(dims, name="eps")(h), name="noise_predictor")
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+class Ddpm(keras.Model):
+    """Owns the objective: MSE between the added noise and the predicted noise at a random timestep."""
+
+    def __init__(self, network: keras.Model, config: DiffusionParams, image_shape: tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        self.network, self.config, self.image_shape = network, config, tuple(image_shape)
+        self.schedule = noise_schedule(config.schedule, config.num_timesteps)
+        self.dims = int(np.prod(image_shape))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.noise = keras.random.SeedGenerator(config.seed)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    def _noise_prediction_error(self, images, training):
+        x0 = ops.reshape(images, (ops.shape(images)[0], self.dims)) * 2.0 - 1.0  # [0, 1] -> [-1, 1]
+        t = keras.random.randint(ops.shape(x0)[:1], 0, self.config.num_timesteps, seed=self.noise)
+        noise = keras.random.normal(ops.shape(x0), seed=self.noise)
+        eps = self.network([q_sample(x0, t, noise, self.schedule), t], training=training)
+        return ops.mean(ops.square(noise - eps), axis=-1)  # (B,)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            per_image = self._noise_prediction_error(images, training=True)
+            loss = ops.mean(per_image)
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.loss_tracker.update_state(per_image)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        self.loss_tracker.update_state(self._noise_prediction_error(images, training=False))
+        return {"loss": self.loss_tracker.result()}
+
+    # --- sampling: the reverse process, as in the paper ------------------------------------------
+
+    def _eps(self, x: np.ndarray, t: int) -> np.ndarray:
+        return np.asarray(self.network([x, np.full(len(x), t, dtype=np.int32)], training=False))
+
+    def sample(self, count: int, seed: int, sampler: str | None = None, keep_every: int = 0) -> np.ndarray:
+        """`count` images from x_T ~ N(0, I), the same for the same seed (and the trajectory if asked)."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((count, self.dims)).astype(np.float32)
+        trajectory = [x]
+        if (sampler or self.config.sampler) == "ddpm":
+            for t in reversed(range(self.config.num_timesteps)):
+                x = ddpm_step(x, self._eps(x, t), t, self.schedule, rng.standard_normal(x.shape).astype(np.float32))
+                if keep_every and t % keep_every == 0:
+                    trajectory.append(x)
+        else:
+            timesteps = np.linspace(self.config.num_timesteps - 1, 0, self.config.num_inference_steps).round()
+            timesteps = list(dict.fromkeys(int(t) for t in timesteps))
+            for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+                x = ddim_step(x, self._eps(x, t), t, t_prev, self.schedule)
+        images = self._to_images(x)
+        return (images, [self._to_images(step) for step in trajectory]) if keep_every else images
+
+    def _to_images(self, x: np.ndarray) -> np.ndarray:
+        return ((np.clip(x, -1.0, 1.0) + 1.0) / 2.0).reshape(len(x), *self.image_shape).astype(np.float32)
+
+    def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {"sample (DDIM)": self.sample(len(images), seed=0, sampler="ddim")}
+
+    def family_images(self, images: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """The denoising trajectory x_T -> x_0 of four samples, and DDIM samples from the same seed."""
+        keep_every = max(1, self.config.num_timesteps // 9)
+        _, trajectory = self.sample(4, seed=0, sampler="ddpm", keep_every=keep_every)
+        rows = {f"sample {index + 1}": np.stack([step[index] for step in trajectory]) for index in range(4)}
+        return {"trajectory.png": rows,
+                "ddim_samples.png": {f"DDIM, {self.config.num_inference_steps} steps":
+                                     self.sample(10, seed=0, sampler="ddim")}}
+
+    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
+        """The test noise-prediction loss, and DDIM's sampling time beside the ancestral sampler's."""
+        import time
+
+        loss = float(self.evaluate(images, images, batch_size=512, verbose=0, return_dict=True)["loss"])
+        started = time.perf_counter()
+        self.sample(1000, seed=1, sampler="ddim")
+        return {"test_noise_mse": loss, "ddim_sampling_seconds_per_1000": time.perf_counter() - started}
+
+
+def _optimizer(config: DiffusionParams) -> keras.optimizers.Optimizer:
+    """Keras's own weight EMA: training ends with the averaged weights in the model."""
+    settings = {"learning_rate": config.learning_rate}
+    if config.ema_decay > 0:
+        settings |= {"use_ema": True, "ema_momentum": config.ema_decay}
+    return keras.optimizers.get({"class_name": config.optimizer, "config": settings})
+
+
+def build(config: DiffusionParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Ddpm:
+    """The compiled DDPM described by `config`, for images of `image_shape`."""
+    network = build_dense_network(int(np.prod(image_shape)), config.hidden_units, config.time_embedding_dim)
+    model = Ddpm(network, config, image_shape, name="diffusion")
+    model([np.zeros((1, model.dims), np.float32), np.zeros((1,), np.int32)])  # build it
+    model.compile(optimizer=_optimizer(config), steps_per_execution=steps_per_execution)
+    return model
