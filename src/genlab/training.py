@@ -19,6 +19,40 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; no model output is written."""
 
 
+class PerImageObjective(keras.Model):
+    """A model trained by minimising the mean of one per-image loss.
+
+    Subclasses define `per_image_loss(images, training) -> (B,)`. The flow (bits per
+    dimension) and DDPM (noise MSE) are both this; the metric averages per image, so a
+    short last batch weighs by its size.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            per_image = self.per_image_loss(images, training=True)
+            loss = keras.ops.mean(per_image)
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.loss_tracker.update_state(per_image)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        self.loss_tracker.update_state(self.per_image_loss(images, training=False))
+        return {"loss": self.loss_tracker.result()}
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow once per stage, and make TF's CPU kernels deterministic."""
     import tensorflow as tf

@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from genlab.params import DiffusionParams
+from genlab.training import PerImageObjective
 
 # --- the noise schedule: pure functions -----------------------------------------------------------
 
@@ -115,7 +116,7 @@ def build_dense_network(dims: int, hidden_units: tuple[int, ...], time_embedding
 # --- the model -----------------------------------------------------------------------------------
 
 
-class Ddpm(keras.Model):
+class Ddpm(PerImageObjective):
     """Owns the objective: MSE between the added noise and the predicted noise at a random timestep."""
 
     def __init__(self, network: keras.Model, config: DiffusionParams, image_shape: tuple[int, int], **kwargs):
@@ -123,39 +124,18 @@ class Ddpm(keras.Model):
         self.network, self.config, self.image_shape = network, config, tuple(image_shape)
         self.schedule = noise_schedule(config.schedule, config.num_timesteps)
         self.dims = int(np.prod(image_shape))
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.noise = keras.random.SeedGenerator(config.seed)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
 
-    def _noise_prediction_error(self, images, training):
+    def per_image_loss(self, images, training: bool):
+        """The simple loss of Ho et al.: |eps - eps(x_t, t)|^2 at a random t, per image."""
         x0 = ops.reshape(images, (ops.shape(images)[0], self.dims)) * 2.0 - 1.0  # [0, 1] -> [-1, 1]
         t = keras.random.randint(ops.shape(x0)[:1], 0, self.config.num_timesteps, seed=self.noise)
         noise = keras.random.normal(ops.shape(x0), seed=self.noise)
         eps = self.network([q_sample(x0, t, noise, self.schedule), t], training=training)
         return ops.mean(ops.square(noise - eps), axis=-1)  # (B,)
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        images = data[0] if isinstance(data, tuple) else data
-        with tf.GradientTape() as tape:
-            per_image = self._noise_prediction_error(images, training=True)
-            loss = ops.mean(per_image)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        self.loss_tracker.update_state(per_image)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        images = data[0] if isinstance(data, tuple) else data
-        self.loss_tracker.update_state(self._noise_prediction_error(images, training=False))
-        return {"loss": self.loss_tracker.result()}
 
     # --- sampling: the reverse process, as in the paper ------------------------------------------
 

@@ -25,6 +25,7 @@ from keras import ops
 
 from genlab.models.autoencoder import optimizer
 from genlab.params import FlowParams
+from genlab.training import PerImageObjective
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -65,19 +66,14 @@ class AffineCoupling(keras.layers.Layer):
         return y * self.mask + (1 - self.mask) * ((y - shift) * ops.exp(-scale))
 
 
-class RealNvp(keras.Model):
+class RealNvp(PerImageObjective):
     """Owns the objective: the exact negative log-likelihood in bits per dimension."""
 
     def __init__(self, couplings: list[AffineCoupling], config: FlowParams, image_shape: tuple[int, int], **kwargs):
         super().__init__(**kwargs)
         self.couplings, self.config, self.image_shape = couplings, config, tuple(image_shape)
         self.dims = int(np.prod(image_shape))
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.noise = keras.random.SeedGenerator(config.seed)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
 
     def forward(self, x):
         """Flattened logit-space x (B, D) -> z and the couplings' summed log-determinant."""
@@ -123,22 +119,8 @@ class RealNvp(keras.Model):
     def call(self, images, training=False):
         return self.bits_per_dim(images)
 
-    def train_step(self, data):
-        import tensorflow as tf
-
-        images = data[0] if isinstance(data, tuple) else data
-        with tf.GradientTape() as tape:
-            per_image = self.bits_per_dim(images)
-            loss = ops.mean(per_image)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        self.loss_tracker.update_state(per_image)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        images = data[0] if isinstance(data, tuple) else data
-        self.loss_tracker.update_state(self.bits_per_dim(images))
-        return {"loss": self.loss_tracker.result()}
+    def per_image_loss(self, images, training: bool):
+        return self.bits_per_dim(images)
 
     # --- what the stages use -----------------------------------------------------------------
 
