@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from genlab.params import AutoencoderParams
+from genlab.training import predict_in_batches
 
 
 def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str):
@@ -54,10 +55,10 @@ class Autoencoder(keras.Model):
         return self.decoder(self.encoder(images, training=training), training=training)
 
     def encode(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.encoder.predict(images, batch_size=batch_size, verbose=0)
+        return predict_in_batches(self.encoder, images, batch_size)
 
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.predict(images, batch_size=batch_size, verbose=0)
+        return predict_in_batches(self, images, batch_size)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """What the MLflow run shows every few epochs: the same test images and their reconstructions."""

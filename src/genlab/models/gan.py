@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from genlab.params import GanParams
+from genlab.training import predict_in_batches
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -100,7 +101,7 @@ class Gan(keras.Model):
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images from z ~ N(0, I), the same for the same seed."""
         z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
-        return self.generator.predict(z, batch_size=1024, verbose=0)
+        return predict_in_batches(self.generator, z)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Samples from the same noise every time, so the MLflow run shows the generator improving."""
@@ -108,8 +109,8 @@ class Gan(keras.Model):
 
     def family_metrics(self, images: np.ndarray) -> dict[str, float]:
         """The discriminator's mean belief that test images and samples are real."""
-        real = ops.sigmoid(self.discriminator.predict(images, batch_size=1024, verbose=0))
-        fake = ops.sigmoid(self.discriminator.predict(self.sample(len(images), seed=1), batch_size=1024, verbose=0))
+        real = ops.sigmoid(predict_in_batches(self.discriminator, images))
+        fake = ops.sigmoid(predict_in_batches(self.discriminator, self.sample(len(images), seed=1)))
         return {"test_d_real": float(ops.mean(real)), "test_d_fake": float(ops.mean(fake))}
 
 

@@ -22,6 +22,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_encoder_trunk, optimizer
 from genlab.params import VaeParams
+from genlab.training import predict_in_batches
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -100,13 +101,13 @@ class Vae(keras.Model):
     # --- what the stages use -----------------------------------------------------------------
 
     def encode(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.encoder.predict(images, batch_size=batch_size, verbose=0)[0]
+        return predict_in_batches(self.encoder, images, batch_size)[0]
 
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.decoder.predict(self.encode(images, batch_size), batch_size=batch_size, verbose=0)
+        return predict_in_batches(self.decoder, self.encode(images, batch_size), batch_size)
 
     def decode(self, codes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return self.decoder.predict(codes, batch_size=batch_size, verbose=0)
+        return predict_in_batches(self.decoder, codes, batch_size)
 
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images decoded from z ~ N(0, I), the same for the same seed."""
