@@ -83,10 +83,6 @@ def latent_map(points: np.ndarray, labels: np.ndarray, title: str) -> Figure:
     return fig
 
 
-def class_means(means: np.ndarray, title: str) -> Figure:
-    return image_rows({"mean": means}, title)
-
-
 def bar_chart(values: dict[str, dict[str, float]], title: str) -> Figure:
     """Grouped bars: values[metric][model]."""
     metrics = list(values)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.out) as staging:
         counts.to_csv(staging / "class_counts.csv", index_label="split")
         audit.class_shares(counts).round(6).to_csv(staging / "class_shares.csv", index_label="split")
-        plots.save(plots.class_means(means, "mean training image per class"), staging / "mean_images.png")
+        plots.save(plots.image_rows({"mean": means}, "mean training image per class"), staging / "mean_images.png")
     write_json(args.metrics, metrics)
 
     experiment_id = tracking.setup(params.tracking.experiment)

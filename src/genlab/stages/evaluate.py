@@ -17,7 +17,7 @@ import numpy as np
 
 from genlab import data, metrics, plots, tracking
 from genlab.files import atomic_dir, read_json, write_json
-from genlab.params import load_params
+from genlab.params import load_params, model_params
 from genlab.stages import argument_parser, run_stage
 from genlab.stages.train import RUN_FILE, SUMMARY_FILE
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     from genlab.models import load_model
     from genlab.training import set_seed
 
-    set_seed(params.models[args.model].seed)
+    set_seed(model_params(params, args.model).seed)
     model, config = load_model(args.model_dir)
     x_test, y_test = prepared.test.x, prepared.test.y
     results = {key: training_summary[key] for key in ("num_params", "train_seconds", "epochs_trained")}
