@@ -380,9 +380,13 @@ def test_model_names_that_are_not_safe_paths_or_arguments_are_refused(baseline, 
 def test_shipped_mnist_configuration_is_the_lecture_study():
     params = load_params(Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml")
     assert params.data.source == "mnist"
-    assert sorted({model.latent_dim for model in params.models.values()}) == [16, 64]
+    autoencoders = [model for model in params.models.values() if model.family == "autoencoder"]
+    assert sorted({model.latent_dim for model in autoencoders}) == [16, 64]
     first = params.models["ae_first_choice"]
     assert (first.optimizer, first.output_activation, first.loss) == ("adadelta", "relu", "mse")
+    generative = {model.family: model for model in params.models.values() if model.family != "autoencoder"}
+    assert sorted(generative) == ["diffusion", "flow", "gan", "vae"]
+    assert all(model.network_for((28, 28)) == "conv" for model in generative.values())
 
 
 @pytest.mark.parametrize("family", [["autoencoder"], {"a": 1}, None, 3])
@@ -415,9 +419,9 @@ def test_digits_with_a_path_is_refused(baseline):
 
 
 def test_npz_bottleneck_is_checked_against_the_loaded_images():
-    from genlab.params import check_bottleneck
+    from genlab.params import check_image_shape
 
     config = parse_params({"data": {}, "models": {"m": {"family": "autoencoder", "latent_dim": 4}}}).models["m"]
-    check_bottleneck("m", config, (3, 3))
+    check_image_shape("m", config, (3, 3))
     with pytest.raises(ParamsError, match=r"models.m.latent_dim: 4 is not a bottleneck .* 2x2 = 4 pixels"):
-        check_bottleneck("m", config, (2, 2))
+        check_image_shape("m", config, (2, 2))

@@ -163,6 +163,42 @@ class TrainingParams(Section):
     seed: Seed = 0
     early_stopping_patience: PositiveInt | None = None  # epochs without val-loss progress; null: off
 
+    def image_problem(self, image_shape: tuple[int, int]) -> str | None:
+        """Why this model cannot be built for images of `image_shape` ("key: reason"), or None."""
+        pixels = image_shape[0] * image_shape[1]
+        if self.bottleneck and self.latent_dim >= pixels:
+            return (f"latent_dim: {self.latent_dim} is not a bottleneck for {image_shape[0]}x{image_shape[1]} "
+                    f"= {pixels} pixels; use 1..{pixels - 1}")
+        return None
+
+
+# Images at least this wide get convolutional networks when a family's `network` is auto.
+CONV_MIN_SIDE = 16
+
+
+class ImageNetworkParams(TrainingParams):
+    """A family whose networks are dense for small images and convolutional for larger ones."""
+
+    halves_image: ClassVar[bool] = True  # each conv_filters entry halves the image (False: same-size layers)
+
+    network: Literal["auto", "dense", "conv"] = "auto"  # auto: conv for images 16 pixels wide or more
+    conv_filters: tuple[PositiveInt, ...] = (32, 64)  # channels per convolutional level
+
+    def network_for(self, image_shape: tuple[int, int]) -> str:
+        """"dense" or "conv": the `network` asked for, with auto resolved by the image size."""
+        if self.network != "auto":
+            return self.network
+        return "conv" if min(image_shape) >= CONV_MIN_SIDE else "dense"
+
+    def image_problem(self, image_shape: tuple[int, int]) -> str | None:
+        factor = 2 ** len(self.conv_filters)
+        if (self.network_for(image_shape) == "conv" and self.halves_image
+                and (image_shape[0] % factor or image_shape[1] % factor)):
+            return (f"conv_filters: {len(self.conv_filters)} levels halve the image {len(self.conv_filters)} "
+                    f"times, so its sides must be multiples of {factor}, and "
+                    f"{image_shape[0]}x{image_shape[1]} is not; use fewer levels or network: dense")
+        return super().image_problem(image_shape)
+
 
 class AutoencoderParams(TrainingParams):
     """A dense autoencoder: image -> hidden_units -> latent_dim -> reversed(hidden_units) -> image."""
@@ -186,8 +222,10 @@ class AutoencoderParams(TrainingParams):
         return self
 
 
-class VaeParams(TrainingParams):
-    """A variational autoencoder: a Gaussian latent of latent_dim numbers with a standard normal prior."""
+class VaeParams(ImageNetworkParams):
+    """A variational autoencoder: a Gaussian latent of latent_dim numbers with a standard normal prior.
+
+    Dense: image -> hidden_units -> z; conv: stride-2 convolutions (conv_filters), then hidden_units -> z."""
 
     bottleneck: ClassVar[bool] = True
     family: Literal["vae"]
@@ -200,12 +238,15 @@ class VaeParams(TrainingParams):
     num_importance_samples: Annotated[StrictInt, Field(ge=1, le=5000)] = 64  # k of the importance-weighted NLL
 
 
-class GanParams(TrainingParams):
-    """A generative adversarial network: a generator from `latent_dim` noise numbers against a discriminator."""
+class GanParams(ImageNetworkParams):
+    """A generative adversarial network: a generator from `latent_dim` noise numbers against a discriminator.
+
+    Dense: generator_units and discriminator_units; conv (DCGAN-style): the discriminator halves the
+    image with conv_filters, the generator mirrors it with transposed convolutions."""
 
     family: Literal["gan"]
     latent_dim: PositiveInt = 16  # the size of the noise z (not a bottleneck)
-    generator_units: tuple[PositiveInt, ...] = (64, 128)
+    generator_units: tuple[PositiveInt, ...] = (64, 128)  # the dense networks
     discriminator_units: tuple[PositiveInt, ...] = (128, 64)
     loss: Literal["non_saturating", "minimax"] = "non_saturating"  # the generator's objective
     adam_beta_1: Fraction = 0.5  # Adam's first-moment decay; 0.5 steadies the adversarial game
@@ -218,24 +259,33 @@ class GanParams(TrainingParams):
         return self
 
 
-class FlowParams(TrainingParams):
-    """A RealNVP normalizing flow: affine couplings with alternating checkerboard masks, exact likelihood."""
+class FlowParams(ImageNetworkParams):
+    """A RealNVP normalizing flow: affine couplings with alternating checkerboard masks, exact likelihood.
+
+    Each coupling's scale-and-shift network is dense (hidden_units) or, as in RealNVP, convolutional:
+    same-size 3x3 convolutions with conv_filters channels."""
+
+    halves_image: ClassVar[bool] = False
 
     family: Literal["flow"]
     num_couplings: Annotated[StrictInt, Field(ge=2, le=64)] = 8
-    hidden_units: tuple[PositiveInt, ...] = (128, 128)  # each coupling's scale-and-shift network
+    hidden_units: tuple[PositiveInt, ...] = (128, 128)  # each coupling's dense scale-and-shift network
+    conv_filters: tuple[PositiveInt, ...] = (32, 32)
     num_levels: Annotated[StrictInt, Field(ge=2, le=65536)] = 256  # grey levels dequantised (uniform noise)
     logit_alpha: Annotated[Number, Field(gt=0, lt=0.5)] = 0.05  # squeeze into [alpha, 1 - alpha] before the logit
     temperature: Annotated[Number, Field(gt=0, le=2)] = 0.8  # the noise scale when sampling
 
 
-class DiffusionParams(TrainingParams):
-    """A denoising diffusion model (DDPM): a network that predicts the noise added at a random timestep."""
+class DiffusionParams(ImageNetworkParams):
+    """A denoising diffusion model (DDPM): a network that predicts the noise added at a random timestep.
+
+    Dense (hidden_units) for small images; conv: a small U-Net, one residual block per conv_filters level."""
 
     family: Literal["diffusion"]
     num_timesteps: Annotated[StrictInt, Field(ge=2, le=4000)] = 200
     schedule: Literal["linear", "cosine"] = "linear"  # how the noise variance beta_t grows with t
     hidden_units: tuple[PositiveInt, ...] = (256, 256)  # the dense noise-prediction network, for small images
+    conv_filters: tuple[PositiveInt, ...] = (16, 32)  # the U-Net's channels per level
     time_embedding_dim: Annotated[StrictInt, Field(ge=2, le=1024, multiple_of=2)] = 32  # sinusoidal features of t
     sampler: Literal["ddpm", "ddim"] = "ddpm"  # ancestral sampling over every step, or DDIM's fewer steps
     num_inference_steps: Annotated[StrictInt, Field(ge=1, le=4000)] = 50  # DDIM's steps
@@ -279,17 +329,12 @@ class Params(Section):
     models: dict[Name, ModelParams] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _bottleneck_narrower_than_image(self) -> Params:
-        shape = SOURCE_IMAGE_SHAPES.get(self.data.source)
-        if shape is None:
-            return self
-        pixels = shape[0] * shape[1]
-        for name, model in self.models.items():
-            if model.bottleneck and model.latent_dim >= pixels:
-                raise ValueError(
-                    f"models.{name}.latent_dim: {model.latent_dim} is not a bottleneck for "
-                    f"{self.data.source}'s {pixels} pixels; use 1..{pixels - 1}"
-                )
+    def _models_fit_images(self) -> Params:
+        shape = SOURCE_IMAGE_SHAPES.get(self.data.source)  # an npz file's shape is checked once it is loaded
+        problems = [f"models.{name}.{problem} ({self.data.source})" for name, model in self.models.items()
+                    if shape is not None and (problem := model.image_problem(shape))]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -332,12 +377,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, origin=str(path))
 
 
-def check_bottleneck(name: str, config: TrainingParams, image_shape: tuple[int, int]) -> None:
-    """The data's own image size, known once an npz file is loaded: the bottleneck must be narrower."""
-    pixels = image_shape[0] * image_shape[1]
-    if config.bottleneck and config.latent_dim >= pixels:
-        raise ParamsError(f"models.{name}.latent_dim: {config.latent_dim} is not a bottleneck for the data's "
-                          f"{image_shape[0]}x{image_shape[1]} = {pixels} pixels; use 1..{pixels - 1}")
+def check_image_shape(name: str, config: TrainingParams, image_shape: tuple[int, int]) -> None:
+    """The data's own image size, known once an npz file is loaded: the model must fit it."""
+    problem = config.image_problem(tuple(image_shape))
+    if problem:
+        raise ParamsError(f"models.{name}.{problem} (the prepared data's images)")
 
 
 def model_params(params: Params, name: str) -> TrainingParams:

@@ -56,13 +56,14 @@ class PerImageObjective(keras.Model):
 def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):
     """network(inputs) in inference mode, as NumPy, a batch at a time.
 
-    A direct call: `Model.predict` builds a data pipeline per call, which costs more than a
-    small network's forward pass (13x slower for 1000 8x8 samples, benchmarks/families.py).
+    `predict_on_batch` runs Keras's compiled predict function without `Model.predict`'s data
+    pipeline, which costs more than a small network's forward pass (13x slower for 1000 8x8
+    samples, benchmarks/families.py); an eager call is 3-7x slower than the compiled one.
     """
-    batches = [network(inputs[start:start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
+    batches = [network.predict_on_batch(inputs[start:start + batch_size]) for start in range(0, len(inputs), batch_size)]
     if isinstance(batches[0], (list, tuple)):  # several outputs, e.g. a VAE encoder's mean and log-variance
-        return [np.concatenate([np.asarray(batch[index]) for batch in batches]) for index in range(len(batches[0]))]
-    return np.concatenate([np.asarray(batch) for batch in batches])
+        return [np.concatenate([batch[index] for batch in batches]) for index in range(len(batches[0]))]
+    return np.concatenate(batches)
 
 
 def set_seed(seed: int) -> None:
@@ -78,6 +79,12 @@ class FitResult:
     history: dict[str, list[float]]  # metric -> one value per epoch
     seconds: float
     stopped_early: bool
+    epoch_seconds: tuple[float, ...] = ()  # each epoch's wall time, validation included
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """The median epoch after the first (which also traces the graphs)."""
+        return float(np.median(self.epoch_seconds[1:] or self.epoch_seconds))
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
@@ -99,14 +106,22 @@ class _StopOnNonFinite(keras.callbacks.Callback):
 
 
 class _EpochHook(keras.callbacks.Callback):
-    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None]):
+    """Times each epoch (validation included) and hands its finite logs, with `epoch_seconds`, to `on_epoch`."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None):
         super().__init__()
         self.on_epoch = on_epoch
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
         logs = {key: float(value) for key, value in (logs or {}).items()}
-        if all(math.isfinite(value) for value in logs.values()):
-            self.on_epoch(epoch, logs)
+        if self.on_epoch is not None and all(math.isfinite(value) for value in logs.values()):
+            self.on_epoch(epoch, logs | {"epoch_seconds": self.seconds[-1]})
 
 
 def fit(
@@ -121,8 +136,8 @@ def fit(
         early_stopping = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True)
         callbacks.append(early_stopping)
-    if on_epoch is not None:
-        callbacks.append(_EpochHook(on_epoch))
+    epochs_hook = _EpochHook(on_epoch)
+    callbacks.append(epochs_hook)
     started = time.perf_counter()
     history = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=epochs, batch_size=batch_size,
                         shuffle=True, callbacks=callbacks, verbose=2)
@@ -133,7 +148,7 @@ def fit(
         raise TrainingDiverged(f"the training loss became non-finite at epoch {epoch} (batch {batch}): "
                                f"lower the learning rate or check the data")
     stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
-    return FitResult(curves, seconds, stopped_early)
+    return FitResult(curves, seconds, stopped_early, tuple(epochs_hook.seconds))
 
 
 def _non_finite(curves: dict[str, list[float]]) -> bool:

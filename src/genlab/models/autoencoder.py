@@ -16,12 +16,48 @@ from genlab.params import AutoencoderParams
 from genlab.training import predict_in_batches
 
 
-def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str):
-    """Flatten (B, H, W) images to (B, H*W) and pass them through the hidden Dense layers."""
-    h = keras.layers.Flatten()(images)
+def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = ()):
+    """(B, H, W) images -> (B, features): 3x3 stride-2 convolutions that each halve the image
+    (one per `conv_filters` entry, none for a dense network), then the hidden Dense layers."""
+    h = images
+    if conv_filters:
+        h = keras.layers.Reshape((*image_size(images), 1))(h)
+        for index, filters in enumerate(conv_filters):
+            h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=activation,
+                                    name=f"encoder_conv_{index}")(h)
+    h = keras.layers.Flatten()(h)
     for index, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
     return h
+
+
+def build_decoder_head(code, image_shape: tuple[int, int], hidden_units: tuple[int, ...], activation: str,
+                       output_activation: str, conv_filters: tuple[int, ...] = ()):
+    """(B, latent) -> (B, H, W), the encoder trunk's mirror: the hidden Dense layers reversed, then
+    either one Dense layer of H*W pixels or a Dense map onto the smallest grid followed by a 3x3
+    stride-2 transposed convolution per level, the last of them to one channel."""
+    h = code
+    for index, units in enumerate(reversed(hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, name=f"decoder_hidden_{index}")(h)
+    if not conv_filters:
+        pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
+        return keras.layers.Reshape(image_shape, name="image")(pixels)
+    factor = 2 ** len(conv_filters)
+    grid = (image_shape[0] // factor, image_shape[1] // factor, conv_filters[-1])
+    h = keras.layers.Dense(int(np.prod(grid)), activation=activation, name="decoder_grid")(h)
+    h = keras.layers.Reshape(grid)(h)
+    channels = [*reversed(conv_filters[:-1]), 1]
+    for index, filters in enumerate(channels):
+        last = index == len(channels) - 1
+        h = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
+                                         activation=output_activation if last else activation,
+                                         name=f"decoder_conv_{index}")(h)
+    return keras.layers.Reshape(image_shape, name="image")(h)
+
+
+def image_size(images) -> tuple[int, int]:
+    """(H, W) of a symbolic (B, H, W) batch of images."""
+    return tuple(images.shape[1:3])
 
 
 def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
@@ -35,11 +71,7 @@ def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], l
 def build_decoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
                   hidden_activation: str, output_activation: str) -> keras.Model:
     latent = keras.Input(shape=(latent_dim,), name="latent")
-    h = latent
-    for index, units in enumerate(reversed(hidden_units)):
-        h = keras.layers.Dense(units, activation=hidden_activation, name=f"decoder_hidden_{index}")(h)
-    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
-    images = keras.layers.Reshape(image_shape, name="image")(pixels)  # (B, H, W)
+    images = build_decoder_head(latent, image_shape, hidden_units, hidden_activation, output_activation)
     return keras.Model(latent, images, name="decoder")
 
 

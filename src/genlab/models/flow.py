@@ -36,22 +36,34 @@ def checkerboard(image_shape: tuple[int, int], parity: int) -> np.ndarray:
     return (((rows + columns) % 2) == parity).astype(np.float32).reshape(-1)
 
 
+def scale_shift_network(config: FlowParams, image_shape: tuple[int, int]) -> keras.Sequential:
+    """The kept pixels (B, H*W) -> raw log-scales and shifts (B, 2*H*W): dense layers, or, as in
+    RealNVP, 3x3 convolutions over the image. The last layer starts at zero: the coupling starts as
+    the identity."""
+    dims = int(np.prod(image_shape))
+    if config.network_for(image_shape) == "dense":
+        return keras.Sequential([*(keras.layers.Dense(units, activation="relu") for units in config.hidden_units),
+                                 keras.layers.Dense(2 * dims, kernel_initializer="zeros")])
+    return keras.Sequential([
+        keras.layers.Reshape((*image_shape, 1)),
+        *(keras.layers.Conv2D(filters, 3, padding="same", activation="relu") for filters in config.conv_filters),
+        keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros"),  # (B, H, W, [scale, shift])
+        keras.layers.Permute((3, 1, 2)),  # (B, 2, H, W): all scales, then all shifts
+        keras.layers.Reshape((2 * dims,)),
+    ])
+
+
 class AffineCoupling(keras.layers.Layer):
     """One RealNVP coupling: the masked half conditions a scale and shift of the other half."""
 
-    def __init__(self, mask: np.ndarray, hidden_units: tuple[int, ...], **kwargs):
+    def __init__(self, mask: np.ndarray, network: keras.Sequential, **kwargs):
         super().__init__(**kwargs)
         self.mask = np.asarray(mask, dtype=np.float32)
-        dims = len(self.mask)
-        self.hidden = [keras.layers.Dense(units, activation="relu") for units in hidden_units]
-        self.scale_shift = keras.layers.Dense(2 * dims, kernel_initializer="zeros")  # starts as the identity
-        self.scale_factor = self.add_weight(shape=(dims,), initializer="zeros", name="scale_factor")
+        self.network = network
+        self.scale_factor = self.add_weight(shape=(len(self.mask),), initializer="zeros", name="scale_factor")
 
     def _scale_and_shift(self, kept):
-        h = kept
-        for layer in self.hidden:
-            h = layer(h)
-        scale, shift = ops.split(self.scale_shift(h), 2, axis=-1)
+        scale, shift = ops.split(self.network(kept), 2, axis=-1)
         scale = self.scale_factor * ops.tanh(scale)  # bounded log-scales keep exp(s) well-conditioned
         return scale * (1 - self.mask), shift * (1 - self.mask)
 
@@ -143,7 +155,8 @@ class RealNvp(PerImageObjective):
 
 def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> RealNvp:
     """The compiled RealNVP described by `config`, for images of `image_shape`."""
-    couplings = [AffineCoupling(checkerboard(image_shape, index % 2), config.hidden_units, name=f"coupling_{index}")
+    couplings = [AffineCoupling(checkerboard(image_shape, index % 2), scale_shift_network(config, image_shape),
+                                name=f"coupling_{index}")
                  for index in range(config.num_couplings)]
     model = RealNvp(couplings, config, image_shape, name="flow")
     model(np.zeros((1, *image_shape), dtype=np.float32))  # create every coupling's weights

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk
 from genlab.params import GanParams
 from genlab.training import predict_in_batches
 
@@ -122,19 +123,16 @@ def _optimizer(config: GanParams) -> keras.optimizers.Optimizer:
 
 def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Gan:
     """The compiled GAN described by `config`, for images of `image_shape`."""
+    conv = config.network_for(image_shape) == "conv"  # DCGAN-style: strided convolutions both ways
+    conv_filters = config.conv_filters if conv else ()
     z = keras.Input(shape=(config.latent_dim,), name="noise")
-    h = z
-    for index, units in enumerate(config.generator_units):
-        h = keras.layers.Dense(units, activation="relu", name=f"generator_hidden_{index}")(h)
-    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation="sigmoid", name="pixels")(h)
-    generator = keras.Model(z, keras.layers.Reshape(image_shape)(pixels), name="generator")
+    generator_units = () if conv else tuple(reversed(config.generator_units))  # the head mirrors its units back
+    fakes = build_decoder_head(z, image_shape, generator_units, "relu", "sigmoid", conv_filters)
+    generator = keras.Model(z, fakes, name="generator")
 
     images = keras.Input(shape=image_shape, name="image")
-    h = keras.layers.Flatten()(images)
-    for index, units in enumerate(config.discriminator_units):
-        h = keras.layers.Dense(units, name=f"discriminator_hidden_{index}")(h)
-        h = keras.layers.LeakyReLU(0.2)(h)
-    discriminator = keras.Model(images, keras.layers.Dense(1, name="logit")(h), name="discriminator")
+    features = build_encoder_trunk(images, () if conv else config.discriminator_units, "leaky_relu", conv_filters)
+    discriminator = keras.Model(images, keras.layers.Dense(1, name="logit")(features), name="discriminator")
 
     model = Gan(generator, discriminator, config, name="gan")
     model.build((None, config.latent_dim))

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.autoencoder import build_encoder_trunk, optimizer
+from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk, optimizer
 from genlab.params import VaeParams
 from genlab.training import predict_in_batches
 
@@ -164,19 +164,18 @@ class Vae(keras.Model):
 
 def build(config: VaeParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Vae:
     """The compiled VAE described by `config`, for images of `image_shape`."""
+    conv_filters = config.conv_filters if config.network_for(image_shape) == "conv" else ()
     images = keras.Input(shape=image_shape, name="image")
-    h = build_encoder_trunk(images, config.hidden_units, config.hidden_activation)
+    h = build_encoder_trunk(images, config.hidden_units, config.hidden_activation, conv_filters)
     z_mean = keras.layers.Dense(config.latent_dim, name="z_mean")(h)
     z_log_var = keras.layers.Dense(config.latent_dim, name="z_log_var")(h)
     encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
 
     latent = keras.Input(shape=(config.latent_dim,), name="latent")
-    h = latent
-    for index, units in enumerate(reversed(config.hidden_units)):
-        h = keras.layers.Dense(units, activation=config.hidden_activation, name=f"decoder_hidden_{index}")(h)
     output_activation = "sigmoid" if config.decoder == "bernoulli" else "linear"
-    pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
-    decoder = keras.Model(latent, keras.layers.Reshape(image_shape)(pixels), name="decoder")
+    decoded = build_decoder_head(latent, image_shape, config.hidden_units, config.hidden_activation,
+                                 output_activation, conv_filters)
+    decoder = keras.Model(latent, decoded, name="decoder")
 
     model = Vae(encoder, decoder, config, name="vae")
     model.build((None, *image_shape))

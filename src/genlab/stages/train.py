@@ -14,7 +14,7 @@ from pathlib import Path
 from genlab import data, plots, tracking
 from genlab.diagnostics import diagnose
 from genlab.files import atomic_dir, atomic_file, write_json
-from genlab.params import check_bottleneck, load_params, model_params
+from genlab.params import check_image_shape, load_params, model_params
 from genlab.stages import argument_parser, run_stage
 
 RUN_FILE = "run.json"
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     config = model_params(params, args.model)
     prepared = data.load_prepared(args.data)
-    check_bottleneck(args.model, config, prepared.image_shape)
+    check_image_shape(args.model, config, prepared.image_shape)
     experiment_id = tracking.setup(params.tracking.experiment)  # fails fast, before any training
 
     from genlab import training
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         diagnosis = diagnose(result.history[monitored], result.history.get(f"val_{monitored}"),
                              **params.train.diagnosis.model_dump())
         summary = {"num_params": num_params, "train_seconds": round(result.seconds, 3),
+                   "seconds_per_epoch": round(result.seconds_per_epoch, 4),
+                   "train_images_per_second": round(len(prepared.train.x) / result.seconds_per_epoch, 1),
                    "epochs_trained": epochs_trained, "stopped_early": result.stopped_early,
                    "monitored_loss": monitored, "final_loss": result.history[monitored][-1],
                    "final_val_loss": result.history[f"val_{monitored}"][-1],
