@@ -114,3 +114,77 @@ def test_pca_2d_pads_one_dimensional_codes():
 
 def test_ranks_never_puts_nan_first():
     assert metrics.ranks({"diverged": float("nan"), "good": 0.1})["good"] == 1
+
+
+# --- sample quality against known answers ------------------------------------------------------------
+
+
+def test_frechet_distance_matches_the_closed_form_for_known_gaussians():
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(0)
+    mean_a, mean_b = np.array([0.0, 1.0, -1.0]), np.array([0.5, 0.0, -1.0])
+    cov_a = np.array([[1.0, 0.3, 0.0], [0.3, 2.0, 0.2], [0.0, 0.2, 0.5]])
+    cov_b = np.array([[0.5, -0.1, 0.0], [-0.1, 1.0, 0.0], [0.0, 0.0, 1.5]])
+    exact = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2 * np.real(sqrtm(cov_a @ cov_b)))
+    a = rng.multivariate_normal(mean_a, cov_a, size=200_000)
+    b = rng.multivariate_normal(mean_b, cov_b, size=200_000)
+    assert metrics.frechet_distance(a, b) == pytest.approx(exact, rel=0.02)
+    # diagonal covariances: |m_a - m_b|^2 + sum (sigma_a - sigma_b)^2
+    c = rng.normal([0.0, 0.0], [1.0, 3.0], size=(200_000, 2))
+    d = rng.normal([2.0, 0.0], [2.0, 1.0], size=(200_000, 2))
+    assert metrics.frechet_distance(c, d) == pytest.approx(4.0 + 1.0 + 4.0, rel=0.02)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_real_valued():
+    features = np.random.default_rng(1).standard_normal((100, 5))
+    distance = metrics.frechet_distance(features, features)
+    assert isinstance(distance, float) and distance == pytest.approx(0.0, abs=1e-8)
+    rank_deficient = np.repeat(features[:, :1], 5, axis=1)  # a singular covariance still gives a real number
+    assert np.isfinite(metrics.frechet_distance(rank_deficient, features))
+
+
+def test_frechet_distance_refuses_fewer_samples_than_dimensions():
+    with pytest.raises(metrics.TooFewSamples, match=r"more generated samples \(8\) than feature dimensions \(10\)"):
+        metrics.frechet_distance(np.zeros((50, 10)), np.zeros((8, 10)))
+
+
+def brute_force_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    d = x.shape[1]
+    kernel = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    xx = sum(kernel(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(kernel(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(kernel(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_is_the_unbiased_polynomial_mmd():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((12, 3)), rng.standard_normal((12, 3)) + 0.7
+    mean, std = metrics.kernel_inception_distance(x, y, num_subsets=3, subset_size=12)
+    assert mean == pytest.approx(brute_force_mmd(x, y), rel=1e-9)  # whole sets: every subset is the same
+    assert std == pytest.approx(0.0, abs=1e-12)
+    same = metrics.kernel_inception_distance(rng.standard_normal((400, 3)), rng.standard_normal((400, 3)),
+                                             num_subsets=20, subset_size=200)
+    shifted = metrics.kernel_inception_distance(rng.standard_normal((400, 3)), rng.standard_normal((400, 3)) + 1,
+                                                num_subsets=20, subset_size=200)
+    assert abs(same[0]) < 3 * same[1] + 1e-3 and shifted[0] > 10 * max(same[1], 1e-3)
+
+
+def test_precision_recall_density_coverage_on_a_worked_example():
+    real = np.arange(5, dtype=float)[:, None]  # 0..4: each ball (k = 1) has radius 1
+    fake = np.array([[0.5], [10.0]])  # balls of radius 9.5
+    result = metrics.precision_recall(real, fake, k=1)
+    assert result == {"precision": 0.5, "recall": 1.0, "density": 1.0, "coverage": 0.4}
+    perfect = metrics.precision_recall(real, real.copy(), k=3)
+    assert perfect["precision"] == perfect["recall"] == perfect["coverage"] == 1.0
+    with pytest.raises(metrics.TooFewSamples, match="more than k = 3 samples, got 2"):
+        metrics.precision_recall(real, fake, k=3)
+
+
+def test_class_distribution_shares_coverage_and_distance():
+    result = metrics.class_distribution(np.array([0, 0, 1, 2]), np.full(4, 0.25))
+    assert result["class_shares"] == {"0": 0.5, "1": 0.25, "2": 0.25, "3": 0.0}
+    assert result["classes_covered"] == 3
+    assert result["class_share_tv_distance"] == pytest.approx(0.25)

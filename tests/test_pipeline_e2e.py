@@ -14,6 +14,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -43,6 +44,8 @@ def tiny_params() -> dict:
                         "ddpm_f": dict(family="diffusion", num_timesteps=10, hidden_units=[16], time_embedding_dim=8,
                                        num_inference_steps=5, batch_size=64, epochs=5)}
     params["evaluate"]["num_samples"] = 100
+    params["evaluate"]["kid_subsets"] = 10
+    params["judge"] |= {"hidden_units": [64, 32], "epochs": 30, "learning_rate": 0.005}  # 32 features < 100 samples
     return params
 
 
@@ -65,7 +68,7 @@ def mlflow_rows(root: Path, query: str, *args) -> list[tuple]:
 
 def test_first_repro_runs_every_stage(project):
     _, info = project
-    expected = {"prepare", "audit", "compare"} | {f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS}
+    expected = {"prepare", "audit", "judge", "compare"} | {f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS}
     assert stages_run(info["first"]) == expected
 
 
@@ -96,6 +99,46 @@ def test_outputs_exist(project):
     assert (root / "reports/compare/samples.png").is_file()
     table = (root / "reports/compare/comparison.csv").read_text()
     assert all(name in table for name in MODELS)
+
+
+def test_every_model_is_measured_by_the_judge_beside_the_data_floor(project):
+    root, _ = project
+    judge = json.loads((root / "reports/judge.json").read_text())
+    assert judge["test_accuracy"] > 0.9 and judge["feature_dim"] == 32
+    for name in MODELS:
+        results = json.loads((root / f"reports/eval/{name}.json").read_text())
+        assert results["num_samples"] == 100
+        assert results["fid"] > 0 and results["data_floor_fid"] > 0
+        assert results["fid_to_floor"] == pytest.approx(results["fid"] / results["data_floor_fid"])
+        assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and 0 <= results["coverage"] <= 1
+        assert results["kid_std"] >= 0 and 0 <= results["classes_covered"] <= 10
+        assert sum(results["class_shares"].values()) == pytest.approx(1.0)
+        assert 0.1 <= results["judge_confidence"] <= 1 and results["sampling_seconds_per_1000"] > 0
+
+
+def test_comparison_answers_the_question_and_registers_a_champion(project):
+    import mlflow
+
+    root, _ = project
+    report = (root / "reports/compare/comparison.md").read_text()
+    assert report.startswith("# Which generative AI is right for you?")
+    for need in ("Best sample quality", "Best coverage of the data", "Fastest sampling", "Exact likelihood: flow_e",
+                 "Smallest model"):
+        assert need in report
+    assert all(f"| {name} " in report for name in MODELS)
+    page = (root / "reports/compare/comparison.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and all(name in page for name in MODELS)
+    best = report.split("**Best sample quality: ")[1].split("**")[0]
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        generator = mlflow.pyfunc.load_model("models:/genlab-generator@champion")
+        images = np.asarray(generator.predict({"num_images": 6, "seed": 1}))
+        version = mlflow.MlflowClient().get_model_version_by_alias("genlab-generator", "champion")
+        run_tags = mlflow.MlflowClient().get_run(version.run_id).data.tags
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert images.shape == (6, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert run_tags["mlflow.runName"] == "comparison" and run_tags["genlab.champion"] == best
     assert json.loads((root / "reports/validation/summary.json").read_text())["success"] is True
     audit = json.loads((root / "reports/audit/metrics.json").read_text())
     assert audit["split_consistency"]["consistent"] is True
@@ -105,7 +148,8 @@ def test_dvc_metrics_and_plots(project):
     root, info = project
     shown = json.loads(sandbox.run(["dvc", "metrics", "show", "--json"], root).stdout)
     files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]
-    assert {f"reports/eval/{name}.json" for name in MODELS} | {"reports/audit/metrics.json"} <= set(files)
+    assert {f"reports/eval/{name}.json" for name in MODELS} | {"reports/audit/metrics.json",
+                                                                "reports/judge.json"} <= set(files)
     plotted = json.loads(sandbox.run(["dvc", "plots", "show", "--json"], root).stdout)
     assert not plotted.get("errors")
     for name in MODELS:
@@ -117,7 +161,7 @@ def test_dvc_metrics_and_plots(project):
 def test_mlflow_store_holds_runs_histories_images_and_links(project):
     root, _ = project
     runs = dict(mlflow_rows(root, "select name, run_uuid from runs where status = 'FINISHED'"))
-    assert {"audit", "comparison", *MODELS} <= set(runs)
+    assert {"audit", "judge", "comparison", *MODELS} <= set(runs)
     for name in MODELS:
         steps = [row[0] for row in mlflow_rows(
             root, "select step from metrics where run_uuid = ? and key = ? order by step", runs[name],

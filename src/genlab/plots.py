@@ -98,6 +98,28 @@ def bar_chart(values: dict[str, dict[str, float]], title: str) -> Figure:
     return fig
 
 
+def trilemma(models: list[str], seconds: list[float], quality: list[float], coverage: list[float],
+             floor: float, title: str) -> Figure:
+    """The generative trilemma: quality (FID over the data floor, lower is better) against sampling
+    time, with coverage of the data (recall) as each point's colour. The best corner is bottom left
+    and yellow."""
+    fig, axis = plt.subplots(figsize=(7, 4.8))
+    scatter = axis.scatter(seconds, quality, c=coverage, cmap="viridis", vmin=0.0, vmax=1.0, s=90,
+                           edgecolors="black", linewidths=0.5)
+    for name, x, y in zip(models, seconds, quality):
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    axis.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    axis.text(0.01, 1.0, f" data floor (FID {floor:.3g})", transform=axis.get_yaxis_transform(), fontsize=7,
+              va="bottom", color="grey")
+    axis.set_xscale("log"), axis.set_yscale("log")
+    axis.set_xlabel("sampling time, seconds per 1000 images (log)")
+    axis.set_ylabel("FID / data floor (log; 1 = as good as real data)")
+    fig.colorbar(scatter, ax=axis, label="coverage of the data: recall (share of real images reached)")
+    axis.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Save as PNG atomically (a temporary file, then a rename) and free the figure."""
     from genlab.files import atomic_file

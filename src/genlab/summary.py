@@ -1,4 +1,4 @@
-"""The end of `make run`: the comparison table, where each report is, and how to open the MLflow UI."""
+"""The end of `make run`: the answer and a compact table, where each report is, and how to open the MLflow UI."""
 
 from __future__ import annotations
 
@@ -7,22 +7,34 @@ from pathlib import Path
 REPORTS = {
     "data validation (great-expectations)": "reports/validation/",
     "representation audit": "reports/audit/",
+    "the judge (classifier of the training split)": "reports/judge.json",
     "loss curves and diagnosis, per model": "reports/train/<model>.csv and .png",
     "evaluation, per model": "reports/eval/<model>.json and reports/eval/<model>/",
-    "comparison": "reports/compare/comparison.md (also .csv and figures)",
+    "comparison": "reports/compare/comparison.html (also .md, .csv and figures)",
 }
+# The columns of the compact table printed here; comparison.md and .csv hold every metric.
+SHOWN = ("model", "family", "fid", "fid_to_floor", "precision", "recall", "coverage", "classes_covered",
+         "sampling_seconds_per_1000", "num_params", "test_bce")
 
 
 def main() -> None:
-    table = Path("reports/compare/comparison.md")
+    report = Path("reports/compare/comparison.md")
+    table = Path("reports/compare/comparison.csv")
+    if report.is_file():
+        print("\n" + report.read_text().split("\n## ")[0].strip() + "\n")
     if table.is_file():
-        print("\n" + table.read_text())
+        import pandas as pd
+
+        found = pd.read_csv(table)
+        shown = found[[column for column in SHOWN if column in found]]
+        shown = shown.astype(object).where(shown.notna(), None)  # empty cells, not "nan"
+        print(shown.to_markdown(index=False, floatfmt=".4g", missingval="") + "\n")
     print("Reports:")
     for what, where in REPORTS.items():
-        print(f"  {what:<40} {where}")
-    print("\nMLflow UI (runs, loss curves, reconstruction grids, the comparison run):")
+        print(f"  {what:<45} {where}")
+    print("\nMLflow UI (runs, loss curves, sample grids, the comparison run, the registered champion):")
     print("  make ui        # then open http://127.0.0.1:5000")
-    print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.ae_sigmoid_bce.latent_dim=4")
+    print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.vae.latent_dim=4")
 
 
 if __name__ == "__main__":

@@ -56,14 +56,15 @@ class PerImageObjective(keras.Model):
 def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):
     """network(inputs) in inference mode, as NumPy, a batch at a time.
 
-    `predict_on_batch` runs Keras's compiled predict function without `Model.predict`'s data
-    pipeline, which costs more than a small network's forward pass (13x slower for 1000 8x8
-    samples, benchmarks/families.py); an eager call is 3-7x slower than the compiled one.
+    A direct (eager) call: `Model.predict` builds a data pipeline per call, which costs more than
+    a small network's forward pass (13x slower for 1000 8x8 samples, benchmarks/families.py), and
+    `predict_on_batch` first traces a graph (0.2-0.5 s), which only a loop of many calls repays
+    (the DDPM sampler's, see genlab.models.diffusion).
     """
-    batches = [network.predict_on_batch(inputs[start:start + batch_size]) for start in range(0, len(inputs), batch_size)]
+    batches = [network(inputs[start:start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
     if isinstance(batches[0], (list, tuple)):  # several outputs, e.g. a VAE encoder's mean and log-variance
-        return [np.concatenate([batch[index] for batch in batches]) for index in range(len(batches[0]))]
-    return np.concatenate(batches)
+        return [np.concatenate([np.asarray(batch[index]) for batch in batches]) for index in range(len(batches[0]))]
+    return np.concatenate([np.asarray(batch) for batch in batches])
 
 
 def set_seed(seed: int) -> None:
@@ -127,8 +128,10 @@ class _EpochHook(keras.callbacks.Callback):
 def fit(
     model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, *, epochs: int, batch_size: int,
     early_stopping_patience: int | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    targets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
-    """Train an autoencoder-style model (targets = inputs); raise TrainingDiverged on a non-finite loss."""
+    """Train a model on the images, with `targets` (train, validation) for a classifier and the images
+    themselves otherwise; raise TrainingDiverged on a non-finite loss."""
     divergence = _StopOnNonFinite()
     callbacks: list[keras.callbacks.Callback] = [divergence]
     early_stopping = None
@@ -139,7 +142,8 @@ def fit(
     epochs_hook = _EpochHook(on_epoch)
     callbacks.append(epochs_hook)
     started = time.perf_counter()
-    history = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=epochs, batch_size=batch_size,
+    y_train, y_val = targets if targets is not None else (x_train, x_val)
+    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
                         shuffle=True, callbacks=callbacks, verbose=2)
     seconds = time.perf_counter() - started
     curves = {key: [float(value) for value in values] for key, values in history.history.items()}

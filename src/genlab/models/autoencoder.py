@@ -82,6 +82,13 @@ class Autoencoder(keras.Model):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        # A Gaussian fitted to the training codes (fit_latent_prior), saved with the weights, so that
+        # an autoencoder generates by decoding codes drawn from it and sits in the same table.
+        latent_dim = encoder.output.shape[-1]
+        self.latent_mean = self.add_weight(shape=(latent_dim,), initializer="zeros", trainable=False,
+                                           name="latent_mean")
+        self.latent_scale = self.add_weight(shape=(latent_dim, latent_dim), initializer="identity",
+                                            trainable=False, name="latent_scale")  # a Cholesky factor
 
     def call(self, images, training=False):
         return self.decoder(self.encoder(images, training=training), training=training)
@@ -91,6 +98,19 @@ class Autoencoder(keras.Model):
 
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self, images, batch_size)
+
+    def fit_latent_prior(self, images: np.ndarray) -> None:
+        """Fit N(mean, L L^T) to the codes of `images` (the training split)."""
+        codes = self.encode(images).astype(np.float64)
+        covariance = np.atleast_2d(np.cov(codes, rowvar=False)) + 1e-6 * np.eye(codes.shape[1])
+        self.latent_mean.assign(codes.mean(axis=0).astype(np.float32))
+        self.latent_scale.assign(np.linalg.cholesky(covariance).astype(np.float32))
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """`count` images decoded from codes drawn from the fitted Gaussian, the same for the same seed."""
+        noise = np.random.default_rng(seed).standard_normal((count, self.latent_mean.shape[0])).astype(np.float32)
+        codes = np.asarray(self.latent_mean) + noise @ np.asarray(self.latent_scale).T
+        return np.clip(predict_in_batches(self.decoder, codes.astype(np.float32)), 0.0, 1.0)  # as images
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """What the MLflow run shows every few epochs: the same test images and their reconstructions."""

@@ -12,7 +12,8 @@ scales and shifts the others by functions of the kept ones,
 
 with the mask flipped from one coupling to the next. Before the flow, the discrete grey
 levels are dequantised with uniform noise and squeezed through a logit, whose own
-log-determinant is counted. Samples invert the flow from z ~ N(0, T^2 I) at temperature T.
+log-determinant is counted. Samples invert the flow from z ~ N(0, T^2 I) at temperature T
+and are mapped back to the grey level whose bin they fall in.
 """
 
 from __future__ import annotations
@@ -140,9 +141,14 @@ class RealNvp(PerImageObjective):
         """`count` images from z ~ N(0, T^2 I) through the inverse flow, the same for the same seed."""
         temperature = self.config.temperature if temperature is None else temperature
         z = temperature * np.random.default_rng(seed).standard_normal((count, self.dims)).astype(np.float32)
-        images = [np.asarray(self.from_logit(self.inverse(z[start:start + 1024])))
-                  for start in range(0, count, 1024)]
-        return np.clip(np.concatenate(images), 0.0, 1.0).reshape(count, *self.image_shape)
+        dequantised = np.concatenate([np.asarray(self.from_logit(self.inverse(z[start:start + 1024])))
+                                      for start in range(0, count, 1024)])
+        return self.quantise(dequantised).reshape(count, *self.image_shape)
+
+    def quantise(self, y: np.ndarray) -> np.ndarray:
+        """The dequantisation's inverse: the grey level k/(L-1) whose bin [k/L, (k+1)/L) holds y."""
+        levels = self.config.num_levels
+        return (np.clip(np.floor(y * levels), 0, levels - 1) / (levels - 1)).astype(np.float32)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"sample": self.sample(len(images), seed=0)}

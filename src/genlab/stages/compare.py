@@ -1,9 +1,12 @@
-"""DVC stage `compare`: every model's metrics side by side, charts, and one MLflow comparison run.
+"""DVC stage `compare`: which generative AI is right for you? Every model's metrics side by side.
 
-Writes a table (Markdown and CSV) ranked by `compare.rank_by`, a bar chart, a grid
-with a row per model over the same test images, and the loss curves overlaid.
-The comparison run names the model runs it compares, and each model run is
-tagged with the comparison run's id, so one pipeline execution is found together.
+Writes the comparison (Markdown, CSV and a self-contained HTML page) with a rank per
+criterion and the lecture's closing question answered from the measured numbers; charts
+(quality against sampling speed with coverage as colour, sample grids and reconstructions
+with a row per model, loss curves overlaid, a bar chart); and one MLflow comparison run
+that holds all of it and names the model runs, each of which is tagged with the comparison
+run's id. The best model by `compare.rank_by` is registered in the MLflow Model Registry
+under `compare.registered_model` with the alias `champion`, as a pyfunc that generates images.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from genlab import data, metrics, plots, tracking
+from genlab import comparison, data, plots, tracking
 from genlab.files import atomic_dir, read_json
 from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
 from genlab.stages.evaluate import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
 
-SETTING_COLUMNS = ("output_activation", "loss", "decoder", "optimizer", "latent_dim")
+# Metrics logged to the comparison run per model, as `<model>.<metric>`.
+LOGGED_METRICS = ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered",
+                  "sampling_seconds_per_1000", "test_nll_bits_per_dim", "test_bce", "test_mse")
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -29,32 +33,12 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"} if rows else {}
 
 
-def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
-    """One row per model: its settings, diagnosis and every metric it has, sorted by `rank_by` (lower is better).
-
-    Families measure different things (a GAN has no reconstruction error): a metric a model
-    lacks is left empty and ranks last.
-    """
-    rows = []
-    for name, results in evaluations.items():
-        settings = summaries[name]["params"]
-        rows.append({"model": name, "family": summaries[name]["family"]}
-                    | {key: settings.get(key) for key in SETTING_COLUMNS}
-                    | {"diagnosis": summaries[name]["diagnosis"]}
-                    | {key: value for key, value in results.items() if isinstance(value, (int, float))})
-    table = pd.DataFrame(rows)
-    table = table.dropna(axis=1, how="all")  # settings no compared model has
-    if rank_by not in table:
-        table[rank_by] = np.nan
-    rank = metrics.ranks(dict(zip(table["model"], table[rank_by])))
-    table.insert(1, f"rank_{rank_by}", table["model"].map(rank))
-    return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
     parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
+    parser.add_argument("--models", required=True, help="folder of the trained models (the champion is registered)")
+    parser.add_argument("--judge-metrics", required=True, help="the judge stage's metrics JSON")
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")
     args = parser.parse_args(argv)
 
@@ -64,9 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluations = {name: read_json(evaluations_dir / f"{name}.json") for name in names}
     summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
     histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
-    table = comparison_table(evaluations, summaries, params.compare.rank_by)
+    table = comparison.comparison_table(evaluations, summaries, params.compare.rank_by)
+    judge = read_json(args.judge_metrics)
 
     prepared = data.load_prepared(args.data)
+    answers = comparison.which_is_right_for_you(table, prepared.num_classes)
     grid = data.grid_indices(prepared.test.y, params.train.grid_images)
     reconstructions = {"original": prepared.test.x[grid]} | {
         name: np.load(evaluations_dir / name / GRID_FILE, allow_pickle=False)
@@ -76,12 +62,20 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.out) as staging:
         table.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
         (staging / "comparison.md").write_text(
-            f"# Model comparison (ranked by {params.compare.rank_by}, lower is better)\n\n"
-            + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".5g", missingval="")
-            + "\n")
-        charted = [metric for metric in ("test_bce", "test_mse", "train_seconds") if metric in table]
+            comparison.markdown(table, answers, params.compare.rank_by, judge))
+        figures = {"quality, speed and coverage (the generative trilemma)": staging / "trilemma.png",
+                   "samples, one row per model": staging / "samples.png",
+                   "original / reconstructed, one row per encoder": staging / "reconstructions.png",
+                   "loss curves": staging / "loss_curves.png", "metrics": staging / "metrics.png"}
+        if "fid_to_floor" in table:
+            plots.save(plots.trilemma(list(table["model"]), list(table["sampling_seconds_per_1000"]),
+                                      list(table["fid_to_floor"]), list(table["recall"]),
+                                      float(table["data_floor_fid"].iloc[0]),
+                                      "which generative AI is right for you? quality, speed, coverage"),
+                       staging / "trilemma.png")
+        charted = [metric for metric in ("fid_to_floor", "recall", "test_bce", "train_seconds") if metric in table]
         plots.save(plots.bar_chart({metric: dict(zip(table["model"], table[metric].fillna(0.0)))
-                                    for metric in charted}, "test-split metrics and training time"),
+                                    for metric in charted}, "sample quality, coverage, reconstruction, training time"),
                    staging / "metrics.png")
         if len(reconstructions) > 1:
             plots.save(plots.image_rows(reconstructions, "original / predicted, one row per model"),
@@ -93,24 +87,37 @@ def main(argv: list[str] | None = None) -> None:
                                           if "val_loss" in histories[name]},
                                          "validation loss (each model's own loss)", "loss curves"),
                    staging / "loss_curves.png")
+        (staging / "comparison.html").write_text(
+            comparison.html_page(table, answers, params.compare.rank_by, judge, figures))
 
     experiment_id = tracking.setup(params.tracking.experiment)
     run_ids = {name: summaries[name]["run_id"] for name in names}
     tags = tracking.provenance_tags("compare", data.data_hash(args.data))
     tags |= {f"{tracking.TAG_PREFIX}role": "comparison",
              f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={run_id}" for name, run_id in run_ids.items())}
+    rank_by = params.compare.rank_by
+    best = table.iloc[0]
+    champion = None
     with tracking.run(experiment_id, run_name="comparison", tags=tags) as comparison_run_id:
-        tracking.log_params({"rank_by": params.compare.rank_by, "models": ",".join(names)})
+        tracking.log_params({"rank_by": rank_by, "models": ",".join(names), "num_samples": params.evaluate.num_samples})
         tracking.log_metrics({f"{row['model']}.{metric}": float(row[metric]) for row in table.to_dict("records")
-                              for metric in ("test_bce", "test_mse", "test_nll_bits_per_dim") if metric in row})
+                              for metric in LOGGED_METRICS if metric in row and row[metric] == row[metric]}
+                             | {"judge_test_accuracy": judge["test_accuracy"],
+                                "data_floor_fid": float(table["data_floor_fid"].iloc[0])})
         tracking.log_table(table, "comparison_table.json")
         tracking.log_artifacts(Path(args.out), "comparison")
+        if params.compare.register_champion and best[rank_by] == best[rank_by]:  # not NaN
+            champion = tracking.register_generator(Path(args.models) / best["model"], params.compare.registered_model,
+                                                   samples.get(best["model"], np.zeros((1, *prepared.image_shape))))
+            tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
+                               f"{tracking.TAG_PREFIX}champion_version": champion})
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
             print(f"compare: run {run_id} of {name} is not in this MLflow store; it is listed but not tagged")
-    best = table.iloc[0]
-    print(f"compare: best by {params.compare.rank_by} is {best['model']} ({best[params.compare.rank_by]:.5f}); "
-          f"table in {Path(args.out) / 'comparison.md'}")
+    print(f"compare: best by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
+          + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
+             f"(version {champion})" if champion else "")
+          + f"; report in {Path(args.out) / 'comparison.html'}")
 
 
 if __name__ == "__main__":

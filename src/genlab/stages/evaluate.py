@@ -1,11 +1,14 @@
 """DVC stage `evaluate@<model>`: the model's test-split metrics, samples and figures.
 
-Encoders (autoencoder, VAE) are measured by reconstruction error overall and per
-class, with their worst and best images and a latent map; generators (VAE, ...) by
-a sample grid and their sampling time; each family adds its own metrics (the VAE's
-ELBO and importance-weighted NLL). Continues the model's MLflow run (its id is saved
-with the model) and writes the DVC metrics JSON (`--metrics`) and the figures plus
-the rows that `compare` lines up (`--out`).
+Every model generates `evaluate.num_samples` images (autoencoders decode codes drawn from a
+Gaussian fitted to their training codes), measured the same way in the judge's features
+against the test split: FID, KID, precision, recall, density and coverage, each beside the
+data floor (that many training images against the test split), the judge's class shares of
+the samples and its confidence, and the sampling time. Encoders (autoencoder, VAE) add
+reconstruction errors overall and per class, their worst and best images and a latent map;
+each family adds its own metrics (the VAE's bound and importance-weighted NLL, the flow's
+exact NLL). Continues the model's MLflow run (its id is saved with the model) and writes the
+DVC metrics JSON (`--metrics`) and the figures plus the rows that `compare` lines up (`--out`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from genlab import data, metrics, plots, tracking
 from genlab.files import atomic_dir, read_json, write_json
-from genlab.params import load_params, model_params
+from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
 from genlab.stages.train import RUN_FILE, SUMMARY_FILE
 
@@ -55,19 +58,45 @@ def sampling_report(model, num_samples: int, title: str):
     shown = samples[:40]
     rows = {f"{index * 10}-{index * 10 + 9}": shown[index * 10:(index + 1) * 10] for index in range(len(shown) // 10)}
     figures = {"samples.png": plots.image_rows(rows or {"samples": shown}, f"{title}: samples (seed {SAMPLE_SEED})")}
-    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}
+    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}, samples
+
+
+def quality_report(judge, samples: np.ndarray, prepared: data.PreparedData, settings: EvaluateParams,
+                   seed: int = SAMPLE_SEED) -> dict:
+    """The samples against the test split in the judge's features, beside the data floor: as many
+    training images as samples against the same test split, so that a reader knows what "good" is."""
+    real, _ = judge.look(prepared.test.x)
+    fake, probabilities = judge.look(samples)
+    floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(samples),
+                                                                        replace=False)]
+    floor_features, _ = judge.look(floor_images)
+    options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
+               "kid_subset_size": settings.kid_subset_size, "seed": seed}
+    measured = metrics.sample_quality(real, fake, **options)
+    floor = metrics.sample_quality(real, floor_features, **options)
+    reference = np.bincount(prepared.train.y, minlength=prepared.num_classes) / len(prepared.train.y)
+    classes = metrics.class_distribution(probabilities.argmax(axis=1), reference, settings.min_class_share_ratio)
+    return (measured | {f"data_floor_{key}": value for key, value in floor.items()}
+            | {"fid_to_floor": measured["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf"),
+               "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(samples)}
+            | classes)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
+    parser.add_argument("--judge", required=True, help="the judge stage's folder")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
     prepared = data.load_prepared(args.data)
+    if params.evaluate.num_samples > len(prepared.train.y):
+        raise ParamsError(f"evaluate.num_samples: {params.evaluate.num_samples} is more than the training split's "
+                          f"{len(prepared.train.y)} images, which the data floor compares with the test split; "
+                          f"use at most {len(prepared.train.y)}")
     run_id = read_json(Path(args.model_dir) / RUN_FILE)["run_id"]
     training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
     experiment_id = tracking.setup(params.tracking.experiment)
@@ -78,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         run_tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}training_run_id": run_id}
         run_id = None
 
+    from genlab import judge as judges
     from genlab.models import load_model
     from genlab.training import set_seed
 
@@ -91,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         found, drawn, lined_up = reconstruction_report(model, x_test, y_test, grid, prepared.num_classes,
                                                        params.evaluate.num_extreme_images, args.model)
         results, figures, rows = results | found, figures | drawn, rows | lined_up
-    if hasattr(model, "sample"):
-        found, drawn, lined_up = sampling_report(model, params.evaluate.num_samples, args.model)
-        results, figures, rows = results | found, figures | drawn, rows | lined_up
+    found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
+    results, figures, rows = results | found, figures | drawn, rows | lined_up
+    results |= quality_report(judges.load(args.judge), samples, prepared, params.evaluate)
     results |= model.family_metrics(x_test)
     if hasattr(model, "family_images"):
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
@@ -113,11 +143,12 @@ def main(argv: list[str] | None = None) -> None:
         flat = {key: value for key, value in results.items() if isinstance(value, (int, float))}
         flat |= {f"test_{kind}_class_{label}": value for kind, values in results.get("per_class", {}).items()
                  for label, value in values.items()}
+        flat |= {f"sample_share_class_{label}": value for label, value in results["class_shares"].items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")
-    shown = ", ".join(f"{key} {value:.5g}" for key, value in flat.items() if key.startswith(("test_", "sampling"))
-                      and "_class_" not in key)
+    shown = ", ".join(f"{key} {value:.5g}" for key, value in flat.items()
+                      if key.startswith(("test_", "sampling", "fid", "recall", "classes")) and "_class_" not in key)
     print(f"{args.model}: {shown}")
 
 

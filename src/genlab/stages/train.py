@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
         epoch_metrics.add(logs, step=epoch + 1)
         if (epoch + 1) % params.train.grid_every_epochs == 0:
-            epoch_metrics.flush()
             log_grid(epoch + 1)
 
     tags = tracking.provenance_tags(f"train@{args.model}", data.data_hash(args.data))
@@ -74,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                               on_epoch=on_epoch)
         epoch_metrics.flush()
+        if hasattr(model, "fit_latent_prior"):  # an autoencoder generates from a Gaussian fitted to its codes
+            model.fit_latent_prior(prepared.train.x)
         monitored = getattr(model, "monitored_loss", "loss")  # a GAN has no single loss: its generator's
         epochs_trained = len(result.history[monitored])
         if epochs_trained % params.train.grid_every_epochs:

@@ -1,0 +1,133 @@
+"""Which generative AI is right for you? The comparison table, its ranks and the answer in words.
+
+Pure functions of the evaluate stage's numbers: a table with a row per model and a rank per
+criterion, the lecture's closing question answered from the measured values (best quality,
+best coverage, fastest sampling, exact likelihood, smallest model), and a self-contained HTML
+page with the figures embedded. The `compare` stage writes and logs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genlab import metrics
+from genlab.params import RANKING_METRICS
+
+SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
+# Families whose likelihood is exact (the flow) or a bound (the VAE's importance-weighted estimate).
+EXACT_LIKELIHOOD = ("flow",)
+LIKELIHOOD_BOUND = ("vae",)
+
+
+def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
+    """One row per model: its settings, diagnosis, every metric it has and a `rank_<metric>` per
+    criterion of RANKING_METRICS (1 is best), sorted by `rank_by`.
+
+    Families measure different things (a GAN has no reconstruction error): a metric a model
+    lacks is left empty and ranks last.
+    """
+    rows = []
+    for name, results in evaluations.items():
+        settings = summaries[name]["params"]
+        rows.append({"model": name, "family": summaries[name]["family"]}
+                    | {key: settings.get(key) for key in SETTING_COLUMNS}
+                    | {"diagnosis": summaries[name]["diagnosis"]}
+                    | {key: value for key, value in results.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
+    table = pd.DataFrame(rows)
+    table = table.dropna(axis=1, how="all")  # settings no compared model has
+    if rank_by not in table:
+        table[rank_by] = np.nan
+    for metric, higher_is_better in RANKING_METRICS.items():
+        if metric in table:
+            table[f"rank_{metric}"] = table["model"].map(
+                metrics.ranks(dict(zip(table["model"], table[metric].astype(float))), higher_is_better))
+    ranked = table.pop(f"rank_{rank_by}")
+    table.insert(1, f"rank_{rank_by}", ranked)
+    return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
+
+
+def _best(table: pd.DataFrame, metric: str) -> pd.Series | None:
+    if metric not in table or table[metric].isna().all():
+        return None
+    values = table[metric].astype(float)
+    return table.loc[values.idxmax() if RANKING_METRICS[metric] else values.idxmin()]
+
+
+def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
+    """The lecture's closing question, answered from the measured numbers: one line per need."""
+    lines = []
+    quality = _best(table, "fid")
+    if quality is not None:
+        lines.append(f"**Best sample quality: {quality['model']}** ({quality['family']}): FID {quality['fid']:.3g}, "
+                     f"{quality['fid_to_floor']:.2g}x the data floor of {quality['data_floor_fid']:.3g} "
+                     f"(real training images score the floor); precision {quality['precision']:.2f}.")
+    diverse = _best(table, "recall")  # recall, not density-based coverage: blurry samples near the modes
+    if diverse is not None:            # can reach many real neighbourhoods while missing most of the data
+        lines.append(f"**Best coverage of the data: {diverse['model']}** ({diverse['family']}): recall "
+                     f"{diverse['recall']:.2f} and coverage {diverse['coverage']:.2f} (the data floor: "
+                     f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
+                     f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
+    fastest = _best(table, "sampling_seconds_per_1000")
+    if fastest is not None:
+        slowest = table.loc[table["sampling_seconds_per_1000"].astype(float).idxmax()]
+        lines.append(f"**Fastest sampling: {fastest['model']}** ({fastest['family']}): "
+                     f"{fastest['sampling_seconds_per_1000']:.3g} s per 1000 images, "
+                     f"{slowest['sampling_seconds_per_1000'] / fastest['sampling_seconds_per_1000']:.0f}x faster "
+                     f"than the slowest, {slowest['model']} ({slowest['sampling_seconds_per_1000']:.3g} s).")
+    exact = table[table["family"].isin(EXACT_LIKELIHOOD)]
+    bound = table[table["family"].isin(LIKELIHOOD_BOUND)]
+    if len(exact) and "test_nll_bits_per_dim" in table:
+        shown = ", ".join(f"{row['model']} {row['test_nll_bits_per_dim']:.3g}" for _, row in exact.iterrows())
+        lines.append(f"**Exact likelihood: {', '.join(exact['model'])}**: test NLL in bits per dimension: {shown}."
+                     + (f" The VAE gives an estimate from its bound ({', '.join(bound['model'])}), not an exact "
+                        f"value; GANs and DDPM here give none." if len(bound) else ""))
+    else:
+        lines.append("**Exact likelihood: none of these models.** Add a `family: flow` model to get one.")
+    smallest = _best(table, "num_params")
+    if smallest is not None:
+        lines.append(f"**Smallest model: {smallest['model']}** ({smallest['family']}): "
+                     f"{int(smallest['num_params']):,} parameters.")
+    covering = table[table.get("classes_covered", pd.Series(dtype=float)) == num_classes]["model"].tolist()
+    if "classes_covered" in table:
+        missing = [row["model"] for _, row in table.iterrows() if row["classes_covered"] < num_classes]
+        lines.append(f"**Class coverage**: {len(covering)} of {len(table)} models' samples cover all {num_classes} "
+                     f"classes (judged by the classifier)" + (f"; not: {', '.join(missing)}." if missing else "."))
+    return lines
+
+
+def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict) -> str:
+    shown = table.astype(object).where(table.notna(), None)
+    return (f"# Which generative AI is right for you?\n\n"
+            f"Measured on the test split in the features of the judge (a classifier of the training split, "
+            f"test accuracy {judge['test_accuracy']:.4f}); every model with the same number of samples.\n\n"
+            + "".join(f"- {line}\n" for line in answers)
+            + f"\n## Every model and metric (ranked by {rank_by}; `rank_<metric>`: 1 is best)\n\n"
+            + shown.to_markdown(index=False, floatfmt=".5g", missingval="") + "\n")
+
+
+def html_page(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict, figures: dict[str, Path]) -> str:
+    """One self-contained page: the answers, the table, and every figure embedded as a PNG data URI."""
+    def bold(line: str) -> str:
+        parts = html.escape(line).split("**")
+        return "".join(f"<b>{part}</b>" if index % 2 else part for index, part in enumerate(parts))
+
+    images = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode()}'>" for title, path in figures.items() if path.is_file())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>genlab: model comparison</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:110em} table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} img{max-width:100%}</style></head><body>"
+        "<h1>Which generative AI is right for you?</h1>"
+        f"<p>Measured on the test split in the judge's features (test accuracy {judge['test_accuracy']:.4f}); "
+        "every model with the same number of samples.</p><ul>"
+        + "".join(f"<li>{bold(line)}</li>" for line in answers)
+        + f"</ul><h2>Every model and metric (ranked by {html.escape(rank_by)})</h2>"
+        + table.to_html(index=False, float_format=lambda value: f"{value:.5g}", na_rep="")
+        + images + "</body></html>\n")

@@ -1,0 +1,74 @@
+"""The judge: a classifier of the real training split that measures every model the same way.
+
+"Which generative AI is right for you?" needs one ruler for all families. The judge is
+trained once on the real training split (the `judge` stage); its last hidden layer gives
+the features in which FID, KID, precision and recall compare generated images with the
+test split, and its predictions label generated images, so that a model's class coverage
+can be counted. Like the families, it is dense for the 8x8 digits and convolutional for
+larger images (`network: auto`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from genlab.models.autoencoder import build_encoder_trunk, optimizer
+from genlab.params import JudgeParams
+from genlab.training import predict_in_batches
+
+WEIGHTS_FILE = "judge.weights.h5"
+CONFIG_FILE = "config.json"
+FEATURES_LAYER = "features"
+
+
+class Judge:
+    """A compiled classifier and a view of it that returns (features, class probabilities)."""
+
+    def __init__(self, classifier: keras.Model):
+        self.classifier = classifier
+        self.viewer = keras.Model(classifier.input, [classifier.get_layer(FEATURES_LAYER).output,
+                                                      classifier.output], name="judge_view")
+
+    def look(self, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(features, probabilities) of images: (N, F) and (N, classes), in inference mode."""
+        features, probabilities = predict_in_batches(self.viewer, images, batch_size)
+        return features.astype(np.float64), probabilities
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return float(np.mean(self.look(images)[1].argmax(axis=1) == labels))
+
+
+def build(config: JudgeParams, image_shape: tuple[int, int], num_classes: int) -> Judge:
+    """images -> (strided convolutions) -> hidden Dense layers, the last named `features` -> softmax."""
+    conv_filters = config.conv_filters if config.network_for(image_shape) == "conv" else ()
+    images = keras.Input(shape=image_shape, name="image")
+    h = build_encoder_trunk(images, config.hidden_units[:-1], "relu", conv_filters)
+    h = keras.layers.Dropout(config.dropout, seed=config.seed)(h)
+    features = keras.layers.Dense(config.hidden_units[-1], activation="relu", name=FEATURES_LAYER)(h)
+    h = keras.layers.Dropout(config.dropout, seed=config.seed)(features)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(h)
+    classifier = keras.Model(images, probabilities, name="judge")
+    classifier.compile(optimizer=optimizer(config), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"], steps_per_execution=32)
+    return Judge(classifier)
+
+
+def save(judge: Judge, config: JudgeParams, image_shape: tuple[int, int], num_classes: int,
+         directory: str | Path) -> None:
+    directory = Path(directory)
+    judge.classifier.save_weights(directory / WEIGHTS_FILE)
+    payload = {"judge": config.model_dump(mode="json"), "image_shape": list(image_shape), "num_classes": num_classes}
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load(directory: str | Path) -> Judge:
+    directory = Path(directory)
+    payload = json.loads((directory / CONFIG_FILE).read_text())
+    judge = build(JudgeParams.model_validate(payload["judge"]), tuple(payload["image_shape"]), payload["num_classes"])
+    judge.classifier.optimizer.build(judge.classifier.trainable_variables)
+    judge.classifier.load_weights(directory / WEIGHTS_FILE)
+    return judge

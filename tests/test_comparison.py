@@ -1,0 +1,73 @@
+"""The comparison: ranks per criterion and the closing question answered from the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genlab import comparison
+
+EVALUATIONS = {
+    "ae": {"fid": 9.0, "fid_to_floor": 9.0, "data_floor_fid": 1.0, "precision": 0.5, "recall": 0.2,
+           "coverage": 0.3, "data_floor_coverage": 0.9, "data_floor_recall": 0.9, "classes_covered": 8,
+           "sampling_seconds_per_1000": 0.01, "num_params": 500, "test_bce": 0.3, "train_seconds": 5.0},
+    "flow": {"fid": 4.0, "fid_to_floor": 4.0, "data_floor_fid": 1.0, "precision": 0.6, "recall": 0.8,
+             "coverage": 0.7, "data_floor_coverage": 0.9, "data_floor_recall": 0.9, "classes_covered": 10,
+             "sampling_seconds_per_1000": 0.5, "num_params": 9000, "test_nll_bits_per_dim": 2.5,
+             "train_seconds": 20.0},
+    "ddpm": {"fid": 2.0, "fid_to_floor": 2.0, "data_floor_fid": 1.0, "precision": 0.9, "recall": 0.6,
+             "coverage": 0.9, "data_floor_coverage": 0.9, "data_floor_recall": 0.9, "classes_covered": 10,
+             "sampling_seconds_per_1000": 2.0, "num_params": 90000, "train_seconds": 30.0},
+}
+SUMMARIES = {name: {"family": family, "diagnosis": "converged", "params": {"optimizer": "adam"}}
+             for name, family in (("ae", "autoencoder"), ("flow", "flow"), ("ddpm", "diffusion"))}
+
+
+@pytest.fixture
+def table():
+    return comparison.comparison_table(EVALUATIONS, SUMMARIES, "fid")
+
+
+def test_table_ranks_every_criterion_in_its_own_direction(table):
+    assert list(table["model"]) == ["ddpm", "flow", "ae"]  # by FID, lower is better
+    assert table.columns[1] == "rank_fid"
+    ranks = table.set_index("model")
+    assert ranks.loc["ae", "rank_sampling_seconds_per_1000"] == 1  # faster is better
+    assert ranks.loc["flow", "rank_recall"] == 1  # more is better
+    assert ranks.loc["ddpm", "rank_num_params"] == 3
+    # a metric a model lacks ranks last; the two without a likelihood tie behind the flow
+    assert ranks.loc["flow", "rank_test_nll_bits_per_dim"] == 1
+    assert ranks.loc["ae", "rank_test_nll_bits_per_dim"] == ranks.loc["ddpm", "rank_test_nll_bits_per_dim"] == 2
+    assert np.isnan(ranks.loc["ae", "test_nll_bits_per_dim"])
+
+
+def test_the_answer_is_written_from_the_numbers(table):
+    answers = "\n".join(comparison.which_is_right_for_you(table, num_classes=10))
+    assert "Best sample quality: ddpm** (diffusion): FID 2, 2x the data floor of 1" in answers
+    assert "Best coverage of the data: flow** (flow): recall 0.80 and coverage 0.70" in answers
+    assert "Fastest sampling: ae** (autoencoder): 0.01 s per 1000 images, 200x faster than the slowest, ddpm" in answers
+    assert "Exact likelihood: flow**: test NLL in bits per dimension: flow 2.5" in answers
+    assert "Smallest model: ae** (autoencoder): 500 parameters" in answers
+    assert "2 of 3 models' samples cover all 10 classes (judged by the classifier); not: ae." in answers
+
+
+def test_the_answer_changes_with_the_numbers():
+    evaluations = {name: dict(values) for name, values in EVALUATIONS.items()}
+    evaluations["flow"]["fid"] = 1.5
+    evaluations["flow"]["fid_to_floor"] = 1.5
+    del evaluations["flow"]["test_nll_bits_per_dim"]
+    summaries = dict(SUMMARIES) | {"flow": SUMMARIES["flow"] | {"family": "gan"}}
+    answers = "\n".join(comparison.which_is_right_for_you(
+        comparison.comparison_table(evaluations, summaries, "fid"), num_classes=10))
+    assert "Best sample quality: flow** (gan)" in answers
+    assert "Exact likelihood: none of these models." in answers
+
+
+def test_html_page_is_self_contained(table, tmp_path):
+    figure = tmp_path / "chart.png"
+    figure.write_bytes(b"\x89PNG fake")
+    page = comparison.html_page(table, comparison.which_is_right_for_you(table, 10), "fid",
+                                {"test_accuracy": 0.98}, {"a chart": figure, "missing": tmp_path / "none.png"})
+    assert page.count("data:image/png;base64,") == 1
+    assert "<b>Best sample quality: ddpm</b>" in page and "<table" in page
+    assert "src='http" not in page and 'src="http' not in page
