@@ -548,3 +548,31 @@ def test_grid_indices_uneven_classes():
 
 def test_to_unit_float_bool_true_is_white():
     np.testing.assert_array_equal(data.to_unit_float(np.array([True, False])), np.array([1.0, 0.0], np.float32))
+
+
+def test_bias_injection_keeps_the_requested_share_of_a_class_in_training_only():
+    from genlab.data import inject_bias, prepare
+    from genlab.params import DataParams
+
+    natural = prepare(DataParams(source="digits", seed=3))
+    injected = inject_bias(natural, {8: 0.1, 3: 0.0}, seed=3)
+    eights = int(np.sum(natural.train.y == 8))
+    assert int(np.sum(injected.train.y == 8)) == round(0.1 * eights)
+    assert int(np.sum(injected.train.y == 3)) == 0
+    for label in set(range(10)) - {3, 8}:
+        assert np.sum(injected.train.y == label) == np.sum(natural.train.y == label)
+    assert injected.validation is natural.validation and injected.test is natural.test
+    kept = injected.train.x[injected.train.y == 8]
+    assert all(any(np.array_equal(image, other) for other in natural.train.x[natural.train.y == 8]) for image in kept)
+    again = inject_bias(natural, {8: 0.1, 3: 0.0}, seed=3)
+    np.testing.assert_array_equal(again.train.x, injected.train.x)
+    assert inject_bias(natural, {}, seed=3) is natural
+
+
+def test_bias_injection_of_an_unknown_class_is_a_params_error():
+    from genlab.params import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match=r"data: keep_fraction: class\(es\) \[12\] do not exist; labels are 0..9"):
+        parse_params({"data": {"keep_fraction": {12: 0.5}}, "models": {"m": {"family": "vae"}}})
+    with pytest.raises(ParamsError, match=r"data.keep_fraction.8: .*less than or equal to 1"):
+        parse_params({"data": {"keep_fraction": {8: 1.5}}, "models": {"m": {"family": "vae"}}})

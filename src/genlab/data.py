@@ -13,7 +13,7 @@ import math
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +214,20 @@ def stratified_split(
     except ValueError as error:  # e.g. a class with fewer images than splits
         raise DataError(f"cannot split {len(y)} images stratified by class: {error}") from None
     return {"train": Split(x_train, y_train), "validation": Split(x_val, y_val), "test": Split(x_test, y_test)}
+
+
+def inject_bias(data: PreparedData, keep_fraction: dict[int, float], seed: int) -> PreparedData:
+    """Keep only `keep_fraction[c]` of class c's training images (a seeded choice, rounded to the nearest
+    image); the validation and test splits are untouched. A controlled experiment in bias."""
+    if not keep_fraction:
+        return data
+    rng = np.random.default_rng(seed)
+    keep = np.ones(len(data.train.y), dtype=bool)
+    for label, fraction in sorted(keep_fraction.items()):
+        members = np.flatnonzero(data.train.y == label)
+        dropped = rng.permutation(members)[round(fraction * len(members)):]
+        keep[dropped] = False
+    return replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
 
 
 def prepare(config: DataParams) -> PreparedData:

@@ -104,6 +104,16 @@ class DataParams(Section):
     max_samples: PositiveInt | None = None  # a stratified subsample, for quick runs on MNIST
     seed: Seed = 0
     split: SplitParams = SplitParams()
+    # controlled bias injection: class -> share of its training images kept (e.g. {8: 0.1}); the
+    # validation and test splits keep the natural distribution, so the audit and evaluation see it
+    keep_fraction: dict[Annotated[int, Field(ge=0)], Annotated[Number, Field(ge=0, le=1)]] = {}
+
+    @model_validator(mode="after")
+    def _injected_classes_exist(self) -> DataParams:
+        unknown = sorted(label for label in self.keep_fraction if label >= self.num_classes)
+        if unknown:
+            raise ValueError(f"keep_fraction: class(es) {unknown} do not exist; labels are 0..{self.num_classes - 1}")
+        return self
 
     @model_validator(mode="after")
     def _path_fits_source(self) -> DataParams:

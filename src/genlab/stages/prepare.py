@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     if not report.success:
         raise ValidationFailed(f"the prepared data failed {len(report.failures)} expectation(s) "
                                f"(results in {args.reports}):\n{report.describe()}")
+    # validated as drawn; a requested bias is injected after, so that the audit (not GX) reports it
+    prepared = data.inject_bias(prepared, params.data.keep_fraction, params.data.seed)
     data_md5 = data.save_prepared(prepared, args.out)
     sizes = ", ".join(f"{name} {len(split.y)}" for name, split in prepared.splits().items())
     print(f"prepared {params.data.source}: {sizes} images of {prepared.image_shape}; md5 {data_md5}")
