@@ -128,3 +128,34 @@ def test_audit_metrics(small_counts):
     assert result["splits"]["all"]["images"] == 7
     assert result["splits"]["all"]["imbalance_ratio"] == pytest.approx(1.5)
     assert result["split_consistency"] == audit.split_consistency(small_counts, 0.05)
+
+
+def test_class_representation_flags_an_under_sampled_class_in_training_only():
+    counts = audit.class_counts({"train": np.repeat(np.arange(10), [120] * 8 + [12, 120]),
+                                 "validation": np.repeat(np.arange(10), 27),
+                                 "test": np.repeat(np.arange(10), 27)}, 10)
+    found = audit.class_representation(counts)
+    assert [row["class"] for row in found["train"]["classes"] if row["flagged"]] == [8]
+    assert not any(row["flagged"] for split in ("validation", "test") for row in found[split]["classes"])
+    assert found["train"]["fit_to_uniform"]["p_value"] < 1e-6
+    assert found["validation"]["distances"]["test"] == {"tv_distance": 0.0, "js_distance": 0.0}
+    assert found["train"]["distances"]["test"]["tv_distance"] > 0.05
+
+
+def test_thin_cells_are_measured_against_the_independence_expectation():
+    table = pd.DataFrame({"thin": [50, 5], "thick": [50, 45]}, index=["0", "1"])  # thin overall 55/150
+    cells = audit.thin_cells(table, 0.5)
+    assert cells == ["class 1, thin: 5 images, 0.27x the 18.3 expected from the subgroup's overall share"]
+
+
+def test_data_card_is_written_from_the_numbers():
+    counts = audit.class_counts({"train": np.repeat(np.arange(3), [40, 40, 4]), "test": np.repeat(np.arange(3), 10)}, 3)
+    representation = audit.class_representation(counts)
+    strokes = pd.DataFrame({"thin": [10, 20, 1], "medium": [15, 10, 2], "thick": [15, 10, 1]}, index=["0", "1", "2"])
+    card = audit.data_card("digits", (8, 8), counts, representation, audit.split_consistency(counts, 0.05),
+                           strokes, strokes, ["class 2, thin: 1 images"], (1.3, 1.7), {2: 0.1})
+    assert card.startswith("# Data card: digits")
+    assert "114 images of 8x8 pixels in 3 classes" in card
+    assert "class 2 is under-represented" in card
+    assert "thin cell: class 2, thin: 1 images" in card
+    assert "class 2 keeps 10% of its training images" in card

@@ -76,5 +76,5 @@ def test_subgroups_split_by_thickness_tertiles_and_slant():
                                              for w in (1, 2, 3, 4, 5, 6)]))
     thresholds = morphometry.stroke_thresholds(measures["thickness"].to_numpy())
     groups = morphometry.subgroups(measures, thresholds)
-    assert list(groups["stroke"]) == ["thin", "thin", "medium", "medium", "thick", "thick"]
-    assert set(groups["slant"]) == {"upright"}
+    assert list(groups["stroke_group"]) == ["thin", "thin", "medium", "medium", "thick", "thick"]
+    assert set(groups["slant_group"]) == {"upright"}

@@ -142,6 +142,10 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     assert json.loads((root / "reports/validation/summary.json").read_text())["success"] is True
     audit = json.loads((root / "reports/audit/metrics.json").read_text())
     assert audit["split_consistency"]["consistent"] is True
+    assert audit["representation"]["train"]["flagged_classes"] == 0 and audit["subgroups"]["thin_cells"] >= 0
+    assert (root / "reports/audit/figures/data_card.md").read_text().startswith("# Data card: digits")
+    for figure in ("class_shares.png", "morphometry.png", "subgroups.png"):
+        assert (root / f"reports/audit/figures/{figure}").stat().st_size > 1000
 
 
 def test_dvc_metrics_and_plots(project):

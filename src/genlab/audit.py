@@ -1,9 +1,13 @@
-"""Representation audit: how each class is represented in each split (first version).
+"""Representation audit: how each class, and each stroke subgroup within a class, is represented.
 
-Pure functions over label arrays and images; the audit stage writes and logs what
-they return. Split consistency is Pearson's chi-square test of independence on the
-split-by-class contingency table: a small p-value says the splits do not share
-one class distribution.
+Pure functions over label arrays, morphometric tables and images; the audit stage writes
+and logs what they return. Split consistency is Pearson's chi-square test of independence
+on the split-by-class contingency table: a small p-value says the splits do not share one
+class distribution. Per split, each class's share is compared with the whole data set's
+(goodness of fit) and with a balanced share (`genlab.bias.representation_flags`: the
+four-fifths rule with a bootstrap noise floor), and within each class the thin/medium/thick
+and left/upright/right subgroups are counted
+(`genlab.morphometry`), so that a thin cell (few thin 7s, say) is visible.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from genlab import bias
 
 
 def class_counts(labels_by_split: dict[str, np.ndarray], num_classes: int) -> pd.DataFrame:
@@ -60,3 +66,82 @@ def audit_metrics(counts: pd.DataFrame, significance: float) -> dict:
         for name in counts.index
     }
     return {"splits": per_split, "split_consistency": split_consistency(counts, significance)}
+
+
+def class_representation(counts: pd.DataFrame, seed: int = 0) -> dict:
+    """Per split: goodness of fit against uniform and against the whole data set, the distances to the
+    other splits, and each class's representation ratio to a balanced share with its flag (and reason)."""
+    whole = counts.loc["all"].to_numpy(dtype=float)
+    whole_shares = whole / whole.sum()
+    uniform = np.full(len(whole), 1.0 / len(whole))
+    shares = class_shares(counts)
+    report = {}
+    for split in counts.index.drop("all"):
+        observed = counts.loc[split].to_numpy(dtype=float)
+        report[split] = {
+            "fit_to_uniform": bias.goodness_of_fit(observed, uniform),
+            "fit_to_whole": bias.goodness_of_fit(observed, whole_shares),
+            "distances": {other: bias.split_distances(shares.loc[split].to_numpy(), shares.loc[other].to_numpy())
+                          for other in counts.index.drop(["all", split])},
+            "classes": bias.representation_flags(observed, uniform, seed=seed),  # against balance
+        }
+    return report
+
+
+def subgroup_counts(labels: np.ndarray, groups: pd.Series, num_classes: int, names: tuple[str, ...]) -> pd.DataFrame:
+    """Rows: classes; columns: the subgroups `names`; values: image counts."""
+    table = pd.crosstab(pd.Categorical(labels, categories=range(num_classes)),
+                        pd.Categorical(groups, categories=names), dropna=False)
+    table.index = [str(label) for label in range(num_classes)]
+    return table
+
+
+def thin_cells(table: pd.DataFrame, ratio: float) -> list[str]:
+    """Class-by-subgroup cells holding fewer than `ratio` times the images expected if every class had
+    the subgroup's overall share (the independence expectation: class total x subgroup total / total)."""
+    values = table.to_numpy(dtype=float)
+    expected = values.sum(axis=1, keepdims=True) * values.sum(axis=0, keepdims=True) / max(values.sum(), 1.0)
+    rows, columns = np.nonzero(values < ratio * expected)
+    return [f"class {table.index[row]}, {table.columns[column]}: {int(values[row, column])} images, "
+            f"{values[row, column] / expected[row, column]:.2f}x the {expected[row, column]:.1f} expected "
+            f"from the subgroup's overall share" for row, column in zip(rows, columns)]
+
+
+def data_card(source: str, image_shape: tuple[int, int], counts: pd.DataFrame, representation: dict,
+              consistency: dict, strokes: pd.DataFrame, slants: pd.DataFrame, thin: list[str],
+              thresholds: tuple[float, float], injected: dict[int, float]) -> str:
+    """A Markdown data card written from the measured numbers."""
+    flags = [row["reason"] for split in representation.values() for row in split["classes"] if row["flagged"]]
+    lines = [f"# Data card: {source}", "",
+             "## Composition", "",
+             f"{int(counts.loc['all'].sum())} images of {image_shape[0]}x{image_shape[1]} pixels in "
+             f"{counts.shape[1]} classes; imbalance ratio (largest class over smallest) "
+             f"{imbalance_ratio(counts.loc['all'].to_numpy()):.2f}.", "",
+             counts.to_markdown(), "",
+             "## Splits", "",
+             f"Chi-square test that the splits share one class distribution: chi2 {consistency['chi2']:.2f}, "
+             f"p {consistency['p_value']:.3g} ({'consistent' if consistency['consistent'] else 'NOT consistent'}).",
+             ""]
+    for split, found in representation.items():
+        distances = ", ".join(f"{other}: TV {values['tv_distance']:.3f}, JS {values['js_distance']:.3f}"
+                              for other, values in found["distances"].items())
+        lines.append(f"- {split}: fit to the whole data set p {found['fit_to_whole']['p_value']:.3g}, to uniform "
+                     f"p {found['fit_to_uniform']['p_value']:.3g}; distances {distances}.")
+    lines += ["", "## Subgroups within classes", "",
+              f"Stroke thickness tertiles over the whole data set: thin below {thresholds[0]:.2f} px, thick above "
+              f"{thresholds[1]:.2f} px (original pixels); slant left below -10 degrees, right above +10.", "",
+              strokes.to_markdown(), "", slants.to_markdown(), "",
+              "## Flags", ""]
+    lines += [f"- {flag}" for flag in flags] or ["- no class is flagged (four-fifths rule beyond chance)."]
+    lines += [f"- thin cell: {cell}" for cell in thin]
+    if injected:
+        lines += [f"- injected on purpose (`data.keep_fraction`): class {label} keeps {fraction:.0%} of its "
+                  f"training images" for label, fraction in sorted(injected.items())]
+    lines += ["", "## Known limits", "",
+              f"- The images are {image_shape[0]}x{image_shape[1]}: morphometry is measured on an upscaled, "
+              "binarised copy, so thickness and width carry about a quarter-pixel of error.",
+              "- Subgroups are drawn by thresholds on measured stroke properties, not by who wrote the digit; "
+              "they describe how a digit is drawn, not a protected attribute.",
+              "- Flags compare each class with a balanced share (1 / classes); a naturally rare class is flagged "
+              "too, which is the point: the models learn from these shares.", ""]
+    return "\n".join(lines)

@@ -87,4 +87,4 @@ def subgroups(measures: pd.DataFrame, thresholds: tuple[float, float], upright_d
     stroke = np.where(measures["thickness"] < low, "thin", np.where(measures["thickness"] > high, "thick", "medium"))
     slant = np.where(measures["slant"] < -upright_degrees, "left",
                      np.where(measures["slant"] > upright_degrees, "right", "upright"))
-    return pd.DataFrame({"stroke": stroke, "slant": slant}, index=measures.index)
+    return pd.DataFrame({"stroke_group": stroke, "slant_group": slant}, index=measures.index)

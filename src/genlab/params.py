@@ -131,6 +131,9 @@ class ValidationParams(Section):
 
 class AuditParams(Section):
     significance: Fraction = 0.05  # of the chi-square test of split consistency
+    bootstraps: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000  # the four-fifths flags' noise floor
+    thin_cell_ratio: Fraction = 0.5  # a class-by-subgroup cell below this x its expected count is thin
+    upright_degrees: Annotated[Number, Field(gt=0, lt=45)] = 10.0  # slant beyond +-this is left or right
 
 
 class DiagnosisParams(Section):

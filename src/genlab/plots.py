@@ -120,6 +120,48 @@ def trilemma(models: list[str], seconds: list[float], quality: list[float], cove
     return fig
 
 
+def grouped_bars(table, title: str, ylabel: str) -> Figure:
+    """One group of bars per column of a DataFrame, one bar per row (class shares per split, say)."""
+    fig, axis = plt.subplots(figsize=(max(6, 0.6 * table.shape[1] + 2), 3.8))
+    width = 0.8 / len(table.index)
+    positions = np.arange(table.shape[1])
+    for index, (name, row) in enumerate(table.iterrows()):
+        axis.bar(positions + index * width, row.to_numpy(dtype=float), width, label=str(name))
+    axis.set_xticks(positions + 0.4 - width / 2, [str(column) for column in table.columns])
+    axis.set_ylabel(ylabel), axis.set_title(title, fontsize=10), axis.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def distributions(values, by, measures: tuple[str, ...], title: str) -> Figure:
+    """Box plots of each measure (a column of `values`) per group in `by` (the class)."""
+    groups = sorted(set(by))
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.2 * len(measures), 3.4), squeeze=False)
+    for axis, measure in zip(axes[0], measures):
+        data = [values[measure][by == group].dropna().to_numpy() for group in groups]
+        axis.boxplot(data, tick_labels=[str(group) for group in groups], showfliers=False)
+        axis.set_title(measure, fontsize=9), axis.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(table, title: str) -> Figure:
+    """A DataFrame of counts as a heatmap with the numbers written in."""
+    fig, axis = plt.subplots(figsize=(0.9 * table.shape[1] + 2.5, 0.35 * table.shape[0] + 1.5))
+    values = table.to_numpy(dtype=float)
+    image = axis.imshow(values, cmap="viridis", aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        axis.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                  color="white" if value < values.max() / 2 else "black")
+    axis.set_xticks(range(table.shape[1]), [str(column) for column in table.columns], fontsize=8)
+    axis.set_yticks(range(table.shape[0]), [str(index) for index in table.index], fontsize=8)
+    fig.colorbar(image, ax=axis, label="images")
+    axis.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Save as PNG atomically (a temporary file, then a rename) and free the figure."""
     from genlab.files import atomic_file
