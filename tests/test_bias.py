@@ -71,3 +71,10 @@ def test_kl_divergence_known_value_and_a_missing_class():
     assert bias.kl_divergence(np.array([0.5, 0.5]), np.array([0.25, 0.75])) == pytest.approx(
         0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75))
     assert np.isfinite(bias.kl_divergence(np.array([0.5, 0.5]), np.array([1.0, 0.0])))
+
+
+def test_amplification_noise_is_what_a_faithful_model_shows_by_chance():
+    training = np.full(10, 0.1)
+    noise = bias.amplification_noise(training, 1000)
+    assert 0.03 < noise < 0.06  # about 0.04 total variation for 1000 samples of 10 classes
+    assert bias.amplification_noise(training, 100_000) < noise / 5  # shrinks like 1 / sqrt(n)

@@ -45,10 +45,24 @@ def test_the_answer_is_written_from_the_numbers(table):
     answers = "\n".join(comparison.which_is_right_for_you(table, num_classes=10))
     assert "Best sample quality: ddpm** (diffusion): FID 2, 2x the data floor of 1" in answers
     assert "Best coverage of the data: flow** (flow): recall 0.80 and coverage 0.70" in answers
-    assert "Fastest sampling: ae** (autoencoder): 0.01 s per 1000 images, 200x faster than the slowest, ddpm" in answers
+    # ae's samples miss two classes: speed and size are judged among the models that work
+    assert ("Fastest sampling among the models whose samples cover every class: flow** (flow): 0.5 s per 1000 "
+            "images, 4x faster than the slowest, ddpm") in answers
     assert "Exact likelihood: flow**: test NLL in bits per dimension: flow 2.5" in answers
-    assert "Smallest model: ae** (autoencoder): 500 parameters" in answers
+    assert "Smallest model among the models whose samples cover every class: flow** (flow): 9,000 parameters" in answers
     assert "2 of 3 models' samples cover all 10 classes (judged by the classifier); not: ae." in answers
+    assert "Class balance" not in answers  # no model measured it
+
+
+def test_the_answer_says_which_models_amplify_the_imbalance():
+    evaluations = {name: values | {"bias_amplification": amplification}
+                   for (name, values), amplification in zip(EVALUATIONS.items(), (0.10, -0.05, 0.005))}
+    answers = "\n".join(comparison.which_is_right_for_you(
+        comparison.comparison_table(evaluations, SUMMARIES, "fid"), num_classes=10))
+    assert ("**Class balance (is the bias in the model?)**, judged by the classifier and corrected for its "
+            "confusion: within chance of the training data's balance (amplification at most 0.020 for this many "
+            "samples): ddpm; amplifying it: ae (+0.100); evening it out: flow (-0.050). Closest: ddpm (+0.005).") \
+        in answers
 
 
 def test_the_answer_changes_with_the_numbers():

@@ -114,6 +114,14 @@ def test_every_model_is_measured_by_the_judge_beside_the_data_floor(project):
         assert results["kid_std"] >= 0 and 0 <= results["classes_covered"] <= 10
         assert sum(results["class_shares"].values()) == pytest.approx(1.0)
         assert 0.1 <= results["judge_confidence"] <= 1 and results["sampling_seconds_per_1000"] > 0
+        # is the bias in the model? raw and judge-corrected shares against the training data's
+        assert -1 <= results["bias_amplification"] <= 1 and -1 <= results["raw_bias_amplification"] <= 1
+        assert sum(results["corrected_class_shares"].values()) == pytest.approx(1.0)
+        assert all(0 <= results[f"morphometry_ks_{measure}"] <= 1
+                   for measure in ("area", "length", "thickness", "slant", "width"))
+        if name in ENCODERS:
+            assert set(results["per_stroke_bce"]) == {"thin", "medium", "thick"}
+            assert results["worst_stroke_bce_ratio"] >= 1
 
 
 def test_comparison_answers_the_question_and_registers_a_champion(project):
@@ -123,7 +131,7 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     report = (root / "reports/compare/comparison.md").read_text()
     assert report.startswith("# Which generative AI is right for you?")
     for need in ("Best sample quality", "Best coverage of the data", "Fastest sampling", "Exact likelihood: flow_e",
-                 "Smallest model"):
+                 "Smallest model", "Class balance (is the bias in the model?)"):
         assert need in report
     assert all(f"| {name} " in report for name in MODELS)
     page = (root / "reports/compare/comparison.html").read_text()

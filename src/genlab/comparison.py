@@ -22,6 +22,7 @@ SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer
 # Families whose likelihood is exact (the flow) or a bound (the VAE's importance-weighted estimate).
 EXACT_LIKELIHOOD = ("flow",)
 LIKELIHOOD_BOUND = ("vae",)
+BIAS_MARGIN = 0.02  # amplification within which a model "reproduces" the data's balance, when no noise floor is given
 
 
 def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
@@ -73,10 +74,14 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"{diverse['recall']:.2f} and coverage {diverse['coverage']:.2f} (the data floor: "
                      f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
                      f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
-    fastest = _best(table, "sampling_seconds_per_1000")
+    # speed and size only count for models that work: samples of every class, when the judge says so
+    usable = table[table["classes_covered"] == num_classes] if "classes_covered" in table else table
+    usable = usable if len(usable) else table
+    note = " among the models whose samples cover every class" if len(usable) < len(table) else ""
+    fastest = _best(usable, "sampling_seconds_per_1000")
     if fastest is not None:
         slowest = table.loc[table["sampling_seconds_per_1000"].astype(float).idxmax()]
-        lines.append(f"**Fastest sampling: {fastest['model']}** ({fastest['family']}): "
+        lines.append(f"**Fastest sampling{note}: {fastest['model']}** ({fastest['family']}): "
                      f"{fastest['sampling_seconds_per_1000']:.3g} s per 1000 images, "
                      f"{slowest['sampling_seconds_per_1000'] / fastest['sampling_seconds_per_1000']:.0f}x faster "
                      f"than the slowest, {slowest['model']} ({slowest['sampling_seconds_per_1000']:.3g} s).")
@@ -89,15 +94,29 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                         f"value; GANs and DDPM here give none." if len(bound) else ""))
     else:
         lines.append("**Exact likelihood: none of these models.** Add a `family: flow` model to get one.")
-    smallest = _best(table, "num_params")
+    smallest = _best(usable, "num_params")
     if smallest is not None:
-        lines.append(f"**Smallest model: {smallest['model']}** ({smallest['family']}): "
+        lines.append(f"**Smallest model{note}: {smallest['model']}** ({smallest['family']}): "
                      f"{int(smallest['num_params']):,} parameters.")
     covering = table[table.get("classes_covered", pd.Series(dtype=float)) == num_classes]["model"].tolist()
     if "classes_covered" in table:
         missing = [row["model"] for _, row in table.iterrows() if row["classes_covered"] < num_classes]
         lines.append(f"**Class coverage**: {len(covering)} of {len(table)} models' samples cover all {num_classes} "
                      f"classes (judged by the classifier)" + (f"; not: {', '.join(missing)}." if missing else "."))
+    if "bias_amplification" in table:
+        rows = table.set_index("model")
+        values = rows["bias_amplification"].astype(float).dropna()
+        noise = rows["bias_amplification_noise"].astype(float) if "bias_amplification_noise" in rows else None
+        margin = {name: float(noise[name]) if noise is not None else BIAS_MARGIN for name in values.index}
+        faithful = values.abs().idxmin()
+        amplify = [f"{name} ({value:+.3f})" for name, value in values.items() if value > margin[name]]
+        even = [f"{name} ({value:+.3f})" for name, value in values.items() if value < -margin[name]]
+        reproduce = [name for name, value in values.items() if abs(value) <= margin[name]]
+        lines.append(f"**Class balance (is the bias in the model?)**, judged by the classifier and corrected for "
+                     f"its confusion: within chance of the training data's balance (amplification at most "
+                     f"{max(margin.values()):.3f} for this many samples): {', '.join(reproduce) or 'none'}; "
+                     f"amplifying it: {', '.join(amplify) or 'none'}; evening it out: {', '.join(even) or 'none'}. "
+                     f"Closest: {faithful} ({values[faithful]:+.3f}).")
     return lines
 
 

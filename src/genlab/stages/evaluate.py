@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab import data, metrics, plots, tracking
+from genlab import bias, data, metrics, morphometry, plots, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
@@ -29,13 +29,19 @@ SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: sampl
 SAMPLE_SEED = 0
 
 
-def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str):
-    """Metrics and figures of an encoder: errors overall and per class, extremes, latent map."""
+def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str,
+                          strokes: np.ndarray):
+    """Metrics and figures of an encoder: errors overall, per class and per stroke subgroup, extremes,
+    latent map."""
     reconstructions = model.reconstruct(x_test)
     errors = metrics.reconstruction_errors(x_test, reconstructions)
     per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
+    per_stroke = {group: float(errors["bce"][strokes == group].mean())
+                  for group in morphometry.STROKES if np.any(strokes == group)}
     results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
-               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class}
+               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class,
+               "per_stroke_bce": per_stroke, "worst_stroke_bce_ratio": metrics.worst_best_ratio(per_stroke),
+               "worst_stroke_bce_difference": max(per_stroke.values()) - min(per_stroke.values())}
     order = np.argsort(errors["bce"])
     worst, best = order[::-1][:count], order[:count]
     figures = {
@@ -82,11 +88,35 @@ def quality_report(judge, samples: np.ndarray, prepared: data.PreparedData, sett
             | classes)
 
 
+def bias_report(judge, samples: np.ndarray, prepared: data.PreparedData, test_measures) -> dict:
+    """Is the bias in the model? The samples' class shares as the judge labels them, raw and corrected
+    for the judge's confusion on the test split (black-box shift estimation), against the training
+    shares: amplification (model minus data), distance, missing classes; and how the samples are drawn
+    against the test images: a two-sample Kolmogorov-Smirnov statistic per morphometric measure."""
+    from scipy.stats import ks_2samp
+
+    test_predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
+    confusion = bias.confusion_matrix(prepared.test.y, test_predicted, prepared.num_classes)
+    raw = bias.shares(judge.look(samples)[1].argmax(axis=1), prepared.num_classes)
+    corrected = bias.corrected_shares(raw, confusion)
+    training = bias.shares(prepared.train.y, prepared.num_classes)
+    sample_measures = morphometry.measure(samples)
+    return ({f"raw_{key}": value for key, value in bias.amplification(raw, training).items()}
+            | bias.amplification(corrected, training)
+            | {"bias_amplification_noise": bias.amplification_noise(training, len(samples)),
+               "corrected_missing_classes": int(np.sum(corrected < 1e-3)),
+               "corrected_class_shares": {str(label): float(share) for label, share in enumerate(corrected)}}
+            | {f"morphometry_ks_{measure}": float(ks_2samp(sample_measures[measure].dropna(),
+                                                            test_measures[measure].dropna()).statistic)
+               for measure in morphometry.MEASURES})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
     parser.add_argument("--judge", required=True, help="the judge stage's folder")
+    parser.add_argument("--audit", required=True, help="the audit's metrics JSON (the stroke subgroups' thresholds)")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
@@ -114,16 +144,24 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(model_params(params, args.model).seed)
     model, config = load_model(args.model_dir)
     x_test, y_test = prepared.test.x, prepared.test.y
+    subgroup_thresholds = read_json(args.audit)["subgroups"]
+    test_measures = morphometry.measure(x_test)
+    groups = morphometry.subgroups(test_measures, (subgroup_thresholds["thin_stroke_threshold"],
+                                                   subgroup_thresholds["thick_stroke_threshold"]),
+                                   params.audit.upright_degrees)
     results = {key: training_summary[key] for key in ("num_params", "train_seconds", "epochs_trained")}
     figures, rows = {}, {}
     if hasattr(model, "reconstruct"):
         grid = data.grid_indices(y_test, params.train.grid_images)
         found, drawn, lined_up = reconstruction_report(model, x_test, y_test, grid, prepared.num_classes,
-                                                       params.evaluate.num_extreme_images, args.model)
+                                                       params.evaluate.num_extreme_images, args.model,
+                                                       groups["stroke_group"].to_numpy())
         results, figures, rows = results | found, figures | drawn, rows | lined_up
     found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
     results, figures, rows = results | found, figures | drawn, rows | lined_up
-    results |= quality_report(judges.load(args.judge), samples, prepared, params.evaluate)
+    judge = judges.load(args.judge)
+    results |= quality_report(judge, samples, prepared, params.evaluate)
+    results |= bias_report(judge, samples, prepared, test_measures)
     results |= model.family_metrics(x_test)
     if hasattr(model, "family_images"):
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
@@ -144,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         flat |= {f"test_{kind}_class_{label}": value for kind, values in results.get("per_class", {}).items()
                  for label, value in values.items()}
         flat |= {f"sample_share_class_{label}": value for label, value in results["class_shares"].items()}
+        flat |= {f"corrected_sample_share_class_{label}": value
+                 for label, value in results["corrected_class_shares"].items()}
+        flat |= {f"test_bce_{group}_stroke": value for group, value in results.get("per_stroke_bce", {}).items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")
