@@ -177,3 +177,16 @@ def test_image_table_columns():
     assert table["nonfinite_pixels"].tolist() == [1, 1]
     np.testing.assert_allclose(table["pixel_min"], [0.0, 0.0])  # non-finite pixels count as 0
     np.testing.assert_allclose(table["pixel_max"], [1.0, 0.2], rtol=1e-6)
+
+
+def test_representation_expectations_pass_for_a_balanced_split_and_fail_for_a_missing_class():
+    from genlab.validate import validate_representation
+
+    balanced = np.repeat(np.arange(4), 50)
+    passed = validate_representation(balanced, 4, np.full(4, 0.25), max_class_kl=0.01)
+    assert passed["success"] is True and passed["failures"] == []
+    without_three = np.repeat(np.arange(3), 50)
+    failed = validate_representation(without_three, 4, np.full(4, 0.25), max_class_kl=0.01)
+    assert failed["success"] is False
+    assert any("expect_column_distinct_values_to_contain_set" in failure for failure in failed["failures"])
+    assert any("expect_column_kl_divergence_to_be_less_than" in failure for failure in failed["failures"])

@@ -126,3 +126,33 @@ def validate_prepared(
         write_json(report_dir / f"{name}.json", result)
     write_json(report_dir / "summary.json", {"success": not failures, "failures": failures})
     return ValidationReport(success=not failures, failures=failures, results=results)
+
+
+def validate_representation(labels: np.ndarray, num_classes: int, expected_shares: np.ndarray,
+                            max_class_kl: float) -> dict:
+    """The audit's representation suite on one split's labels: every class present, and the label
+    distribution within `max_class_kl` of the expected partition. Returns GX's result as a dict with
+    the failures described; failing is a finding for the audit to report, not an error."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    import pandas as pd
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch = (context.data_sources.add_pandas("audit").add_dataframe_asset("labels")
+             .add_batch_definition_whole_dataframe("split"))
+    classes = list(range(num_classes))
+    suite = context.suites.add(gx.ExpectationSuite(name="representation", expectations=[
+        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=classes),
+        gxe.ExpectColumnKLDivergenceToBeLessThan(
+            column="label", partition_object={"values": classes, "weights": [float(v) for v in expected_shares]},
+            threshold=max_class_kl),
+    ]))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="representation", data=batch,
+                                                                            suite=suite))
+    result = definition.run(batch_parameters={"dataframe": pd.DataFrame({"label": labels.astype(int)})},
+                            result_format="SUMMARY").to_json_dict()
+    result["failures"] = [_describe_failure("train", item) for item in result["results"] if not item["success"]]
+    return result

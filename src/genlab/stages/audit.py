@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> None:
                                    morphometry.SLANTS)
     thin = audit.thin_cells(strokes, settings.thin_cell_ratio) + audit.thin_cells(slants, settings.thin_cell_ratio)
     flagged = {split: [row for row in found["classes"] if row["flagged"]] for split, found in representation.items()}
+    from genlab.validate import validate_representation
+
+    held_out = np.concatenate([prepared.validation.y, prepared.test.y])  # never injected: the natural partition
+    expectations = validate_representation(prepared.train.y, prepared.num_classes,
+                                           np.bincount(held_out, minlength=prepared.num_classes) / len(held_out),
+                                           params.validation.max_class_kl)
 
     metrics |= {
         "representation": {split: {"flagged_classes": len(flagged[split]),
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                            | {f"tv_to_{other}": values["tv_distance"] for other, values in found["distances"].items()}
                            | {f"js_to_{other}": values["js_distance"] for other, values in found["distances"].items()}
                            for split, found in representation.items()},
+        "expectations": {"train_representation_success": bool(expectations["success"]),
+                         "failed": len(expectations["failures"])},
         "subgroups": {"thin_cells": len(thin), "thick_stroke_threshold": thresholds[1],
                       "thin_stroke_threshold": thresholds[0]}
                      | {f"train_{group}_share": float(np.mean(train["stroke_group"] == group)) for group in morphometry.STROKES}
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         strokes.to_csv(staging / "train_strokes_by_class.csv", index_label="class")
         slants.to_csv(staging / "train_slants_by_class.csv", index_label="class")
         write_json(staging / "representation.json", {"classes": representation, "thin_cells": thin})
+        write_json(staging / "representation_expectations.json", expectations)
         (staging / "data_card.md").write_text(card)
         plots.save(plots.image_rows({"mean": means}, "mean training image per class"), staging / "mean_images.png")
         plots.save(plots.grouped_bars(shares.drop(index="all"), "class shares per split", "share"),
@@ -94,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         flat |= {f"split_consistency_{key}": float(value) for key, value in metrics["split_consistency"].items()}
         flat |= {f"{split}_{key}": value for split, values in metrics["representation"].items()
                  for key, value in values.items()}
-        flat |= metrics["subgroups"]
+        flat |= metrics["subgroups"] | {f"expectations_{key}": float(value)
+                                        for key, value in metrics["expectations"].items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "audit")
         tracking.log_artifacts(Path(args.metrics), "audit")
@@ -105,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     for split, rows in flagged.items():
         for row in rows:
             print(f"  flag ({split}): {row['reason']}")
+    for failure in expectations["failures"]:
+        print(f"  expectation failed: {failure}")
 
 
 if __name__ == "__main__":
