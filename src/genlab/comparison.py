@@ -75,8 +75,8 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
                      f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
     # speed and size only count for models that work: samples of every class, when the judge says so
-    usable = table[table["classes_covered"] == num_classes] if "classes_covered" in table else table
-    usable = usable if len(usable) else table
+    covers_all = table["classes_covered"] == num_classes if "classes_covered" in table else None
+    usable = table[covers_all] if covers_all is not None and covers_all.any() else table
     note = " among the models whose samples cover every class" if len(usable) < len(table) else ""
     fastest = _best(usable, "sampling_seconds_per_1000")
     if fastest is not None:
@@ -98,10 +98,10 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     if smallest is not None:
         lines.append(f"**Smallest model{note}: {smallest['model']}** ({smallest['family']}): "
                      f"{int(smallest['num_params']):,} parameters.")
-    covering = table[table.get("classes_covered", pd.Series(dtype=float)) == num_classes]["model"].tolist()
-    if "classes_covered" in table:
-        missing = [row["model"] for _, row in table.iterrows() if row["classes_covered"] < num_classes]
-        lines.append(f"**Class coverage**: {len(covering)} of {len(table)} models' samples cover all {num_classes} "
+    if covers_all is not None:
+        missing = table.loc[~covers_all, "model"].tolist()
+        lines.append(f"**Class coverage**: {int(covers_all.sum())} of {len(table)} models' samples cover all "
+                     f"{num_classes} "
                      f"classes (judged by the classifier)" + (f"; not: {', '.join(missing)}." if missing else "."))
     if "bias_amplification" in table:
         rows = table.set_index("model")

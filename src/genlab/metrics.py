@@ -135,8 +135,9 @@ def class_distribution(labels: np.ndarray, reference_shares: np.ndarray, min_sha
     """How a sample set's classes (the judge's labels) spread: shares per class, the number of
     classes covered (share at least `min_share_ratio` of the class's reference share) and the total
     variation distance to the reference (training) shares, 0 (same) to 1 (disjoint)."""
-    num_classes = len(reference_shares)
-    shares = np.bincount(labels, minlength=num_classes)[:num_classes] / max(len(labels), 1)
+    from genlab.bias import shares as class_shares
+
+    shares = class_shares(labels, len(reference_shares))
     covered = int(np.sum(shares >= min_share_ratio * reference_shares))
     return {"class_shares": {str(label): float(share) for label, share in enumerate(shares)},
             "classes_covered": covered,

@@ -67,37 +67,37 @@ def sampling_report(model, num_samples: int, title: str):
     return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}, samples
 
 
-def quality_report(judge, samples: np.ndarray, prepared: data.PreparedData, settings: EvaluateParams,
+def quality_report(judge, test_view, sample_view, prepared: data.PreparedData, settings: EvaluateParams,
                    seed: int = SAMPLE_SEED) -> dict:
     """The samples against the test split in the judge's features, beside the data floor: as many
-    training images as samples against the same test split, so that a reader knows what "good" is."""
-    real, _ = judge.look(prepared.test.x)
-    fake, probabilities = judge.look(samples)
-    floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(samples),
+    training images as samples against the same test split, so that a reader knows what "good" is.
+    `test_view` and `sample_view` are the judge's (features, probabilities) of the test split and samples."""
+    (real, _), (fake, probabilities) = test_view, sample_view
+    floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(fake),
                                                                         replace=False)]
     floor_features, _ = judge.look(floor_images)
     options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
                "kid_subset_size": settings.kid_subset_size, "seed": seed}
     measured = metrics.sample_quality(real, fake, **options)
     floor = metrics.sample_quality(real, floor_features, **options)
-    reference = np.bincount(prepared.train.y, minlength=prepared.num_classes) / len(prepared.train.y)
+    reference = bias.shares(prepared.train.y, prepared.num_classes)
     classes = metrics.class_distribution(probabilities.argmax(axis=1), reference, settings.min_class_share_ratio)
     return (measured | {f"data_floor_{key}": value for key, value in floor.items()}
             | {"fid_to_floor": measured["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf"),
-               "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(samples)}
+               "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}
             | classes)
 
 
-def bias_report(judge, samples: np.ndarray, prepared: data.PreparedData, test_measures) -> dict:
+def bias_report(test_probabilities: np.ndarray, sample_probabilities: np.ndarray, samples: np.ndarray,
+                prepared: data.PreparedData, test_measures) -> dict:
     """Is the bias in the model? The samples' class shares as the judge labels them, raw and corrected
     for the judge's confusion on the test split (black-box shift estimation), against the training
     shares: amplification (model minus data), distance, missing classes; and how the samples are drawn
     against the test images: a two-sample Kolmogorov-Smirnov statistic per morphometric measure."""
     from scipy.stats import ks_2samp
 
-    test_predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
-    confusion = bias.confusion_matrix(prepared.test.y, test_predicted, prepared.num_classes)
-    raw = bias.shares(judge.look(samples)[1].argmax(axis=1), prepared.num_classes)
+    confusion = bias.confusion_matrix(prepared.test.y, test_probabilities.argmax(axis=1), prepared.num_classes)
+    raw = bias.shares(sample_probabilities.argmax(axis=1), prepared.num_classes)
     corrected = bias.corrected_shares(raw, confusion)
     training = bias.shares(prepared.train.y, prepared.num_classes)
     sample_measures = morphometry.measure(samples)
@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
     results, figures, rows = results | found, figures | drawn, rows | lined_up
     judge = judges.load(args.judge)
-    results |= quality_report(judge, samples, prepared, params.evaluate)
-    results |= bias_report(judge, samples, prepared, test_measures)
+    test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
+    results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
+    results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
     results |= model.family_metrics(x_test)
     if hasattr(model, "family_images"):
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
