@@ -31,7 +31,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The UI binds to loopback only unless HOST says otherwise (HOST=0.0.0.0 exposes the store to the network).
 ui: $(STAMP)
+	@echo "MLflow UI on http://$(HOST):$(PORT): choose 'Model training' at the top left, then genlab (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
 
 benchmark: $(STAMP)

@@ -78,3 +78,9 @@ def test_amplification_noise_is_what_a_faithful_model_shows_by_chance():
     noise = bias.amplification_noise(training, 1000)
     assert 0.03 < noise < 0.06  # about 0.04 total variation for 1000 samples of 10 classes
     assert bias.amplification_noise(training, 100_000) < noise / 5  # shrinks like 1 / sqrt(n)
+
+
+def test_share_ratios_per_class():
+    ratios = bias.share_ratios(np.array([0.5, 0.3, 0.2, 0.0]), np.array([0.25, 0.25, 0.4, 0.1]))
+    assert ratios == pytest.approx({"0": 2.0, "1": 1.2, "2": 0.5, "3": 0.0})
+    assert np.isnan(bias.share_ratios(np.array([0.5, 0.5]), np.array([1.0, 0.0]))["1"])

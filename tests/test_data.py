@@ -555,18 +555,82 @@ def test_bias_injection_keeps_the_requested_share_of_a_class_in_training_only():
     from genlab.params import DataParams
 
     natural = prepare(DataParams(source="digits", seed=3))
-    injected = inject_bias(natural, {8: 0.1, 3: 0.0}, seed=3)
-    eights = int(np.sum(natural.train.y == 8))
+    injected = inject_bias(natural, {8: 0.1, 3: 0.5}, seed=3)
+    eights, threes = int(np.sum(natural.train.y == 8)), int(np.sum(natural.train.y == 3))
     assert int(np.sum(injected.train.y == 8)) == round(0.1 * eights)
-    assert int(np.sum(injected.train.y == 3)) == 0
+    assert int(np.sum(injected.train.y == 3)) == round(0.5 * threes)
     for label in set(range(10)) - {3, 8}:
         assert np.sum(injected.train.y == label) == np.sum(natural.train.y == label)
     assert injected.validation is natural.validation and injected.test is natural.test
     kept = injected.train.x[injected.train.y == 8]
     assert all(any(np.array_equal(image, other) for other in natural.train.x[natural.train.y == 8]) for image in kept)
-    again = inject_bias(natural, {8: 0.1, 3: 0.0}, seed=3)
+    again = inject_bias(natural, {8: 0.1, 3: 0.5}, seed=3)
     np.testing.assert_array_equal(again.train.x, injected.train.x)
     assert inject_bias(natural, {}, seed=3) is natural
+
+
+def _with_members(members: dict[str, list[int]], size: int) -> dict[str, np.ndarray]:
+    masks = {name: np.zeros(size, bool) for name in ("thin", "medium", "thick", "left", "upright", "right")}
+    for name, indices in members.items():
+        masks[name][indices] = True
+    return masks
+
+
+def test_subgroup_injection_keeps_the_requested_count_of_each_cell():
+    from genlab.data import PreparedData, Split, inject_bias
+
+    y = np.array([7] * 12 + [1] * 6)
+    x = np.arange(len(y), dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    # 7s: indices 0-3 thin, 4-7 medium, 8-11 thick; 1s: 12-17 thick
+    groups = _with_members({"thin": [0, 1, 2, 3], "medium": [4, 5, 6, 7], "thick": list(range(8, 18))}, len(y))
+    held_out = Split(x[:2], y[:2])
+    natural = PreparedData(Split(x, y), held_out, held_out, num_classes=10, source="npz")
+
+    only_thin = inject_bias(natural, {}, seed=0, keep_subgroup={7: {"medium": 0.0, "thick": 0.0}}, train_groups=groups)
+    np.testing.assert_array_equal(np.sort(only_thin.train.x[only_thin.train.y == 7, 0, 0]), [0, 1, 2, 3])
+    assert np.sum(only_thin.train.y == 1) == 6  # the other class's thick strokes are untouched
+
+    half_thick = inject_bias(natural, {}, seed=0, keep_subgroup={7: {"thick": 0.5}}, train_groups=groups)
+    kept_thick = half_thick.train.x[half_thick.train.y == 7, 0, 0]
+    assert np.sum(kept_thick >= 8) == 2 and np.sum(kept_thick < 8) == 8
+
+    # the subgroup rule first, then the class's fraction of what is left: 4 thin 7s, half of them kept
+    both = inject_bias(natural, {7: 0.5}, seed=0, keep_subgroup={7: {"medium": 0.0, "thick": 0.0}}, train_groups=groups)
+    assert np.sum(both.train.y == 7) == 2 and set(both.train.x[both.train.y == 7, 0, 0]) <= {0, 1, 2, 3}
+
+
+def test_subgroup_injection_that_empties_a_class_is_refused():
+    from genlab.data import DataError, PreparedData, Split, inject_bias
+
+    y = np.array([7] * 4 + [1] * 4)
+    x = np.zeros((len(y), 2, 2), np.float32)
+    groups = _with_members({"thick": list(range(8))}, len(y))  # no thin 7s at all
+    natural = PreparedData(Split(x, y), Split(x, y), Split(x, y), num_classes=10, source="npz")
+    with pytest.raises(DataError, match=r"class\(es\) \[7\] would keep none of their training images"):
+        inject_bias(natural, {}, seed=0, keep_subgroup={7: {"medium": 0.0, "thick": 0.0}}, train_groups=groups)
+
+
+def test_thin_sevens_only_on_the_digits_are_flagged_by_the_audit():
+    """The issue's example end to end in functions: keep only the thin 7s; the audit's class-by-stroke
+    table then shows no medium or thick 7s and flags both cells as thin."""
+    from genlab import audit, morphometry
+    from genlab.data import inject_bias, prepare
+    from genlab.params import DataParams
+
+    natural = prepare(DataParams(source="digits", seed=3))
+    reference = np.concatenate([natural.validation.x, natural.test.x])
+    groups = morphometry.subgroup_masks(natural.train.x, reference, upright_degrees=10)
+    thin_sevens = int(np.sum((natural.train.y == 7) & groups["thin"]))
+    injected = inject_bias(natural, {}, seed=3, keep_subgroup={7: {"medium": 0, "thick": 0}}, train_groups=groups)
+    assert 0 < thin_sevens == int(np.sum(injected.train.y == 7))
+
+    thresholds = morphometry.stroke_thresholds(morphometry.measure(reference)["thickness"].to_numpy())
+    strokes = morphometry.subgroups(morphometry.measure(injected.train.x), thresholds)["stroke_group"]
+    table = audit.subgroup_counts(injected.train.y, strokes, 10, morphometry.STROKES)
+    assert table.loc["7", "medium"] == 0 and table.loc["7", "thick"] == 0 and table.loc["7", "thin"] == thin_sevens
+    thin = audit.thin_cells(table, 0.5)
+    assert any(cell.startswith("class 7, medium") for cell in thin)
+    assert any(cell.startswith("class 7, thick") for cell in thin)
 
 
 def test_bias_injection_of_an_unknown_class_is_a_params_error():
@@ -576,3 +640,10 @@ def test_bias_injection_of_an_unknown_class_is_a_params_error():
         parse_params({"data": {"keep_fraction": {12: 0.5}}, "models": {"m": {"family": "vae"}}})
     with pytest.raises(ParamsError, match=r"data.keep_fraction.8: .*less than or equal to 1"):
         parse_params({"data": {"keep_fraction": {8: 1.5}}, "models": {"m": {"family": "vae"}}})
+    with pytest.raises(ParamsError, match=r"class\(es\) \[8\] would keep no training images"):
+        parse_params({"data": {"keep_fraction": {8: 0}}, "models": {"m": {"family": "vae"}}})
+    with pytest.raises(ParamsError, match=r"class\(es\) \[7\] would keep no training images"):
+        parse_params({"data": {"keep_subgroup": {7: {"left": 0, "upright": 0, "right": 0}}},
+                      "models": {"m": {"family": "vae"}}})
+    with pytest.raises(ParamsError, match=r"data.keep_subgroup.7.fat"):
+        parse_params({"data": {"keep_subgroup": {7: {"fat": 0.5}}}, "models": {"m": {"family": "vae"}}})

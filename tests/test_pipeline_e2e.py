@@ -1,6 +1,7 @@
 """End to end: a real `dvc repro` of the whole pipeline in a temporary git repository.
 
-The project is copied with tiny params (two models, a few epochs); the test checks
+The project is copied with tiny params (`project` in conftest.py: one small model of each
+family, a few epochs); the tests check
 the outputs, `dvc metrics show`, `dvc plots show`, the MLflow store (runs, metric
 histories with steps, image artifacts, the comparison run and its links), that a
 second `dvc repro` does nothing, and that changing one model's parameter reruns
@@ -16,50 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from genlab import sandbox
+from pipeline_project import ENCODERS, MODELS, stages_run
 
 pytestmark = pytest.mark.e2e
-
-PROJECT = Path(__file__).resolve().parents[1]
-MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e", "ddpm_f")
-ENCODERS = ("ae_a", "ae_b", "vae_c")
-
-
-def tiny_params() -> dict:
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    params["train"]["grid_every_epochs"] = 2
-    model = dict(family="autoencoder", hidden_units=[16], latent_dim=4, hidden_activation="relu",
-                 output_activation="sigmoid", loss="binary_crossentropy", optimizer="adam", learning_rate=0.01,
-                 batch_size=64, epochs=5, seed=0)
-    vae = dict(family="vae", hidden_units=[16], latent_dim=2, learning_rate=0.01, batch_size=64, epochs=5,
-               num_importance_samples=8)
-    gan = dict(family="gan", latent_dim=4, generator_units=[16], discriminator_units=[16], learning_rate=0.001,
-               batch_size=64, epochs=5)
-    flow = dict(family="flow", num_couplings=2, hidden_units=[16], num_levels=17, learning_rate=0.001,
-                batch_size=64, epochs=5)
-    params["models"] = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae,
-                        "gan_d": gan, "flow_e": flow,
-                        "ddpm_f": dict(family="diffusion", num_timesteps=10, hidden_units=[16], time_embedding_dim=8,
-                                       num_inference_steps=5, batch_size=64, epochs=5)}
-    params["evaluate"]["num_samples"] = 100
-    params["evaluate"]["kid_subsets"] = 10
-    params["judge"] |= {"hidden_units": [64, 32], "epochs": 30, "learning_rate": 0.005}  # 32 features < 100 samples
-    return params
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict]:
-    root = sandbox.copy_project(PROJECT, tmp_path_factory.mktemp("genlab"), tiny_params())
-    first = sandbox.run(["dvc", "repro"], root)
-    sandbox.commit(root, "first repro")
-    return root, {"first": first.stdout}
-
 
 def mlflow_rows(root: Path, query: str, *args) -> list[tuple]:
     with sqlite3.connect(root / "mlflow.db") as connection:
@@ -122,6 +84,13 @@ def test_every_model_is_measured_by_the_judge_beside_the_data_floor(project):
         if name in ENCODERS:
             assert set(results["per_stroke_bce"]) == {"thin", "medium", "thick"}
             assert results["worst_stroke_bce_ratio"] >= 1
+            assert 2 <= len(results["per_slant_bce"]) and set(results["per_slant_bce"]) <= {"left", "upright", "right"}
+            assert results["worst_slant_bce_difference"] >= 0
+        labels = np.load(root / "data/prepared/y_train.npy")
+        training = np.bincount(labels, minlength=10) / len(labels)
+        for label, ratio in results["corrected_share_ratios"].items():
+            assert ratio == pytest.approx(results["corrected_class_shares"][label] / training[int(label)])
+        assert results["rarest_class_share_ratio"] == results["corrected_share_ratios"][str(results["rarest_class"])]
 
 
 def test_comparison_answers_the_question_and_registers_a_champion(project):
@@ -131,7 +100,7 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     report = (root / "reports/compare/comparison.md").read_text()
     assert report.startswith("# Which generative AI is right for you?")
     for need in ("Best sample quality", "Best coverage of the data", "Fastest sampling", "Exact likelihood: flow_e",
-                 "Smallest model", "Class balance (is the bias in the model?)"):
+                 "Smallest model", "Class balance (is the bias in the model?)", "The rarest training class"):
         assert need in report
     assert all(f"| {name} " in report for name in MODELS)
     page = (root / "reports/compare/comparison.html").read_text()

@@ -109,7 +109,8 @@ def thin_cells(table: pd.DataFrame, ratio: float) -> list[str]:
 
 def data_card(source: str, image_shape: tuple[int, int], counts: pd.DataFrame, representation: dict,
               consistency: dict, strokes: pd.DataFrame, slants: pd.DataFrame, thin: list[str],
-              thresholds: tuple[float, float], injected: dict[int, float]) -> str:
+              thresholds: tuple[float, float], injected: dict[int, float],
+              injected_subgroups: dict[int, dict[str, float]] | None = None, upright_degrees: float = 10.0) -> str:
     """A Markdown data card written from the measured numbers."""
     flags = [row["reason"] for split in representation.values() for row in split["classes"] if row["flagged"]]
     lines = [f"# Data card: {source}", "",
@@ -128,8 +129,9 @@ def data_card(source: str, image_shape: tuple[int, int], counts: pd.DataFrame, r
         lines.append(f"- {split}: fit to the whole data set p {found['fit_to_whole']['p_value']:.3g}, to uniform "
                      f"p {found['fit_to_uniform']['p_value']:.3g}; distances {distances}.")
     lines += ["", "## Subgroups within classes", "",
-              f"Stroke thickness tertiles over the whole data set: thin below {thresholds[0]:.2f} px, thick above "
-              f"{thresholds[1]:.2f} px (original pixels); slant left below -10 degrees, right above +10.", "",
+              f"Stroke thickness tertiles over the held-out images: thin below {thresholds[0]:.2f} px, thick above "
+              f"{thresholds[1]:.2f} px (original pixels); slant left below -{upright_degrees:g} degrees, right "
+              f"above +{upright_degrees:g}.", "",
               strokes.to_markdown(), "", slants.to_markdown(), "",
               "## Flags", ""]
     lines += [f"- {flag}" for flag in flags] or ["- no class is flagged (four-fifths rule beyond chance)."]
@@ -137,6 +139,9 @@ def data_card(source: str, image_shape: tuple[int, int], counts: pd.DataFrame, r
     if injected:
         lines += [f"- injected on purpose (`data.keep_fraction`): class {label} keeps {fraction:.0%} of its "
                   f"training images" for label, fraction in sorted(injected.items())]
+    lines += [f"- injected on purpose (`data.keep_subgroup`): class {label} keeps {fraction:.0%} of its {group} "
+              f"training images" for label, groups in sorted((injected_subgroups or {}).items())
+              for group, fraction in groups.items()]
     lines += ["", "## Known limits", "",
               f"- The images are {image_shape[0]}x{image_shape[1]}: morphometry is measured on an upscaled, "
               "binarised copy, so thickness and width carry about a quarter-pixel of error.",

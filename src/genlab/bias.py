@@ -115,6 +115,14 @@ def amplification(sample_shares: np.ndarray, training_shares: np.ndarray) -> dic
             "kl_training_to_samples": kl_divergence(training_shares, sample_shares)}
 
 
+def share_ratios(sample_shares: np.ndarray, training_shares: np.ndarray) -> dict[str, float]:
+    """Each class's share among the samples over its share in training: 1 reproduces the data, above 1 the
+    model over-represents the class, below 1 it under-represents it (0: the class is missing)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(training_shares > 0, sample_shares / training_shares, np.nan)
+    return {str(label): float(ratio) for label, ratio in enumerate(ratios)}
+
+
 def amplification_noise(training_shares: np.ndarray, num_samples: int, bootstraps: int = 2000, level: float = 0.95,
                         seed: int = 0) -> float:
     """The bias amplification a faithful model shows by chance: samples drawn with exactly the training

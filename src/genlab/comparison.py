@@ -117,6 +117,12 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"{max(margin.values()):.3f} for this many samples): {', '.join(reproduce) or 'none'}; "
                      f"amplifying it: {', '.join(amplify) or 'none'}; evening it out: {', '.join(even) or 'none'}. "
                      f"Closest: {faithful} ({values[faithful]:+.3f}).")
+    if "rarest_class_share_ratio" in table and table["rarest_class"].nunique() == 1:
+        ratios = table.set_index("model")["rarest_class_share_ratio"].astype(float).dropna().sort_values()
+        lines.append(f"**The rarest training class ({int(table['rarest_class'].iloc[0])})**: its share of the "
+                     f"samples over its share of the training data (1 reproduces it, corrected for the "
+                     f"classifier's confusion): " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items())
+                     + ".")
     return lines
 
 

@@ -216,17 +216,34 @@ def stratified_split(
     return {"train": Split(x_train, y_train), "validation": Split(x_val, y_val), "test": Split(x_test, y_test)}
 
 
-def inject_bias(data: PreparedData, keep_fraction: dict[int, float], seed: int) -> PreparedData:
-    """Keep only `keep_fraction[c]` of class c's training images (a seeded choice, rounded to the nearest
-    image); the validation and test splits are untouched. A controlled experiment in bias."""
-    if not keep_fraction:
+def inject_bias(data: PreparedData, keep_fraction: dict[int, float], seed: int,
+                keep_subgroup: dict[int, dict[str, float]] | None = None,
+                train_groups: dict[str, np.ndarray] | None = None) -> PreparedData:
+    """A controlled experiment in bias: keep only `keep_subgroup[c][g]` of the training images of class c
+    in subgroup g (`train_groups[g]` marks the training images in g), then `keep_fraction[c]` of what is
+    left of class c. Each is a seeded choice rounded to the nearest image; the validation and test splits
+    are untouched. Refuses a choice that leaves a class without training images."""
+    keep_subgroup = keep_subgroup or {}
+    if not keep_fraction and not keep_subgroup:
         return data
     rng = np.random.default_rng(seed)
     keep = np.ones(len(data.train.y), dtype=bool)
+
+    def thin_out(members: np.ndarray, fraction: float) -> None:
+        keep[rng.permutation(members)[round(fraction * len(members)):]] = False
+
+    for label, groups in sorted(keep_subgroup.items()):
+        for group, fraction in sorted(groups.items()):
+            if train_groups is None or group not in train_groups:
+                raise ValueError(f"keep_subgroup: no subgroup membership given for {group!r}")
+            thin_out(np.flatnonzero((data.train.y == label) & train_groups[group]), fraction)
     for label, fraction in sorted(keep_fraction.items()):
-        members = np.flatnonzero(data.train.y == label)
-        dropped = rng.permutation(members)[round(fraction * len(members)):]
-        keep[dropped] = False
+        thin_out(np.flatnonzero((data.train.y == label) & keep), fraction)
+    emptied = [label for label in sorted(set(keep_fraction) | set(keep_subgroup))
+               if not np.any(keep & (data.train.y == label))]
+    if emptied:
+        raise DataError(f"data.keep_fraction / data.keep_subgroup: class(es) {emptied} would keep none of their "
+                        f"training images; keep a larger share")
     return replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
 
 

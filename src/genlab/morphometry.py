@@ -20,9 +20,12 @@ Lengths are in the original image's pixels (areas in pixels squared), angles in 
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import numpy as np
 import pandas as pd
+
+from genlab.params import Slant, Stroke
 
 MEASURES = ("area", "length", "thickness", "slant", "width")
 MIN_UPSCALED_SIDE = 64  # upscale until the image is at least this many pixels wide (and at least 4x)
@@ -70,12 +73,14 @@ def measure(images: np.ndarray) -> pd.DataFrame:
 
 # --- subgroups within classes ---------------------------------------------------------------------
 
-STROKES = ("thin", "medium", "thick")
-SLANTS = ("left", "upright", "right")
+STROKES: tuple[str, ...] = get_args(Stroke)  # thin, medium, thick
+SLANTS: tuple[str, ...] = get_args(Slant)  # left, upright, right
 
 
 def stroke_thresholds(thickness: np.ndarray) -> tuple[float, float]:
-    """Tertiles of stroke thickness over the whole data set: thin below the first, thick above the second."""
+    """Tertiles of stroke thickness: thin below the first, thick above the second. The pipeline measures
+    them on the held-out (validation and test) images, which keep the data's natural distribution even
+    when `data.keep_subgroup` thins out the training split."""
     low, high = np.nanquantile(thickness, [1 / 3, 2 / 3])
     return float(low), float(high)
 
@@ -88,3 +93,11 @@ def subgroups(measures: pd.DataFrame, thresholds: tuple[float, float], upright_d
     slant = np.where(measures["slant"] < -upright_degrees, "left",
                      np.where(measures["slant"] > upright_degrees, "right", "upright"))
     return pd.DataFrame({"stroke_group": stroke, "slant_group": slant}, index=measures.index)
+
+
+def subgroup_masks(images: np.ndarray, reference: np.ndarray, upright_degrees: float) -> dict[str, np.ndarray]:
+    """Which of `images` fall in each subgroup (thin ... right), with the stroke tertiles of `reference`."""
+    thresholds = stroke_thresholds(measure(reference)["thickness"].to_numpy())
+    groups = subgroups(measure(images), thresholds, upright_degrees)
+    return {name: (groups[column] == name).to_numpy()
+            for column, names in (("stroke_group", STROKES), ("slant_group", SLANTS)) for name in names}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
@@ -50,6 +50,8 @@ Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "sel
 Loss = Literal["mse", "mae", "msle", "binary_crossentropy", "categorical_crossentropy"]
 Optimizer = Literal["adam", "adadelta", "sgd", "rmsprop"]
 Source = Literal["digits", "mnist", "fashion_mnist", "npz"]
+Stroke = Literal["thin", "medium", "thick"]  # the subgroups of genlab.morphometry
+Slant = Literal["left", "upright", "right"]
 
 # The lecture's table: which output activations a reconstruction loss can be paired with.
 # Cross-entropies read the output as probabilities; the regression losses fit a linear
@@ -107,12 +109,22 @@ class DataParams(Section):
     # controlled bias injection: class -> share of its training images kept (e.g. {8: 0.1}); the
     # validation and test splits keep the natural distribution, so the audit and evaluation see it
     keep_fraction: dict[Annotated[int, Field(ge=0)], Annotated[Number, Field(ge=0, le=1)]] = {}
+    # the same within a class: class -> subgroup (the audit's thin/medium/thick stroke or left/upright/right
+    # slant) -> share kept, e.g. {7: {medium: 0, thick: 0}} keeps only the thin 7s; applied before keep_fraction
+    keep_subgroup: dict[Annotated[int, Field(ge=0)], dict[Union[Stroke, Slant], Annotated[Number, Field(ge=0, le=1)]]] = {}
 
     @model_validator(mode="after")
     def _injected_classes_exist(self) -> DataParams:
-        unknown = sorted(label for label in self.keep_fraction if label >= self.num_classes)
-        if unknown:
-            raise ValueError(f"keep_fraction: class(es) {unknown} do not exist; labels are 0..{self.num_classes - 1}")
+        for key, rules in (("keep_fraction", self.keep_fraction), ("keep_subgroup", self.keep_subgroup)):
+            unknown = sorted(label for label in rules if label >= self.num_classes)
+            if unknown:
+                raise ValueError(f"{key}: class(es) {unknown} do not exist; labels are 0..{self.num_classes - 1}")
+        emptied = sorted(label for label, fraction in self.keep_fraction.items() if fraction == 0)
+        emptied += sorted(label for label, groups in self.keep_subgroup.items()
+                          if any(all(groups.get(group) == 0 for group in get_args(kind)) for kind in (Stroke, Slant)))
+        if emptied:
+            raise ValueError(f"class(es) {sorted(set(emptied))} would keep no training images; a model cannot "
+                             "learn a class it never sees (use a small fraction such as 0.05 instead)")
         return self
 
     @model_validator(mode="after")
@@ -148,6 +160,9 @@ class TrainParams(Section):
     grid_every_epochs: PositiveInt = 10  # log a reconstruction grid to MLflow every this many epochs
     grid_images: Annotated[StrictInt, Field(ge=1, le=32)] = 10
     diagnosis: DiagnosisParams = DiagnosisParams()
+    # auto: tf.distribute.MirroredStrategy over the GPUs when more than one is visible; mirrored: always
+    # (one replica on a CPU-only machine); none: one device
+    distribute: Literal["auto", "mirrored", "none"] = "auto"
 
 
 class EvaluateParams(Section):

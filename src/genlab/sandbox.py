@@ -28,9 +28,11 @@ def environment(root: Path) -> dict[str, str]:
     }
 
 
-def run(args: list[str], root: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run a command in the copy; raise with its output when it fails."""
-    done = subprocess.run(args, cwd=root, env=environment(root), capture_output=True, text=True, timeout=timeout)
+def run(args: list[str], root: Path, timeout: float = 1800, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    """Run a command in the copy (with `env` added to its environment); raise with its output when it fails."""
+    done = subprocess.run(args, cwd=root, env=environment(root) | (env or {}), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done

@@ -33,7 +33,7 @@ def main() -> None:
     for what, where in REPORTS.items():
         print(f"  {what:<45} {where}")
     print("\nMLflow UI (runs, loss curves, sample grids, the comparison run, the registered champion):")
-    print("  make ui        # then open http://127.0.0.1:5000")
+    print("  make ui        # then open http://127.0.0.1:5000, choose 'Model training' (top left), then genlab")
     print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.vae.latent_dim=4")
 
 

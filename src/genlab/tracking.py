@@ -23,6 +23,8 @@ import numpy as np
 TAG_PREFIX = "genlab."
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
+# MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI traces overview)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingUnavailable(RuntimeError):
@@ -71,7 +73,7 @@ def setup(experiment: str) -> str:
             return found.experiment_id
         artifacts = None if remote else (project_root() / ARTIFACTS_DIR).as_uri()
         try:
-            return mlflow.create_experiment(experiment, artifact_location=artifacts)
+            return mlflow.create_experiment(experiment, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
         except mlflow.exceptions.MlflowException:  # another process created it a moment ago
             return mlflow.get_experiment_by_name(experiment).experiment_id
 

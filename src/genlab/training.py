@@ -41,7 +41,7 @@ class PerImageObjective(keras.Model):
         images = data[0] if isinstance(data, tuple) else data
         with tf.GradientTape() as tape:
             per_image = self.per_image_loss(images, training=True)
-            loss = keras.ops.mean(per_image)
+            loss = replica_share(keras.ops.mean(per_image))
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         self.loss_tracker.update_state(per_image)
@@ -51,6 +51,27 @@ class PerImageObjective(keras.Model):
         images = data[0] if isinstance(data, tuple) else data
         self.loss_tracker.update_state(self.per_image_loss(images, training=False))
         return {"loss": self.loss_tracker.result()}
+
+
+def distribution_strategy(setting: str = "auto"):
+    """Where training runs: `auto` mirrors the model on every visible GPU when there is more than one
+    (tf.distribute.MirroredStrategy: each replica takes a slice of the batch, gradients are summed across
+    replicas), else TensorFlow's default one-device strategy; `mirrored` mirrors always (on a machine
+    without GPUs: one replica on the CPU); `none` never. Build and compile the model in its scope()."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if setting == "mirrored" or (setting == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy(devices=None if gpus else ["/cpu:0"])
+    return tf.distribute.get_strategy()
+
+
+def replica_share(loss):
+    """The part of a batch's mean loss that one replica differentiates: optimizers sum the replicas'
+    gradients, so each replica's mean is divided by their number (a no-op on one device)."""
+    import tensorflow as tf
+
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from genlab import progress
 from genlab.params import DiffusionParams
 from genlab.training import PerImageObjective
 
@@ -187,14 +188,16 @@ class Ddpm(PerImageObjective):
         x = rng.standard_normal((count, self.dims)).astype(np.float32)
         trajectory = [x]
         if (sampler or self.config.sampler) == "ddpm":
-            for t in reversed(range(self.config.num_timesteps)):
+            for t in progress.bar(reversed(range(self.config.num_timesteps)), desc=f"DDPM sampling {count} images",
+                                  total=self.config.num_timesteps, unit="step"):
                 x = ddpm_step(x, self._eps(x, t), t, self.schedule, rng.standard_normal(x.shape).astype(np.float32))
                 if keep_every and t % keep_every == 0:
                     trajectory.append(x)
         else:
             timesteps = np.linspace(self.config.num_timesteps - 1, 0, num_steps or self.config.num_inference_steps).round()
             timesteps = list(dict.fromkeys(int(t) for t in timesteps))
-            for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+            for t, t_prev in progress.bar(zip(timesteps, timesteps[1:] + [-1]), desc=f"DDIM sampling {count} images",
+                                          total=len(timesteps), unit="step"):
                 x = ddim_step(x, self._eps(x, t), t, t_prev, self.schedule)
         images = self._to_images(x)
         return (images, [self._to_images(step) for step in trajectory]) if keep_every else images

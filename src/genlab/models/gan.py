@@ -19,7 +19,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk
 from genlab.params import GanParams
-from genlab.training import predict_in_batches
+from genlab.training import predict_in_batches, replica_share
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -80,13 +80,15 @@ class Gan(keras.Model):
             real_logits = self.discriminator(images, training=True)
             fake_logits = self.discriminator(fakes, training=True)
             d_loss = discriminator_loss(real_logits, fake_logits)
-        gradients = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            replica_d_loss = replica_share(d_loss)
+        gradients = tape.gradient(replica_d_loss, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
 
         with tf.GradientTape() as tape:  # G: fool the updated D
             fake_logits = self.discriminator(self.generator(self._noise(images), training=True), training=True)
             g_loss = generator_loss(fake_logits, self.config.loss)
-        gradients = tape.gradient(g_loss, self.generator.trainable_weights)
+            replica_g_loss = replica_share(g_loss)
+        gradients = tape.gradient(replica_g_loss, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         return self._report(d_loss, g_loss, real_logits, fake_logits)
 

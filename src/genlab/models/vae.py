@@ -22,7 +22,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk, optimizer
 from genlab.params import VaeParams
-from genlab.training import predict_in_batches
+from genlab.training import predict_in_batches, replica_share
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -89,7 +89,7 @@ class Vae(keras.Model):
         images = data[0] if isinstance(data, tuple) else data
         with tf.GradientTape() as tape:
             reconstruction, kl = self._terms(images, training=True)
-            loss = ops.mean(reconstruction + self.config.beta * kl)  # -ELBO with a beta-weighted KL
+            loss = replica_share(ops.mean(reconstruction + self.config.beta * kl))  # -ELBO, beta-weighted KL
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self._update(reconstruction, kl)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     measures = pd.concat([morphometry.measure(split.x).assign(split=name, label=split.y)
                           for name, split in splits.items()], ignore_index=True)
-    thresholds = morphometry.stroke_thresholds(measures["thickness"].to_numpy())
+    thresholds = morphometry.stroke_thresholds(measures.loc[measures["split"] != "train", "thickness"].to_numpy())
     measures = measures.join(morphometry.subgroups(measures, thresholds, settings.upright_degrees))
     train = measures[measures["split"] == "train"]
     strokes = audit.subgroup_counts(train["label"].to_numpy(), train["stroke_group"], prepared.num_classes,
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     card = audit.data_card(prepared.source, prepared.image_shape, counts, representation,
                            metrics["split_consistency"], strokes, slants, thin, thresholds,
-                           dict(params.data.keep_fraction))
+                           dict(params.data.keep_fraction), dict(params.data.keep_subgroup),
+                           settings.upright_degrees)
 
     with atomic_dir(args.out) as staging:
         counts.to_csv(staging / "class_counts.csv", index_label="split")
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.run(experiment_id, run_name="audit",
                       tags=tracking.provenance_tags("audit", data.data_hash(args.data))):
         tracking.log_params(settings.model_dump() | {"source": prepared.source,
-                                                     "keep_fraction": dict(params.data.keep_fraction)})
+                                                     "keep_fraction": dict(params.data.keep_fraction),
+                                                     "keep_subgroup": dict(params.data.keep_subgroup)})
         flat = {f"{split}_{key}": value for split, values in metrics["splits"].items() for key, value in values.items()}
         flat |= {f"split_consistency_{key}": float(value) for key, value in metrics["split_consistency"].items()}
         flat |= {f"{split}_{key}": value for split, values in metrics["representation"].items()

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from genlab import bias, data, metrics, morphometry, plots, tracking
+from genlab import bias, data, metrics, morphometry, plots, progress, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
@@ -29,19 +30,23 @@ SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: sampl
 SAMPLE_SEED = 0
 
 
+SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  # column "<kind>_group"
+
+
 def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str,
-                          strokes: np.ndarray):
-    """Metrics and figures of an encoder: errors overall, per class and per stroke subgroup, extremes,
-    latent map."""
+                          groups: pd.DataFrame):
+    """Metrics and figures of an encoder: errors overall, per class and per stroke and slant subgroup
+    (`groups`, the test images' subgroups) with the worst/best ratio and difference, extremes, latent map."""
     reconstructions = model.reconstruct(x_test)
     errors = metrics.reconstruction_errors(x_test, reconstructions)
     per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
-    per_stroke = {group: float(errors["bce"][strokes == group].mean())
-                  for group in morphometry.STROKES if np.any(strokes == group)}
     results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
-               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class,
-               "per_stroke_bce": per_stroke, "worst_stroke_bce_ratio": metrics.worst_best_ratio(per_stroke),
-               "worst_stroke_bce_difference": max(per_stroke.values()) - min(per_stroke.values())}
+               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class}
+    for kind, names in SUBGROUP_KINDS.items():
+        members = groups[f"{kind}_group"].to_numpy()
+        per_group = {name: float(errors["bce"][members == name].mean()) for name in names if np.any(members == name)}
+        results |= {f"per_{kind}_bce": per_group, f"worst_{kind}_bce_ratio": metrics.worst_best_ratio(per_group),
+                    f"worst_{kind}_bce_difference": max(per_group.values()) - min(per_group.values())}
     order = np.argsort(errors["bce"])
     worst, best = order[::-1][:count], order[:count]
     figures = {
@@ -105,7 +110,11 @@ def bias_report(test_probabilities: np.ndarray, sample_probabilities: np.ndarray
             | bias.amplification(corrected, training)
             | {"bias_amplification_noise": bias.amplification_noise(training, len(samples)),
                "corrected_missing_classes": int(np.sum(corrected < 1e-3)),
-               "corrected_class_shares": {str(label): float(share) for label, share in enumerate(corrected)}}
+               "corrected_class_shares": {str(label): float(share) for label, share in enumerate(corrected)},
+               "raw_share_ratios": bias.share_ratios(raw, training),
+               "corrected_share_ratios": bias.share_ratios(corrected, training),
+               "rarest_class": int(np.argmin(training)),  # the training split's least represented class
+               "rarest_class_share_ratio": float(corrected[np.argmin(training)] / training.min())}
             | {f"morphometry_ks_{measure}": float(ks_2samp(sample_measures[measure].dropna(),
                                                             test_measures[measure].dropna()).statistic)
                for measure in morphometry.MEASURES})
@@ -151,22 +160,35 @@ def main(argv: list[str] | None = None) -> None:
                                    params.audit.upright_degrees)
     results = {key: training_summary[key] for key in ("num_params", "train_seconds", "epochs_trained")}
     figures, rows = {}, {}
+    phases = progress.bar(desc=f"evaluate {args.model}", total=7, unit="phase")
+
+    def done(phase: str) -> None:
+        phases.set_postfix_str(phase, refresh=False)
+        phases.update()
+
     if hasattr(model, "reconstruct"):
         grid = data.grid_indices(y_test, params.train.grid_images)
         found, drawn, lined_up = reconstruction_report(model, x_test, y_test, grid, prepared.num_classes,
-                                                       params.evaluate.num_extreme_images, args.model,
-                                                       groups["stroke_group"].to_numpy())
+                                                       params.evaluate.num_extreme_images, args.model, groups)
         results, figures, rows = results | found, figures | drawn, rows | lined_up
+    done("reconstructions")
     found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
     results, figures, rows = results | found, figures | drawn, rows | lined_up
+    done("sampling")
     judge = judges.load(args.judge)
     test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
+    done("judge")
     results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
+    done("sample quality")
     results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
+    done("bias")
     results |= model.family_metrics(x_test)
+    done("family metrics")
     if hasattr(model, "family_images"):
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
                     for name, shown in model.family_images(x_test, y_test).items()}
+    done("figures")
+    phases.close()
 
     with tracking.run(experiment_id, run_name=args.model, run_id=run_id, tags=run_tags) as run_id:
         with atomic_dir(args.out) as staging:
@@ -185,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         flat |= {f"sample_share_class_{label}": value for label, value in results["class_shares"].items()}
         flat |= {f"corrected_sample_share_class_{label}": value
                  for label, value in results["corrected_class_shares"].items()}
-        flat |= {f"test_bce_{group}_stroke": value for group, value in results.get("per_stroke_bce", {}).items()}
+        flat |= {f"{kind}_share_ratio_class_{label}": value for kind in ("raw", "corrected")
+                 for label, value in results[f"{kind}_share_ratios"].items()}
+        flat |= {f"test_bce_{group}_{kind}": value for kind in SUBGROUP_KINDS
+                 for group, value in results.get(f"per_{kind}_bce", {}).items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 
-from genlab import data
+from genlab import data, morphometry
 from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
 from genlab.validate import ValidationFailed, validate_prepared
@@ -24,7 +25,13 @@ def main(argv: list[str] | None = None) -> None:
         raise ValidationFailed(f"the prepared data failed {len(report.failures)} expectation(s) "
                                f"(results in {args.reports}):\n{report.describe()}")
     # validated as drawn; a requested bias is injected after, so that the audit (not GX) reports it
-    prepared = data.inject_bias(prepared, params.data.keep_fraction, params.data.seed)
+    train_groups = None
+    if params.data.keep_subgroup:  # the audit's subgroups, its tertiles measured on the held-out images
+        train_groups = morphometry.subgroup_masks(prepared.train.x, np.concatenate([prepared.validation.x,
+                                                                                    prepared.test.x]),
+                                                  params.audit.upright_degrees)
+    prepared = data.inject_bias(prepared, params.data.keep_fraction, params.data.seed,
+                                params.data.keep_subgroup, train_groups)
     data_md5 = data.save_prepared(prepared, args.out)
     sizes = ", ".join(f"{name} {len(split.y)}" for name, split in prepared.splits().items())
     print(f"prepared {params.data.source}: {sizes} images of {prepared.image_shape}; md5 {data_md5}")

@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     from genlab.models import build_model, save_model
 
     training.set_seed(config.seed)
-    model = build_model(config, prepared.image_shape)
+    strategy = training.distribution_strategy(params.train.distribute)
+    with strategy.scope():  # the model's variables and optimizer state live on every replica
+        model = build_model(config, prepared.image_shape)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{args.model}: training on {strategy.num_replicas_in_sync} replicas ({type(strategy).__name__}); "
+              f"each takes {config.batch_size // strategy.num_replicas_in_sync} images of a batch")
     originals = prepared.test.x[data.grid_indices(prepared.test.y, params.train.grid_images)]
 
     def log_grid(step: int) -> None:
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}family": config.family}
     with tracking.run(experiment_id, run_name=args.model, tags=tags) as run_id:
         num_params = model.count_params()
-        tracking.log_params(config.model_dump() | {"num_params": num_params, "image_shape": prepared.image_shape})
+        tracking.log_params(config.model_dump() | {"num_params": num_params, "image_shape": prepared.image_shape,
+                                                   "replicas": strategy.num_replicas_in_sync})
         log_grid(0)
         result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,

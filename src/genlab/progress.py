@@ -1,0 +1,17 @@
+"""Progress of long work in the stage logs: tqdm bars that appear only once the work has taken
+a couple of seconds, so that quick steps (the digits' sampling, a progress grid) print nothing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+DELAY_SECONDS = 2.0
+
+
+def bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar on stderr (which DVC shows with the stage's output)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, delay=DELAY_SECONDS, mininterval=1.0,
+                file=sys.stderr, dynamic_ncols=True)

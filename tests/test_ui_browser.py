@@ -1,0 +1,91 @@
+"""The MLflow UI in a real browser: a real `mlflow server` on a free loopback port against the tiny
+project's store, opened in headless Chromium (Debian's package) driven by Playwright.
+
+Checks what a user reviews: the experiment page lists every model run, a model run shows its
+metrics, and its artifacts include the sample grid as an image the browser decodes. Screenshots
+go to reports/ui/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import services
+from pipeline_project import MODELS, PROJECT
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = PROJECT / "reports" / "ui"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"]  # no network beyond loopback
+MODEL_TRAINING = "workflowType=machine_learning"  # MLflow 3's "Model training" view, not the GenAI one
+
+
+def api(address: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{address}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        services.unavailable("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        services.unavailable("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def ui(project, tmp_path_factory):
+    root, _ = project
+    log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+    with services.mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "mlartifacts", log) as address:
+        yield address
+
+
+def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, browser):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    experiment = api(ui, "experiments/get-by-name?experiment_name=genlab")["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    runs = api(ui, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000,
+                                   "filter": "attributes.status = 'FINISHED'"})["runs"]
+    run_ids = {run["info"]["run_name"]: run["info"]["run_id"] for run in runs}
+    assert set(MODELS) <= set(run_ids)
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(f"{ui}/")  # what the README says: Model training at the top left, then the experiment
+    page.get_by_text("Model training", exact=True).first.click()
+    page.get_by_role("link", name="genlab", exact=True).first.click()
+    for name in MODELS:  # the experiment opens on its runs table, which names every model
+        page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+    page.screenshot(path=SCREENSHOTS / "experiment.png")
+
+    run_page = f"{ui}/#/experiments/{experiment['experiment_id']}/runs/{run_ids['vae_c']}"
+    page.goto(f"{run_page}?{MODEL_TRAINING}")
+    for metric in ("fid", "test_bce", "bias_amplification", "val_loss"):  # the overview's metrics table
+        page.get_by_text(metric, exact=True).first.wait_for(timeout=60_000)
+    page.screenshot(path=SCREENSHOTS / "run.png", full_page=True)
+
+    page.goto(f"{run_page}/artifacts/{urllib.parse.quote('evaluation/samples.png')}?{MODEL_TRAINING}")
+    page.get_by_text("samples.png", exact=True).first.wait_for(timeout=60_000)
+    shown = page.locator("img[src^='blob:']").first  # the artifact, fetched from the server and decoded
+    shown.wait_for(timeout=60_000)
+    assert shown.evaluate("image => image.naturalWidth") > 100
+    page.screenshot(path=SCREENSHOTS / "artifact.png")
+    page.close()
+    assert all((SCREENSHOTS / f"{name}.png").stat().st_size > 10_000 for name in ("experiment", "run", "artifact"))
