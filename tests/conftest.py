@@ -16,4 +16,5 @@ def project(tmp_path_factory):
     root = sandbox.copy_project(PROJECT, tmp_path_factory.mktemp("genlab"), tiny_params())
     first = sandbox.run(["dvc", "repro"], root)
     sandbox.commit(root, "first repro")
-    return root, {"first": first.stdout}
+    commit = sandbox.run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    return root, {"first": first.stdout, "commit": commit}

@@ -468,6 +468,14 @@ def test_stratified_split_class_with_one_image():
     assert "cannot split 21 images stratified by class" in str(info.value)
 
 
+def test_a_subsample_too_small_to_fill_every_split_is_a_data_error():
+    """40 digits cannot give a test split that holds all ten classes: refused, never an empty split."""
+    from genlab.params import DataParams
+
+    with pytest.raises(DataError, match="cannot split 40 images stratified by class"):
+        data.prepare(DataParams(max_samples=40))
+
+
 def test_prepare_digits():
     prepared = data.prepare(DataParams(source="digits", seed=42))
     assert prepared.source == "digits" and prepared.num_classes == 10

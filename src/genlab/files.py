@@ -23,11 +23,18 @@ def _current_umask() -> int:
     return mask
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Staging copies of `target` that a killed writer left behind (only one stage writes an output)."""
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on success it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it private; outputs follow the umask
     try:
@@ -49,6 +56,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside `target`; on success it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     fd, staging = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.chmod(staging, 0o666 & ~_current_umask())  # mkstemp makes it private; outputs follow the umask
     try:

@@ -163,6 +163,9 @@ class TrainParams(Section):
     # auto: tf.distribute.MirroredStrategy over the GPUs when more than one is visible; mirrored: always
     # (one replica on a CPU-only machine); none: one device
     distribute: Literal["auto", "mirrored", "none"] = "auto"
+    # keep the training state for a resume after the first epoch that ends this long after the last
+    # backup (0: after every epoch); an interrupted run repeats at most this much work
+    backup_every_seconds: Annotated[Number, Field(ge=0)] = 30
 
 
 class EvaluateParams(Section):

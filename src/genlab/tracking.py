@@ -43,6 +43,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DB_FILE}"
 
 
+def redacted(uri: str) -> str:
+    """A URI fit for messages and logs: a password in it (https://user:secret@host) is replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                            + (f":{parts.port}" if parts.port else "")))
+
+
 def _check_server(uri: str, timeout: float = 10.0) -> None:
     import requests
 
@@ -51,7 +62,7 @@ def _check_server(uri: str, timeout: float = 10.0) -> None:
         response.raise_for_status()
     except requests.RequestException as error:
         raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({type(error).__name__}): start it, or unset "
+            f"MLflow tracking server {redacted(uri)} is unreachable ({type(error).__name__}): start it, or unset "
             f"MLFLOW_TRACKING_URI to use the local store {project_root() / DB_FILE}") from None
 
 
@@ -180,6 +191,27 @@ def run_exists(run_id: str) -> bool:
     except mlflow.exceptions.MlflowException:
         return False
     return True
+
+
+def lock_tags(stages: list[str], lock_file: str | Path = "dvc.lock") -> dict[str, str]:
+    """The md5 of every input of each stage as `dvc.lock` records it, one tag per stage
+    (`genlab.dvc_lock.<stage>`, with `train/vae` for `train@vae`, as MLflow keys take no @:
+    "path=md5 ..."): with the commit and the library versions, what it takes to reproduce a run.
+    Stages the lock does not hold yet are left out."""
+    import yaml
+
+    path = Path(lock_file)
+    recorded = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.is_file() else {}
+    return {f"{TAG_PREFIX}dvc_lock.{stage.replace('@', '/')}": " ".join(f"{dep['path']}={dep.get('md5', '?')}"
+                                                      for dep in recorded[stage].get("deps", []))
+            for stage in stages if stage in recorded}
+
+
+def metric_steps(run_id: str, key: str) -> set[int]:
+    """The steps at which a run has logged `key`."""
+    from mlflow.tracking import MlflowClient
+
+    return {point.step for point in MlflowClient().get_metric_history(run_id, key)}
 
 
 def tag_run(run_id: str, key: str, value: str) -> bool:

@@ -7,12 +7,17 @@ knowing about tracking.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
+from pathlib import Path
 
 import keras
 import numpy as np
+
+from genlab.files import read_json, write_json
 
 
 class TrainingDiverged(RuntimeError):
@@ -102,6 +107,7 @@ class FitResult:
     seconds: float
     stopped_early: bool
     epoch_seconds: tuple[float, ...] = ()  # each epoch's wall time, validation included
+    resumed_at_epoch: int = 0  # epochs restored from a backup (0: trained from the start)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -120,60 +126,176 @@ class _StopOnNonFinite(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+    def on_train_batch_end(self, batch, logs=None):  # every loss the family reports (a GAN has two)
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             self.diverged_at = (self.epoch + 1, batch)
             self.model.stop_training = True
 
 
+class EpochBatches(keras.utils.PyDataset):
+    """The training split in batches, reshuffled every epoch by a permutation that depends only on the
+    seed and the epoch's number: a run resumed at epoch k sees the same batches as one that never
+    stopped (Keras's own shuffling continues a random stream that a restart would begin again)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.start(0)
+
+    def start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[chosen], self.y[chosen]
+
+    def on_epoch_end(self) -> None:
+        self.start(self.epoch + 1)
+
+
 class _EpochHook(keras.callbacks.Callback):
-    """Times each epoch (validation included) and hands its finite logs, with `epoch_seconds`, to `on_epoch`."""
+    """Times each epoch (validation included), keeps its logs, and hands the finite ones, with
+    `epoch_seconds`, to `on_epoch`."""
 
     def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None):
         super().__init__()
         self.on_epoch = on_epoch
-        self.seconds: list[float] = []
+        self.logs: list[dict[str, float]] = []  # per epoch, `epoch_seconds` included
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
         logs = {key: float(value) for key, value in (logs or {}).items()}
+        self.logs.append(logs | {"epoch_seconds": time.perf_counter() - self.started})
         if self.on_epoch is not None and all(math.isfinite(value) for value in logs.values()):
-            self.on_epoch(epoch, logs | {"epoch_seconds": self.seconds[-1]})
+            self.on_epoch(epoch, self.logs[-1])
+
+
+def _noise_states(model: keras.Model) -> list:
+    """The state variables of the model's keras.random.SeedGenerators (a VAE's, GAN's, flow's or DDPM's
+    noise), which `save_weights` leaves out."""
+    return [variable for variable in model.non_trainable_variables if variable.name == "seed_generator_state"]
+
+
+class _Resumable(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore (the weights with the optimizer's state, and the epoch, written at the
+    end of every epoch and restored when training starts again) plus what it does not keep: the noise
+    generators' state, the epochs' logs so far, and the epoch of the batch order."""
+
+    def __init__(self, backup_dir: Path, batches: EpochBatches, epochs_hook: _EpochHook, every_seconds: float):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.progress_path = backup_dir / "epochs.json"
+        self.batches, self.epochs_hook = batches, epochs_hook
+        self.noise: list[list[int]] = []  # each epoch's noise states at its end
+        self.first_epoch = 0
+        self.every_seconds, self.saved_at = every_seconds, time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.first_epoch = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by the restore
+        if self.first_epoch:
+            done = read_json(self.progress_path) if self.progress_path.is_file() else {"epochs": [], "noise": []}
+            if len(done["epochs"]) < self.first_epoch:
+                raise RuntimeError(f"{self.backup_dir}: the backup is at epoch {self.first_epoch} but holds the "
+                                   f"logs of {len(done['epochs'])}; delete the folder to train from the start")
+            self.epochs_hook.logs[:0] = done["epochs"][:self.first_epoch]
+            self.noise = done["noise"][:self.first_epoch]
+            for variable, state in zip(_noise_states(self.model), self.noise[-1]):
+                variable.assign(np.asarray(state, dtype=variable.dtype))
+        self.batches.start(self.first_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.noise.append([np.asarray(variable).tolist() for variable in _noise_states(self.model)])
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            return  # never back up a diverged state
+        if time.monotonic() - self.saved_at < self.every_seconds:
+            return  # a backup costs a write of the weights and optimizer state: not after every short epoch
+        # first the logs and noise of this epoch, then the weights and the epoch number: a restore
+        # reads the epoch number and keeps that many entries
+        write_json(self.progress_path, {"epochs": self.epochs_hook.logs, "noise": self.noise})
+        super().on_epoch_end(epoch, logs)
+        self.saved_at = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A folder that keeps a training's state between an interruption and the rerun that resumes it.
+
+    `fingerprint` names what is trained (model settings, data hash): a backup of anything else is
+    stale and is deleted on `open`. `remember` keeps small facts beside it (the MLflow run id).
+    """
+
+    folder: Path
+    fingerprint: str
+
+    STATE_FILE: ClassVar[str] = "state.json"
+
+    def open(self) -> dict:
+        """The remembered facts of a backup of the same training, or {} (a stale one is deleted)."""
+        state_path = self.folder / self.STATE_FILE
+        state = read_json(state_path) if state_path.is_file() else {}
+        if state.get("fingerprint") != self.fingerprint:
+            self.clear()
+            return {}
+        return state
+
+    def remember(self, **facts) -> None:
+        write_json(self.folder / self.STATE_FILE, {"fingerprint": self.fingerprint} | facts)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def fit(
     model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, *, epochs: int, batch_size: int,
     early_stopping_patience: int | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    targets: tuple[np.ndarray, np.ndarray] | None = None,
+    targets: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0, backup_dir: str | Path | None = None,
+    backup_every_seconds: float = 0.0,
 ) -> FitResult:
     """Train a model on the images, with `targets` (train, validation) for a classifier and the images
-    themselves otherwise; raise TrainingDiverged on a non-finite loss."""
+    themselves otherwise; raise TrainingDiverged on a non-finite loss.
+
+    With `backup_dir`, the state after an epoch is kept there (after every epoch, or the first to end
+    `backup_every_seconds` after the last backup) and a later call with the same folder resumes
+    from the last one kept, ending with the same weights as a run that never
+    stopped (on the CPU, where the kernels are deterministic). The caller deletes the folder once
+    the outputs are safe. Early stopping's patience counter starts again on a resume.
+    """
+    y_train, y_val = targets if targets is not None else (x_train, x_val)
+    batches = EpochBatches(x_train, y_train, batch_size, seed)
     divergence = _StopOnNonFinite()
-    callbacks: list[keras.callbacks.Callback] = [divergence]
+    epochs_hook = _EpochHook(on_epoch)
+    callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
+    if backup_dir is not None:
+        if hasattr(model, "build_optimizers"):  # a GAN's two optimizers: their state is restored too
+            model.build_optimizers()
+        callbacks.append(_Resumable(Path(backup_dir), batches, epochs_hook, backup_every_seconds))
     early_stopping = None
     if early_stopping_patience:
         early_stopping = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True)
         callbacks.append(early_stopping)
-    epochs_hook = _EpochHook(on_epoch)
-    callbacks.append(epochs_hook)
     started = time.perf_counter()
-    y_train, y_val = targets if targets is not None else (x_train, x_val)
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
-                        shuffle=True, callbacks=callbacks, verbose=2)
+    model.fit(batches, validation_data=(x_val, y_val), epochs=epochs, shuffle=False, callbacks=callbacks,
+              verbose=2)
     seconds = time.perf_counter() - started
-    curves = {key: [float(value) for value in values] for key, values in history.history.items()}
+    resumed = callbacks[2].first_epoch if backup_dir is not None else 0
+    seconds += sum(entry["epoch_seconds"] for entry in epochs_hook.logs[:resumed])  # before the interruption
+    keys = dict.fromkeys(key for entry in epochs_hook.logs for key in entry if key != "epoch_seconds")
+    curves = {key: [entry[key] for entry in epochs_hook.logs if key in entry] for key in keys}
     if divergence.diverged_at is not None or _non_finite(curves):
         epoch, batch = divergence.diverged_at or (len(curves.get("loss", [])), -1)
         raise TrainingDiverged(f"the training loss became non-finite at epoch {epoch} (batch {batch}): "
                                f"lower the learning rate or check the data")
     stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
-    return FitResult(curves, seconds, stopped_early, tuple(epochs_hook.seconds))
+    return FitResult(curves, seconds, stopped_early, tuple(entry["epoch_seconds"] for entry in epochs_hook.logs),
+                     resumed_at_epoch=resumed)
 
 
 def _non_finite(curves: dict[str, list[float]]) -> bool:

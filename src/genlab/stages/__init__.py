@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -28,11 +29,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop like Ctrl-C, so that the MLflow run is marked KILLED and no output is renamed into place."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Run a stage's main; a user error prints `error: ...` and exits with status 2."""
+    """Run a stage's main; a user error prints `error: ...` and exits with status 2; SIGTERM or Ctrl-C
+    stop it cleanly (a training keeps its last completed epoch for the rerun to resume from)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of stage logs
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)
+    except KeyboardInterrupt as error:
+        print(f"interrupted ({error or 'Ctrl-C'}): nothing was written; a training resumes from its last "
+              f"completed epoch when the stage runs again (dvc repro)", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT))
     except Exception as error:
         if not isinstance(error, _user_errors()):
             raise

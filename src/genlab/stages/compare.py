@@ -36,6 +36,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
+    parser.add_argument("--timings", required=True, help="folder with <model>.json, the times from evaluate")
     parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
     parser.add_argument("--models", required=True, help="folder of the trained models (the champion is registered)")
     parser.add_argument("--judge-metrics", required=True, help="the judge stage's metrics JSON")
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     evaluations_dir, histories_dir = Path(args.evaluations), Path(args.histories)
     names = list(params.models)
-    evaluations = {name: read_json(evaluations_dir / f"{name}.json") for name in names}
+    evaluations = {name: read_json(evaluations_dir / f"{name}.json") | read_json(Path(args.timings) / f"{name}.json")
+                   for name in names}
     summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
     histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
     table = comparison.comparison_table(evaluations, summaries, params.compare.rank_by)
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
             print(f"compare: run {run_id} of {name} is not in this MLflow store; it is listed but not tagged")
+            continue
+        # the inputs of its train and evaluate stages as dvc.lock recorded them (both ran before compare)
+        for key, value in tracking.lock_tags(["prepare", f"train@{name}", f"evaluate@{name}"]).items():
+            tracking.tag_run(run_id, key, value)
     print(f"compare: best by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
           + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
              f"(version {champion})" if champion else "")

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", required=True, help="the judge stage's folder")
     parser.add_argument("--audit", required=True, help="the audit's metrics JSON (the stroke subgroups' thresholds)")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
+    parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training, sampling)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
 
@@ -200,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
                 "run_id": run_id, "diagnosis": training_summary["diagnosis"],
                 "diagnosis_reason": training_summary["diagnosis_reason"],
                 "family": config.family, "params": config.model_dump(mode="json")})
-        write_json(args.metrics, results)
+        measured, timings = metrics.split_timings(results)
+        write_json(args.metrics, measured)
+        write_json(args.timings, timings)
         flat = {key: value for key, value in results.items() if isinstance(value, (int, float))}
         flat |= {f"test_{kind}_class_{label}": value for kind, values in results.get("per_class", {}).items()
                  for label, value in values.items()}
@@ -214,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")
+        tracking.log_artifacts(Path(args.timings), "evaluation")
     shown = ", ".join(f"{key} {value:.5g}" for key, value in flat.items()
                       if key.startswith(("test_", "sampling", "fid", "recall", "classes")) and "_class_" not in key)
     print(f"{args.model}: {shown}")

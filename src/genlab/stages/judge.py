@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--out", required=True, help="folder for the judge's weights and config")
     parser.add_argument("--metrics", required=True, help="the judge's metrics JSON (DVC metrics)")
+    parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training)")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         result = training.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                               on_epoch=lambda epoch, logs: epoch_metrics.add(logs, step=epoch + 1),
-                              targets=(prepared.train.y, prepared.validation.y))
+                              targets=(prepared.train.y, prepared.validation.y), seed=config.seed)
         epoch_metrics.flush()
         predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
         correct = (predicted == prepared.test.y).astype(np.float64)
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_dir(args.out) as staging:
             judges.save(judge, config, prepared.image_shape, prepared.num_classes, staging)
             write_json(staging / "run.json", {"run_id": run_id, "experiment_id": experiment_id})
-        write_json(args.metrics, results)
+        measured, timings = metrics.split_timings(results)
+        write_json(args.metrics, measured)
+        write_json(args.timings, timings)
         tracking.log_artifacts(Path(args.out), "judge")
         tracking.log_artifacts(Path(args.metrics), "judge")
     print(f"judge: test accuracy {results['test_accuracy']:.4f} after {results['epochs_trained']} epochs")

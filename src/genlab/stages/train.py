@@ -9,6 +9,8 @@ model so that `evaluate@<model>` continues the same run.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 from genlab import data, plots, tracking
@@ -19,6 +21,14 @@ from genlab.stages import argument_parser, run_stage
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "training.json"
+RESUME_DIR = Path(".genlab") / "resume"  # per model, beside the workspace (git- and DVC-ignored)
+
+
+def fingerprint(config, train_params, data_md5: str) -> str:
+    """What a backup must match to be resumed: the model's settings, the train section, the data."""
+    described = {"model": config.model_dump(mode="json"), "train": train_params.model_dump(mode="json"),
+                 "data_md5": data_md5}
+    return hashlib.md5(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 def write_history(history: dict[str, list[float]], path: str | Path) -> None:
@@ -48,6 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     from genlab import training
     from genlab.models import build_model, save_model
 
+    data_md5 = data.data_hash(args.data)
+    # the state after every completed epoch, kept until the outputs are written: a rerun after an
+    # interruption (SIGTERM, SIGKILL, a crash) resumes from it and continues the same MLflow run
+    backup = training.Backup(RESUME_DIR / args.model, fingerprint(config, params.train, data_md5))
+    previous = backup.open()
+    resumed_run = previous.get("run_id") if previous.get("run_id") and tracking.run_exists(previous["run_id"]) else None
+
     training.set_seed(config.seed)
     strategy = training.distribution_strategy(params.train.distribute)
     with strategy.scope():  # the model's variables and optimizer state live on every replica
@@ -68,16 +85,33 @@ def main(argv: list[str] | None = None) -> None:
         if (epoch + 1) % params.train.grid_every_epochs == 0:
             log_grid(epoch + 1)
 
-    tags = tracking.provenance_tags(f"train@{args.model}", data.data_hash(args.data))
+    tags = tracking.provenance_tags(f"train@{args.model}", data_md5)
     tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}family": config.family}
-    with tracking.run(experiment_id, run_name=args.model, tags=tags) as run_id:
+    with tracking.run(experiment_id, run_name=args.model, run_id=resumed_run, tags=tags) as run_id:
+        backup.remember(run_id=run_id)
         num_params = model.count_params()
-        tracking.log_params(config.model_dump() | {"num_params": num_params, "image_shape": prepared.image_shape,
-                                                   "replicas": strategy.num_replicas_in_sync})
-        log_grid(0)
-        result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
-                              batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
-                              on_epoch=on_epoch)
+        if resumed_run is None:
+            tracking.log_params(config.model_dump() | {"num_params": num_params,
+                                                       "image_shape": prepared.image_shape,
+                                                       "replicas": strategy.num_replicas_in_sync})
+            log_grid(0)
+        try:
+            result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
+                                  batch_size=config.batch_size,
+                                  early_stopping_patience=config.early_stopping_patience,
+                                  on_epoch=on_epoch, seed=config.seed, backup_dir=backup.folder,
+                                  backup_every_seconds=params.train.backup_every_seconds)
+        except training.TrainingDiverged:
+            backup.clear()  # a rerun with the same settings would diverge again: start it afresh
+            raise
+        if result.resumed_at_epoch:  # the epochs before the interruption that the run lacks (a kill loses
+            logged = tracking.metric_steps(run_id, "epoch_seconds")  # the last few seconds' batch)
+            for epoch in range(result.resumed_at_epoch):
+                if epoch + 1 not in logged:
+                    epoch_metrics.add({key: values[epoch] for key, values in result.history.items()}
+                                      | {"epoch_seconds": result.epoch_seconds[epoch]}, step=epoch + 1)
+            tracking.set_tags({f"{tracking.TAG_PREFIX}resumed_at_epoch": str(result.resumed_at_epoch)})
+            print(f"{args.model}: resumed after epoch {result.resumed_at_epoch} from {backup.folder}")
         epoch_metrics.flush()
         if hasattr(model, "fit_latent_prior"):  # an autoencoder generates from a Gaussian fitted to its codes
             model.fit_latent_prior(prepared.train.x)
@@ -114,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_artifacts(Path(args.figure), "training")
         if params.tracking.log_model_weights:
             tracking.log_artifacts(Path(args.out), "model")
+    backup.clear()  # the outputs are in place: nothing left to resume
     print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, val loss "
           f"{summary['final_val_loss']:.5f}; diagnosis: {diagnosis.verdict} ({diagnosis.reason})")
 

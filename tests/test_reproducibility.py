@@ -1,0 +1,37 @@
+"""The same params and seed give the same numbers: a second `dvc repro` of the tiny project in a
+fresh copy writes every DVC metrics file byte for byte as the first did (on the CPU, where
+TensorFlow's kernels are deterministic); wall-clock times live in reports/timings/ for that."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from genlab import sandbox
+from pipeline_project import PROJECT, tiny_params
+
+pytestmark = pytest.mark.e2e
+
+
+def metrics_files(root) -> list[str]:
+    """Every DVC metrics file of the pipeline, from `dvc.yaml` (foreach stages expanded by `dvc metrics show`)."""
+    found = json.loads(sandbox.run(["dvc", "metrics", "show", "--json"], root).stdout)
+    files = found[0]["data"] if isinstance(found, list) else next(iter(found.values()))["data"]
+    return sorted(files)
+
+
+def test_a_rerun_with_the_same_params_and_seed_writes_identical_metrics_files(project, tmp_path):
+    """The second run is the shared tiny project again with two of its models (a model's evaluation
+    depends on its own settings, the data and the judge only), to keep the suite short."""
+    root, info = project
+    again = sandbox.copy_project(PROJECT, tmp_path / "again", tiny_params(models=("vae_c", "ddpm_f")))
+    sandbox.run(["dvc", "repro"], again)
+    files = [name for name in metrics_files(again) if not name.startswith("reports/timings/")]
+    assert {"reports/audit/metrics.json", "reports/judge.json", "reports/eval/vae_c.json"} <= set(files)
+    for name in files:
+        first = sandbox.run(["git", "show", f"{info['commit']}:{name}"], root).stdout
+        assert (again / name).read_text() == first, f"{name} differs between two runs with the same seed"
+    timings = [name for name in metrics_files(again) if name.startswith("reports/timings/")]
+    assert timings and all(yaml.safe_load((again / name).read_text()) for name in timings)
