@@ -83,7 +83,7 @@ def test_every_model_is_measured_by_the_judge_beside_the_data_floor(project):
         assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and 0 <= results["coverage"] <= 1
         assert results["kid_std"] >= 0 and 0 <= results["classes_covered"] <= 10
         assert sum(results["class_shares"].values()) == pytest.approx(1.0)
-        assert 0.1 <= results["judge_confidence"] <= 1 and results["sampling_seconds_per_1000"] > 0
+        assert 0.1 <= results["judge_confidence"] <= 1
         # is the bias in the model? raw and judge-corrected shares against the training data's
         assert -1 <= results["bias_amplification"] <= 1 and -1 <= results["raw_bias_amplification"] <= 1
         assert sum(results["corrected_class_shares"].values()) == pytest.approx(1.0)
