@@ -193,6 +193,20 @@ def run_exists(run_id: str) -> bool:
     return True
 
 
+def run_continuable(run_id: str | None, experiment_id: str) -> bool:
+    """Whether a run can be continued: it exists in this store, in this experiment, not deleted."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if not run_id:
+        return False
+    try:
+        info = MlflowClient().get_run(run_id).info
+    except mlflow.exceptions.MlflowException:
+        return False
+    return info.experiment_id == experiment_id and info.lifecycle_stage == "active"
+
+
 def lock_tags(stages: list[str], lock_file: str | Path = "dvc.lock") -> dict[str, str]:
     """The md5 of every input of each stage as `dvc.lock` records it, one tag per stage
     (`genlab.dvc_lock.<stage>`, with `train/vae` for `train@vae`, as MLflow keys take no @:

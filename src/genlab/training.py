@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from genlab.files import read_json, write_json
+from genlab.files import atomic_dir, read_json, write_json
 
 
 class TrainingDiverged(RuntimeError):
@@ -143,6 +143,8 @@ class EpochBatches(keras.utils.PyDataset):
         self.start(0)
 
     def start(self, epoch: int) -> None:
+        """Serve epoch `epoch`'s order; called by fit's callbacks at the beginning of every epoch (Keras
+        fetches an epoch's batches after its on_epoch_begin, and resets the data once before training)."""
         self.epoch = epoch
         self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
 
@@ -153,21 +155,19 @@ class EpochBatches(keras.utils.PyDataset):
         chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         return self.x[chosen], self.y[chosen]
 
-    def on_epoch_end(self) -> None:
-        self.start(self.epoch + 1)
-
 
 class _EpochHook(keras.callbacks.Callback):
     """Times each epoch (validation included), keeps its logs, and hands the finite ones, with
     `epoch_seconds`, to `on_epoch`."""
 
-    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None):
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None, batches: EpochBatches):
         super().__init__()
-        self.on_epoch = on_epoch
+        self.on_epoch, self.batches = on_epoch, batches
         self.logs: list[dict[str, float]] = []  # per epoch, `epoch_seconds` included
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.batches.start(epoch)
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -184,31 +184,35 @@ def _noise_states(model: keras.Model) -> list:
 
 
 class _Resumable(keras.callbacks.BackupAndRestore):
-    """Keras's BackupAndRestore (the weights with the optimizer's state, and the epoch, written at the
-    end of every epoch and restored when training starts again) plus what it does not keep: the noise
-    generators' state, the epochs' logs so far, and the epoch of the batch order."""
+    """Keras's BackupAndRestore (the weights with the optimizer's state, and the epoch, restored when
+    training starts again) plus what it does not keep: the noise generators' state and the epochs'
+    logs so far. All of it is written to a new folder that replaces the last backup in one rename, so
+    a kill during a backup leaves the previous one whole (or, between two renames, none)."""
 
-    def __init__(self, backup_dir: Path, batches: EpochBatches, epochs_hook: _EpochHook, every_seconds: float):
-        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-        self.progress_path = backup_dir / "epochs.json"
-        self.batches, self.epochs_hook = batches, epochs_hook
+    def __init__(self, backup_dir: Path, epochs_hook: _EpochHook, every_seconds: float):
+        self.state_dir = backup_dir / "state"
+        super().__init__(str(self.state_dir), save_freq="epoch", delete_checkpoint=False, double_checkpoint=False)
+        self.epochs_hook = epochs_hook
         self.noise: list[list[int]] = []  # each epoch's noise states at its end
         self.first_epoch = 0
         self.every_seconds, self.saved_at = every_seconds, time.monotonic()
 
     def on_train_begin(self, logs=None):
+        complete = all((self.state_dir / name).is_file()
+                       for name in ("latest.weights.h5", "training_metadata.json", "epochs.json"))
+        if not complete:  # none yet, or the rare kill between the two renames of a swap
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            return
         super().on_train_begin(logs)
         self.first_epoch = int(getattr(self.model, "_initial_epoch", None) or 0)  # set by the restore
-        if self.first_epoch:
-            done = read_json(self.progress_path) if self.progress_path.is_file() else {"epochs": [], "noise": []}
-            if len(done["epochs"]) < self.first_epoch:
-                raise RuntimeError(f"{self.backup_dir}: the backup is at epoch {self.first_epoch} but holds the "
-                                   f"logs of {len(done['epochs'])}; delete the folder to train from the start")
-            self.epochs_hook.logs[:0] = done["epochs"][:self.first_epoch]
-            self.noise = done["noise"][:self.first_epoch]
-            for variable, state in zip(_noise_states(self.model), self.noise[-1]):
-                variable.assign(np.asarray(state, dtype=variable.dtype))
-        self.batches.start(self.first_epoch)
+        done = read_json(self.state_dir / "epochs.json")
+        if len(done["epochs"]) != self.first_epoch:
+            raise RuntimeError(f"{self.state_dir}: the backup is at epoch {self.first_epoch} but holds the logs "
+                               f"of {len(done['epochs'])}; delete the folder to train from the start")
+        self.epochs_hook.logs[:0] = done["epochs"]
+        self.noise = done["noise"]
+        for variable, state in zip(_noise_states(self.model), self.noise[-1]):
+            variable.assign(np.asarray(state, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         self.noise.append([np.asarray(variable).tolist() for variable in _noise_states(self.model)])
@@ -216,11 +220,14 @@ class _Resumable(keras.callbacks.BackupAndRestore):
             return  # never back up a diverged state
         if time.monotonic() - self.saved_at < self.every_seconds:
             return  # a backup costs a write of the weights and optimizer state: not after every short epoch
-        # first the logs and noise of this epoch, then the weights and the epoch number: a restore
-        # reads the epoch number and keeps that many entries
-        write_json(self.progress_path, {"epochs": self.epochs_hook.logs, "noise": self.noise})
-        super().on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)  # sets the epoch and calls _save_model
         self.saved_at = time.monotonic()
+
+    def _save_model(self):
+        with atomic_dir(self.state_dir) as staging:
+            self.model.save_weights(staging / "latest.weights.h5")
+            write_json(staging / "training_metadata.json", {"epoch": self._current_epoch, "batch": 0})
+            write_json(staging / "epochs.json", {"epochs": self.epochs_hook.logs, "noise": self.noise})
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,7 @@ class Backup:
         write_json(self.folder / self.STATE_FILE, {"fingerprint": self.fingerprint} | facts)
 
     def clear(self) -> None:
+        (self.folder / self.STATE_FILE).unlink(missing_ok=True)  # first: what is left is never resumed
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -265,17 +273,21 @@ def fit(
     `backup_every_seconds` after the last backup) and a later call with the same folder resumes
     from the last one kept, ending with the same weights as a run that never
     stopped (on the CPU, where the kernels are deterministic). The caller deletes the folder once
-    the outputs are safe. Early stopping's patience counter starts again on a resume.
+    the outputs are safe. With early stopping there is no backup (its state is not kept).
     """
     y_train, y_val = targets if targets is not None else (x_train, x_val)
     batches = EpochBatches(x_train, y_train, batch_size, seed)
     divergence = _StopOnNonFinite()
-    epochs_hook = _EpochHook(on_epoch)
+    epochs_hook = _EpochHook(on_epoch, batches)
     callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
+    if backup_dir is not None and early_stopping_patience:
+        print("note: no backup for a resume with early stopping (its patience and best weights are not "
+              "kept); an interrupted run starts again")
+        backup_dir = None
     if backup_dir is not None:
         if hasattr(model, "build_optimizers"):  # a GAN's two optimizers: their state is restored too
             model.build_optimizers()
-        callbacks.append(_Resumable(Path(backup_dir), batches, epochs_hook, backup_every_seconds))
+        callbacks.append(_Resumable(Path(backup_dir), epochs_hook, backup_every_seconds))
     early_stopping = None
     if early_stopping_patience:
         early_stopping = keras.callbacks.EarlyStopping(

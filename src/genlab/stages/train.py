@@ -25,9 +25,15 @@ RESUME_DIR = Path(".genlab") / "resume"  # per model, beside the workspace (git-
 
 
 def fingerprint(config, train_params, data_md5: str) -> str:
-    """What a backup must match to be resumed: the model's settings, the train section, the data."""
+    """What a backup must match to be resumed: the model's settings, the train section, the data, and
+    the code that trains them (genlab's sources, TensorFlow's and Keras's versions)."""
+    import keras
+    import tensorflow as tf
+
+    package = Path(__file__).resolve().parents[1]
+    code = hashlib.md5(b"".join(path.read_bytes() for path in sorted(package.rglob("*.py")))).hexdigest()
     described = {"model": config.model_dump(mode="json"), "train": train_params.model_dump(mode="json"),
-                 "data_md5": data_md5}
+                 "data_md5": data_md5, "code_md5": code, "versions": [tf.__version__, keras.__version__]}
     return hashlib.md5(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     # interruption (SIGTERM, SIGKILL, a crash) resumes from it and continues the same MLflow run
     backup = training.Backup(RESUME_DIR / args.model, fingerprint(config, params.train, data_md5))
     previous = backup.open()
-    resumed_run = previous.get("run_id") if previous.get("run_id") and tracking.run_exists(previous["run_id"]) else None
+    resumed_run = previous.get("run_id") if tracking.run_continuable(previous.get("run_id"), experiment_id) else None
 
     training.set_seed(config.seed)
     strategy = training.distribution_strategy(params.train.distribute)
@@ -79,8 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_image(plots.tile(list(model.progress_rows(originals).values())), key="progress", step=step)
 
     epoch_metrics = tracking.MetricBuffer()
+    # epochs a resumed run logged before it stopped (after its last backup, some are trained again)
+    logged = tracking.metric_steps(resumed_run, "epoch_seconds") if resumed_run else set()
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        if epoch + 1 in logged:
+            return
         epoch_metrics.add(logs, step=epoch + 1)
         if (epoch + 1) % params.train.grid_every_epochs == 0:
             log_grid(epoch + 1)
@@ -105,8 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             backup.clear()  # a rerun with the same settings would diverge again: start it afresh
             raise
         if result.resumed_at_epoch:  # the epochs before the interruption that the run lacks (a kill loses
-            logged = tracking.metric_steps(run_id, "epoch_seconds")  # the last few seconds' batch)
-            for epoch in range(result.resumed_at_epoch):
+            for epoch in range(result.resumed_at_epoch):  # the last few seconds' batch of metrics)
                 if epoch + 1 not in logged:
                     epoch_metrics.add({key: values[epoch] for key, values in result.history.items()}
                                       | {"epoch_seconds": result.epoch_seconds[epoch]}, step=epoch + 1)
