@@ -10,6 +10,14 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e", "ddpm_f")
 ENCODERS = ("ae_a", "ae_b", "vae_c")
+# the smallest dense network of each family on the 8x8 digits, for tests that train every family in process
+TINY_NETWORKS = {
+    "autoencoder": dict(hidden_units=(16,), latent_dim=4),
+    "vae": dict(hidden_units=(16,), latent_dim=2),
+    "gan": dict(latent_dim=4, generator_units=(16,), discriminator_units=(16,)),
+    "flow": dict(num_couplings=2, hidden_units=(16,)),
+    "diffusion": dict(num_timesteps=10, hidden_units=(16,), time_embedding_dim=8, num_inference_steps=3),
+}
 
 
 def tiny_params(models: tuple[str, ...] = MODELS) -> dict:

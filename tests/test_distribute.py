@@ -21,14 +21,7 @@ keras = pytest.importorskip("keras")
 from genlab import training  # noqa: E402
 from genlab.models import build_model, load_model, save_model  # noqa: E402
 from genlab.params import FAMILY_PARAMS  # noqa: E402
-
-SETTINGS = {
-    "autoencoder": dict(hidden_units=(16,), latent_dim=4),
-    "vae": dict(hidden_units=(16,), latent_dim=2),
-    "gan": dict(latent_dim=4, generator_units=(16,), discriminator_units=(16,)),
-    "flow": dict(num_couplings=2, hidden_units=(16,)),
-    "diffusion": dict(num_timesteps=10, hidden_units=(16,), time_embedding_dim=8, num_inference_steps=3),
-}
+from pipeline_project import TINY_NETWORKS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +41,9 @@ def test_strategies_by_setting():
     assert not isinstance(training.distribution_strategy("none"), tf.distribute.MirroredStrategy)
 
 
-@pytest.mark.parametrize("family", sorted(SETTINGS))
+@pytest.mark.parametrize("family", sorted(TINY_NETWORKS))
 def test_every_family_trains_samples_and_saves_under_mirrored_strategy(family, digits, tmp_path):
-    config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=2, seed=0, **SETTINGS[family])
+    config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=2, seed=0, **TINY_NETWORKS[family])
     training.set_seed(0)
     strategy = training.distribution_strategy("mirrored")
     with strategy.scope():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from genlab import sandbox
-from pipeline_project import PROJECT, stages_run, tiny_params
+from pipeline_project import PROJECT, TINY_NETWORKS, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -113,16 +113,7 @@ def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
     assert not backup.folder.exists()  # a stale backup is deleted, not resumed
 
 
-FAMILIES = {
-    "autoencoder": dict(hidden_units=(16,), latent_dim=4),
-    "vae": dict(hidden_units=(16,), latent_dim=2),
-    "gan": dict(latent_dim=4, generator_units=(16,), discriminator_units=(16,)),
-    "flow": dict(num_couplings=2, hidden_units=(16,)),
-    "diffusion": dict(num_timesteps=10, hidden_units=(16,), time_embedding_dim=8, num_inference_steps=3),
-}
-
-
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(TINY_NETWORKS))
 def test_every_family_resumed_mid_training_ends_where_an_uninterrupted_fit_does(family, tmp_path):
     """In process: stopped after 2 of 4 epochs and resumed from the backup, with and without one,
     the weights are the same; this needs the noise generators' state, which save_weights leaves out."""
@@ -133,7 +124,7 @@ def test_every_family_resumed_mid_training_ends_where_an_uninterrupted_fit_does(
     from genlab.params import FAMILY_PARAMS
 
     images = (load_digits().images[:160] / 16.0).astype(np.float32)
-    config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=4, seed=0, **FAMILIES[family])
+    config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=4, seed=0, **TINY_NETWORKS[family])
 
     def trained(epochs: list[int], backup: Path | None):
         for stop in epochs:  # each a fresh process's worth: a new model, the same seed

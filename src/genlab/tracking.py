@@ -181,30 +181,28 @@ def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 
 
-def run_exists(run_id: str) -> bool:
-    """Whether this store holds the run (not so after `mlflow.db` was removed or the URI changed)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return True
-
-
-def run_continuable(run_id: str | None, experiment_id: str) -> bool:
-    """Whether a run can be continued: it exists in this store, in this experiment, not deleted."""
+def _run_info(run_id: str | None):
+    """The run's info, or None when this store lacks it (after `mlflow.db` was removed or the URI changed)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     if not run_id:
-        return False
+        return None
     try:
-        info = MlflowClient().get_run(run_id).info
+        return MlflowClient().get_run(run_id).info
     except mlflow.exceptions.MlflowException:
-        return False
-    return info.experiment_id == experiment_id and info.lifecycle_stage == "active"
+        return None
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether this store holds the run."""
+    return _run_info(run_id) is not None
+
+
+def run_continuable(run_id: str | None, experiment_id: str) -> bool:
+    """Whether a run can be continued: it exists in this store, in this experiment, not deleted."""
+    info = _run_info(run_id)
+    return info is not None and info.experiment_id == experiment_id and info.lifecycle_stage == "active"
 
 
 def lock_tags(stages: list[str], lock_file: str | Path = "dvc.lock") -> dict[str, str]:

@@ -11,8 +11,8 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -193,7 +193,6 @@ class _Resumable(keras.callbacks.BackupAndRestore):
         self.state_dir = backup_dir / "state"
         super().__init__(str(self.state_dir), save_freq="epoch", delete_checkpoint=False, double_checkpoint=False)
         self.epochs_hook = epochs_hook
-        self.noise: list[list[int]] = []  # each epoch's noise states at its end
         self.first_epoch = 0
         self.every_seconds, self.saved_at = every_seconds, time.monotonic()
 
@@ -210,12 +209,10 @@ class _Resumable(keras.callbacks.BackupAndRestore):
             raise RuntimeError(f"{self.state_dir}: the backup is at epoch {self.first_epoch} but holds the logs "
                                f"of {len(done['epochs'])}; delete the folder to train from the start")
         self.epochs_hook.logs[:0] = done["epochs"]
-        self.noise = done["noise"]
-        for variable, state in zip(_noise_states(self.model), self.noise[-1]):
+        for variable, state in zip(_noise_states(self.model), done["noise"]):
             variable.assign(np.asarray(state, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.noise.append([np.asarray(variable).tolist() for variable in _noise_states(self.model)])
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             return  # never back up a diverged state
         if time.monotonic() - self.saved_at < self.every_seconds:
@@ -227,7 +224,9 @@ class _Resumable(keras.callbacks.BackupAndRestore):
         with atomic_dir(self.state_dir) as staging:
             self.model.save_weights(staging / "latest.weights.h5")
             write_json(staging / "training_metadata.json", {"epoch": self._current_epoch, "batch": 0})
-            write_json(staging / "epochs.json", {"epochs": self.epochs_hook.logs, "noise": self.noise})
+            write_json(staging / "epochs.json", {  # the noise generators' state at the end of this epoch
+                "epochs": self.epochs_hook.logs,
+                "noise": [np.asarray(variable).tolist() for variable in _noise_states(self.model)]})
 
 
 @dataclass(frozen=True)
@@ -284,10 +283,12 @@ def fit(
         print("note: no backup for a resume with early stopping (its patience and best weights are not "
               "kept); an interrupted run starts again")
         backup_dir = None
+    resumable = None
     if backup_dir is not None:
         if hasattr(model, "build_optimizers"):  # a GAN's two optimizers: their state is restored too
             model.build_optimizers()
-        callbacks.append(_Resumable(Path(backup_dir), epochs_hook, backup_every_seconds))
+        resumable = _Resumable(Path(backup_dir), epochs_hook, backup_every_seconds)
+        callbacks.append(resumable)
     early_stopping = None
     if early_stopping_patience:
         early_stopping = keras.callbacks.EarlyStopping(
@@ -297,7 +298,7 @@ def fit(
     model.fit(batches, validation_data=(x_val, y_val), epochs=epochs, shuffle=False, callbacks=callbacks,
               verbose=2)
     seconds = time.perf_counter() - started
-    resumed = callbacks[2].first_epoch if backup_dir is not None else 0
+    resumed = resumable.first_epoch if resumable is not None else 0
     seconds += sum(entry["epoch_seconds"] for entry in epochs_hook.logs[:resumed])  # before the interruption
     keys = dict.fromkeys(key for entry in epochs_hook.logs for key in entry if key != "epoch_seconds")
     curves = {key: [entry[key] for entry in epochs_hook.logs if key in entry] for key in keys}

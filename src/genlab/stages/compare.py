@@ -113,13 +113,15 @@ def main(argv: list[str] | None = None) -> None:
                                                    samples.get(best["model"], np.zeros((1, *prepared.image_shape))))
             tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
                                f"{tracking.TAG_PREFIX}champion_version": champion})
+    # the inputs of each model's train and evaluate stages as dvc.lock recorded them (both ran before compare)
+    lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in names for stage in ("train", "evaluate"))])
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
             print(f"compare: run {run_id} of {name} is not in this MLflow store; it is listed but not tagged")
             continue
-        # the inputs of its train and evaluate stages as dvc.lock recorded them (both ran before compare)
-        for key, value in tracking.lock_tags(["prepare", f"train@{name}", f"evaluate@{name}"]).items():
-            tracking.tag_run(run_id, key, value)
+        for key, value in lock.items():
+            if key.endswith((".prepare", f"/{name}")):
+                tracking.tag_run(run_id, key, value)
     print(f"compare: best by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
           + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
              f"(version {champion})" if champion else "")
