@@ -1,11 +1,14 @@
 # genlab: `make run` sets up .venv once (reinstalling only when pyproject.toml changes),
 # runs the whole pipeline with DVC and prints where the reports are.
+# `make run CONFIG=configs/mnist_sample.yaml` first makes params.yaml that configuration
+# (python -m genlab.configs: it validates it, and never overwrites edits of your own).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
+CONFIG ?=
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -25,6 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
+ifneq ($(CONFIG),)
+	@$(BIN)/python -m genlab.configs $(CONFIG)
+endif
 	$(BIN)/dvc repro
 	@$(BIN)/python -m genlab.summary
 

@@ -41,6 +41,33 @@ def tiny_params(models: tuple[str, ...] = MODELS) -> dict:
     params["evaluate"]["num_samples"] = 100
     params["evaluate"]["kid_subsets"] = 10
     params["judge"] |= {"hidden_units": [64, 32], "epochs": 30, "learning_rate": 0.005}  # 32 features < 100 samples
+    # five epochs make no model a person would recommend: recommend them all, so that the answer has every line
+    params["compare"] |= {"max_fid_to_floor": 1e6, "min_judge_confidence": 0.0, "min_classes_covered": 1,
+                          "recommend_still_learning": True}
+    return params
+
+
+MNIST_MODELS = ("ae_784", "vae_conv", "gan_conv", "flow_conv", "ddpm_conv")
+
+
+def tiny_mnist_params() -> dict:
+    """The real MNIST sample (400 of its images), one tiny convolutional model of each family, a small
+    convolutional judge and the default compare thresholds: a whole `dvc repro` on 28x28 images."""
+    params = yaml.safe_load((PROJECT / "configs/mnist_sample.yaml").read_text())
+    params["data"] |= {"max_samples": 400}
+    params["train"]["grid_every_epochs"] = 1
+    params["evaluate"] |= {"num_samples": 100, "kid_subsets": 10}
+    params["judge"] |= {"conv_filters": [8, 16], "hidden_units": [32, 16], "epochs": 5, "augment_shift": 0.0}
+    common = dict(batch_size=64, epochs=2, seed=0)
+    params["models"] = {
+        "ae_784": dict(family="autoencoder", hidden_units=[32], latent_dim=16, learning_rate=0.005) | common,
+        "vae_conv": dict(family="vae", network="conv", conv_filters=[8, 16], hidden_units=[16], latent_dim=4,
+                         num_importance_samples=4) | common,
+        "gan_conv": dict(family="gan", network="conv", conv_filters=[8, 16], latent_dim=8) | common,
+        "flow_conv": dict(family="flow", network="conv", conv_filters=[4], num_couplings=2, num_scales=2) | common,
+        "ddpm_conv": dict(family="diffusion", network="conv", conv_filters=[8, 16], patch_size=2, num_timesteps=20,
+                          num_inference_steps=4) | common,
+    }
     return params
 
 

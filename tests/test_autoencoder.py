@@ -123,3 +123,18 @@ def test_losses_are_taken_over_whole_images():
     assert got == pytest.approx(expected, rel=1e-5)
     mse = float(keras.ops.mean(pixel_loss("mse")(target, predicted)))
     assert mse == pytest.approx(np.mean((target - predicted) ** 2), rel=1e-5)
+
+
+def test_the_lecture_study_at_784_pixels_has_about_200k_parameters():
+    """784 -> 128 -> bottleneck -> 128 -> 784, as configs/mnist_sample.yaml builds it: "this simple model
+    has 200K parameters!" (weights and biases; the fitted Gaussian of the codes is not trained)."""
+    from pathlib import Path
+
+    from genlab.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "configs" / "mnist_sample.yaml")
+    counted = {name: training.trainable_parameters(build_model(config, (28, 28)))
+               for name, config in params.models.items() if config.family == "autoencoder"}
+    assert counted["ae_sigmoid_bce"] == (784 * 128 + 128) + (128 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
+    assert counted == {"ae_first_choice": 218_192, "ae_linear_mse": 218_192, "ae_sigmoid_mse": 218_192,
+                       "ae_sigmoid_bce": 218_192, "ae_sigmoid_bce_16": 205_856}

@@ -94,3 +94,47 @@ def test_html_page_is_self_contained(table, tmp_path):
     assert page.count("data:image/png;base64,") == 1
     assert "<b>Best sample quality: ddpm</b>" in page and "<table" in page
     assert "src='http" not in page and 'src="http' not in page
+
+
+def with_verdicts(evaluations, summaries, **settings):
+    from genlab.params import CompareParams
+
+    table = comparison.comparison_table(evaluations, summaries, "fid")
+    return comparison.add_verdicts(table, 10, CompareParams(**settings))
+
+
+def test_models_whose_samples_are_not_recognised_or_still_learning_are_not_recommended():
+    """The failed MNIST run of issue 12: a flow drawing noise with the best likelihood, a still-learning VAE."""
+    evaluations = {
+        "flow": EVALUATIONS["flow"] | {"fid": 92.0, "fid_to_floor": 92.0, "classes_covered": 4,
+                                       "judge_confidence": 0.41, "test_nll_bits_per_dim": 5.45},
+        "vae": EVALUATIONS["ddpm"] | {"fid": 1.5, "fid_to_floor": 1.5, "judge_confidence": 0.9},
+        "ae": EVALUATIONS["ae"] | {"classes_covered": 10, "judge_confidence": 0.8},
+    }
+    summaries = {"flow": SUMMARIES["flow"], "ae": SUMMARIES["ae"],
+                 "vae": {"family": "vae", "diagnosis": "still_learning", "params": {}}}
+    table = with_verdicts(evaluations, summaries)
+    verdicts = table.set_index("model")
+    assert verdicts.loc["ae", "recommended"] and verdicts.loc["ae", "verdict"] == "recommended"
+    assert not verdicts.loc["flow", "recommended"]
+    assert verdicts.loc["flow", "verdict"] == (
+        "not recommended: its samples cover 4 of 10 classes; the judge is unsure what its samples are (mean "
+        "confidence 0.41, under 0.7); its FID is 92x the data floor (over 10x: far from real images)")
+    assert "still learning" in verdicts.loc["vae", "verdict"]
+    answers = comparison.which_is_right_for_you(table, num_classes=10)
+    assert answers[0].startswith("**Not recommended**: vae (its loss was still falling") and "flow (its samples" \
+        in answers[0]
+    text = "\n".join(answers)
+    assert "Best sample quality: ae**" in text  # not the still-learning VAE with the lower FID
+    assert "Best coverage of the data: ae**" in text and "Fastest sampling among the recommended models: ae**" in text
+    assert "flow 5.45 (not recommended: its samples cover 4 of 10 classes;" in text  # a likelihood, not a pick
+
+
+def test_the_thresholds_are_settings_and_no_recommendation_is_said_plainly():
+    table = with_verdicts(EVALUATIONS, SUMMARIES, max_fid_to_floor=1.0)
+    assert not table["recommended"].any()
+    answers = comparison.which_is_right_for_you(table, num_classes=10)
+    assert answers[1].startswith("**No model is recommended**")
+    assert not any(line.startswith("**Best sample quality") for line in answers)
+    lenient = with_verdicts(EVALUATIONS, SUMMARIES, min_classes_covered=8)
+    assert lenient["recommended"].all()  # ae covers 8 classes

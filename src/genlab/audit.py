@@ -110,10 +110,11 @@ def thin_cells(table: pd.DataFrame, ratio: float) -> list[str]:
 def data_card(source: str, image_shape: tuple[int, int], counts: pd.DataFrame, representation: dict,
               consistency: dict, strokes: pd.DataFrame, slants: pd.DataFrame, thin: list[str],
               thresholds: tuple[float, float], injected: dict[int, float],
-              injected_subgroups: dict[int, dict[str, float]] | None = None, upright_degrees: float = 10.0) -> str:
-    """A Markdown data card written from the measured numbers."""
+              injected_subgroups: dict[int, dict[str, float]] | None = None, upright_degrees: float = 10.0,
+              origin: str = "") -> str:
+    """A Markdown data card written from the measured numbers; `origin` says where the images come from."""
     flags = [row["reason"] for split in representation.values() for row in split["classes"] if row["flagged"]]
-    lines = [f"# Data card: {source}", "",
+    lines = [f"# Data card: {source}", "", *([f"Origin: {origin}.", ""] if origin else []),
              "## Composition", "",
              f"{int(counts.loc['all'].sum())} images of {image_shape[0]}x{image_shape[1]} pixels in "
              f"{counts.shape[1]} classes; imbalance ratio (largest class over smallest) "

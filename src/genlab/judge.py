@@ -43,10 +43,17 @@ class Judge:
 
 
 def build(config: JudgeParams, image_shape: tuple[int, int], num_classes: int) -> Judge:
-    """images -> (strided convolutions) -> hidden Dense layers, the last named `features` -> softmax."""
+    """images -> (random shifts while training) -> (strided convolutions) -> hidden Dense layers, the last
+    named `features` -> softmax."""
     conv_filters = config.conv_filters if config.network_for(image_shape) == "conv" else ()
     images = keras.Input(shape=image_shape, name="image")
-    h = build_encoder_trunk(images, config.hidden_units[:-1], "relu", conv_filters)
+    h = images
+    if config.augment_shift > 0:  # random shifts while training only: 3,500 MNIST images are few for a CNN
+        h = keras.layers.Reshape((*image_shape, 1))(h)
+        h = keras.layers.RandomTranslation(config.augment_shift, config.augment_shift, fill_mode="constant",
+                                           seed=config.seed, name="augment")(h)
+        h = keras.layers.Reshape(image_shape)(h)
+    h = build_encoder_trunk(h, config.hidden_units[:-1], "relu", conv_filters)
     h = keras.layers.Dropout(config.dropout, seed=config.seed)(h)
     features = keras.layers.Dense(config.hidden_units[-1], activation="relu", name=FEATURES_LAYER)(h)
     h = keras.layers.Dropout(config.dropout, seed=config.seed)(features)

@@ -13,8 +13,8 @@ REPORTS = {
     "comparison": "reports/compare/comparison.html (also .md, .csv and figures)",
 }
 # The columns of the compact table printed here; comparison.md and .csv hold every metric.
-SHOWN = ("model", "family", "fid", "fid_to_floor", "precision", "recall", "coverage", "classes_covered",
-         "sampling_seconds_per_1000", "num_params", "test_bce")
+SHOWN = ("model", "family", "recommended", "fid", "fid_to_floor", "precision", "recall", "coverage", "classes_covered",
+         "sampling_seconds_per_1000", "num_params", "num_hyperparameters", "test_bce")
 
 
 def main() -> None:

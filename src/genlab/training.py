@@ -58,6 +58,72 @@ class PerImageObjective(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
+class EmaWarmup:
+    """Keras's weight EMA with a warm-up, mixed into an optimizer class: the decay at step t is
+    min(ema_momentum, (1 + t) / (10 + t)), as in TensorFlow's ExponentialMovingAverage with num_updates.
+    Without it, a decay of 0.999 after 550 steps still keeps 0.999^550 = 58% of the initial weights, so a
+    model trained for few steps samples with weights that are mostly noise."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        step = keras.ops.cast(self.iterations, "float32")
+        momentum = keras.ops.minimum(self.ema_momentum, (1.0 + step) / (10.0 + step))
+        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                average.assign(momentum * average + (1.0 - momentum) * keras.ops.cast(variable, average.dtype))
+
+
+def make_optimizer(name: str, learning_rate: float, ema_decay: float = 0.0, clip_norm: float | None = None,
+                   **settings) -> keras.optimizers.Optimizer:
+    """The Keras optimizer `name` at `learning_rate`, its gradients rescaled to a global norm of at most
+    `clip_norm` when given; with `ema_decay` > 0 it also keeps a warmed-up exponential moving average
+    of the weights (EmaWarmup), which replaces them when training ends."""
+    optimizer_class = type(keras.optimizers.get(name))
+    if clip_norm is not None:
+        settings["global_clipnorm"] = clip_norm
+    if ema_decay <= 0:
+        return optimizer_class(learning_rate=learning_rate, **settings)
+    warmed = type(f"{optimizer_class.__name__}WithEmaWarmup", (EmaWarmup, optimizer_class), {})
+    return warmed(learning_rate=learning_rate, use_ema=True, ema_momentum=ema_decay, **settings)
+
+
+def schedule_factor(epoch: int, epochs: int, schedule: str, warmup_epochs: int = 0) -> float:
+    """The learning rate of `epoch` (0-based) over the configured one: a linear warm-up over
+    `warmup_epochs`, then constant, or a half cosine that falls to 0 over the remaining epochs."""
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def model_optimizers(model: keras.Model) -> list:
+    """The optimizers that train a model: its own, or a GAN's two."""
+    return list(getattr(model, "game_optimizers", None) or [model.optimizer])
+
+
+class _LearningRateSchedule(keras.callbacks.Callback):
+    """Sets every optimizer's learning rate at the start of each epoch (a function of the epoch's number
+    alone, so that a resumed run follows the same schedule)."""
+
+    def __init__(self, model: keras.Model, epochs: int, schedule: str, warmup_epochs: int):
+        super().__init__()
+        self.epochs, self.schedule, self.warmup_epochs = epochs, schedule, warmup_epochs
+        # the configured rates, read before training (a resumed backup restores a scheduled one)
+        self.base = [float(keras.ops.convert_to_numpy(optimizer.learning_rate)) for optimizer in model_optimizers(model)]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        factor = schedule_factor(epoch, self.epochs, self.schedule, self.warmup_epochs)
+        for optimizer, base in zip(model_optimizers(self.model), self.base):
+            optimizer.learning_rate.assign(base * factor)
+
+    def on_train_end(self, logs=None):  # the model keeps its configured rate, as saved with its settings
+        for optimizer, base in zip(model_optimizers(self.model), self.base):
+            optimizer.learning_rate.assign(base)
+
+
 def distribution_strategy(setting: str = "auto"):
     """Where training runs: `auto` mirrors the model on every visible GPU when there is more than one
     (tf.distribute.MirroredStrategy: each replica takes a slice of the batch, gradients are summed across
@@ -77,6 +143,12 @@ def replica_share(loss):
     import tensorflow as tf
 
     return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    """The numbers training learns (the lecture's "this simple model has 200K parameters!"): weights and
+    biases, not an autoencoder's fitted Gaussian, batch-normalisation statistics or an optimizer's state."""
+    return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
 
 
 def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):
@@ -263,7 +335,7 @@ def fit(
     model: keras.Model, x_train: np.ndarray, x_val: np.ndarray, *, epochs: int, batch_size: int,
     early_stopping_patience: int | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     targets: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0, backup_dir: str | Path | None = None,
-    backup_every_seconds: float = 0.0,
+    backup_every_seconds: float = 0.0, learning_rate_schedule: str = "constant", warmup_epochs: int = 0,
 ) -> FitResult:
     """Train a model on the images, with `targets` (train, validation) for a classifier and the images
     themselves otherwise; raise TrainingDiverged on a non-finite loss.
@@ -279,6 +351,8 @@ def fit(
     divergence = _StopOnNonFinite()
     epochs_hook = _EpochHook(on_epoch, batches)
     callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
+    if learning_rate_schedule != "constant" or warmup_epochs:
+        callbacks.append(_LearningRateSchedule(model, epochs, learning_rate_schedule, warmup_epochs))
     if backup_dir is not None and early_stopping_patience:
         print("note: no backup for a resume with early stopping (its patience and best weights are not "
               "kept); an interrupted run starts again")

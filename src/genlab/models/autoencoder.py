@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from genlab.params import AutoencoderParams
-from genlab.training import predict_in_batches
+from genlab.training import make_optimizer, predict_in_batches
 
 
 def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = ()):
@@ -32,26 +32,34 @@ def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, 
 
 
 def build_decoder_head(code, image_shape: tuple[int, int], hidden_units: tuple[int, ...], activation: str,
-                       output_activation: str, conv_filters: tuple[int, ...] = ()):
+                       output_activation: str, conv_filters: tuple[int, ...] = (), batch_norm: bool = False):
     """(B, latent) -> (B, H, W), the encoder trunk's mirror: the hidden Dense layers reversed, then
-    either one Dense layer of H*W pixels or a Dense map onto the smallest grid followed by a 3x3
-    stride-2 transposed convolution per level, the last of them to one channel."""
+    either one Dense layer of H*W pixels or a Dense map onto the smallest grid followed by a 4x4
+    stride-2 transposed convolution per level, the last of them to one channel (a kernel divisible by
+    the stride leaves no checkerboard pattern). `batch_norm` normalises every hidden layer of the
+    convolutional path, as DCGAN's generator does."""
     h = code
     for index, units in enumerate(reversed(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"decoder_hidden_{index}")(h)
     if not conv_filters:
         pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
         return keras.layers.Reshape(image_shape, name="image")(pixels)
+
+    def hidden(layer, h, name):  # a layer, then (batch normalisation and) the activation
+        if not batch_norm:
+            return layer(activation=activation, name=name)(h)
+        h = keras.layers.BatchNormalization(name=f"{name}_norm")(layer(use_bias=False, name=name)(h))
+        return keras.layers.Activation(activation)(h)
+
     factor = 2 ** len(conv_filters)
     grid = (image_shape[0] // factor, image_shape[1] // factor, conv_filters[-1])
-    h = keras.layers.Dense(int(np.prod(grid)), activation=activation, name="decoder_grid")(h)
+    h = hidden(lambda **options: keras.layers.Dense(int(np.prod(grid)), **options), h, "decoder_grid")
     h = keras.layers.Reshape(grid)(h)
-    channels = [*reversed(conv_filters[:-1]), 1]
-    for index, filters in enumerate(channels):
-        last = index == len(channels) - 1
-        h = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
-                                         activation=output_activation if last else activation,
-                                         name=f"decoder_conv_{index}")(h)
+    for index, filters in enumerate(reversed(conv_filters[:-1])):
+        h = hidden(lambda **options: keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", **options),
+                   h, f"decoder_conv_{index}")
+    h = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation=output_activation,
+                                     name=f"decoder_conv_{len(conv_filters) - 1}")(h)
     return keras.layers.Reshape(image_shape, name="image")(h)
 
 
@@ -122,7 +130,7 @@ class Autoencoder(keras.Model):
 
 def optimizer(config) -> keras.optimizers.Optimizer:
     """The optimizer named in a model's params, at its learning rate."""
-    return keras.optimizers.get({"class_name": config.optimizer, "config": {"learning_rate": config.learning_rate}})
+    return make_optimizer(config.optimizer, config.learning_rate, clip_norm=config.gradient_clip_norm)
 
 
 def pixel_loss(name: str):

@@ -5,15 +5,21 @@ the change of variables
 
     log p(x) = log N(f(x); 0, I) + log |det df/dx|.
 
-f is a stack of affine couplings: each keeps the pixels under a checkerboard mask and
-scales and shifts the others by functions of the kept ones,
+f is a stack of affine couplings: each keeps the values under a mask m and scales and
+shifts the others by functions of the kept ones,
 
     y = m * x + (1 - m) * (x * exp(s(m * x)) + t(m * x)),   log |det| = sum((1 - m) * s),
 
-with the mask flipped from one coupling to the next. Before the flow, the discrete grey
-levels are dequantised with uniform noise and squeezed through a logit, whose own
-log-determinant is counted. Samples invert the flow from z ~ N(0, T^2 I) at temperature T
-and are mapped back to the grey level whose bin they fall in.
+with the mask flipped from one coupling to the next. Small images get dense couplings with
+checkerboard masks. Larger ones get the paper's multi-scale architecture, with convolutional
+couplings: at each scale a group of checkerboard couplings, a squeeze of every 2x2 block
+of pixels into 4 channels, a group of couplings with channel masks (half of the channels
+conditions the other half), and a split that factors out half of the channels as a part
+of z. A last group of checkerboard couplings acts on what is left.
+
+Before the flow, the discrete grey levels are dequantised with uniform noise and squeezed
+through a logit, whose own log-determinant is counted. Samples invert the flow from
+z ~ N(0, T^2 I) at temperature T and are mapped back to the grey level whose bin they fall in.
 """
 
 from __future__ import annotations
@@ -31,75 +37,192 @@ from genlab.training import PerImageObjective
 LOG_2PI = math.log(2 * math.pi)
 
 
-def checkerboard(image_shape: tuple[int, int], parity: int) -> np.ndarray:
-    """(H*W,) mask of 1s on the squares where (row + column) % 2 == parity."""
-    rows, columns = np.indices(image_shape)
-    return (((rows + columns) % 2) == parity).astype(np.float32).reshape(-1)
+# --- masks and the squeeze ------------------------------------------------------------------------
 
 
-def scale_shift_network(config: FlowParams, image_shape: tuple[int, int]) -> keras.Sequential:
-    """The kept pixels (B, H*W) -> raw log-scales and shifts (B, 2*H*W): dense layers, or, as in
-    RealNVP, 3x3 convolutions over the image. The last layer starts at zero: the coupling starts as
-    the identity."""
-    dims = int(np.prod(image_shape))
-    if config.network_for(image_shape) == "dense":
+def checkerboard(image_shape: tuple[int, ...], parity: int) -> np.ndarray:
+    """1s on the squares where (row + column) % 2 == parity: (H*W,) for a flat image (H, W), or the
+    pattern repeated over the channels of (H, W, C)."""
+    rows, columns = np.indices(image_shape[:2])
+    board = (((rows + columns) % 2) == parity).astype(np.float32)
+    if len(image_shape) == 2:
+        return board.reshape(-1)
+    return np.repeat(board[:, :, None], image_shape[2], axis=2)
+
+
+def channel_mask(shape: tuple[int, int, int], parity: int) -> np.ndarray:
+    """(H, W, C): 1s on the first half of the channels (parity 0) or on the second half (parity 1)."""
+    kept = np.arange(shape[2]) < shape[2] // 2
+    return np.broadcast_to(kept != bool(parity), shape).astype(np.float32)
+
+
+def squeeze(x):
+    """(B, H, W, C) -> (B, H/2, W/2, 4C): every 2x2 block of pixels becomes 4 channels."""
+    _, height, width, channels = x.shape
+    x = ops.reshape(x, (-1, height // 2, 2, width // 2, 2, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, height // 2, width // 2, 4 * channels))
+
+
+def unsqueeze(x):
+    """The inverse of `squeeze`: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
+    _, height, width, channels = x.shape
+    x = ops.reshape(x, (-1, height, width, 2, 2, channels // 4))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, 2 * height, 2 * width, channels // 4))
+
+
+# --- the couplings -----------------------------------------------------------------------------------
+
+
+def scale_shift_network(config: FlowParams, shape: tuple[int, ...], scale: int = 0) -> keras.Sequential:
+    """The kept values -> raw log-scales and shifts of the same shape, side by side on the last axis:
+    dense layers for a flat image (B, D) -> (B, 2D), or, as in RealNVP, 3x3 convolutions
+    (B, H, W, C) -> (B, H, W, 2C) with conv_filters channels doubled at every coarser `scale` (a quarter of
+    the pixels: each scale costs about the same, and the coarse ones, which draw the digit's shape, get
+    the width). The last layer starts at zero: the coupling starts as the identity."""
+    if len(shape) == 1:
         return keras.Sequential([*(keras.layers.Dense(units, activation="relu") for units in config.hidden_units),
-                                 keras.layers.Dense(2 * dims, kernel_initializer="zeros")])
+                                 keras.layers.Dense(2 * shape[0], kernel_initializer="zeros")])
     return keras.Sequential([
-        keras.layers.Reshape((*image_shape, 1)),
-        *(keras.layers.Conv2D(filters, 3, padding="same", activation="relu") for filters in config.conv_filters),
-        keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros"),  # (B, H, W, [scale, shift])
-        keras.layers.Permute((3, 1, 2)),  # (B, 2, H, W): all scales, then all shifts
-        keras.layers.Reshape((2 * dims,)),
+        *(keras.layers.Conv2D(filters * 2**scale, 3, padding="same", activation="relu")
+          for filters in config.conv_filters),
+        keras.layers.Conv2D(2 * shape[-1], 3, padding="same", kernel_initializer="zeros"),
     ])
 
 
 class AffineCoupling(keras.layers.Layer):
-    """One RealNVP coupling: the masked half conditions a scale and shift of the other half."""
+    """One RealNVP coupling: the masked values condition a scale and shift of the others."""
 
     def __init__(self, mask: np.ndarray, network: keras.Sequential, **kwargs):
         super().__init__(**kwargs)
         self.mask = np.asarray(mask, dtype=np.float32)
         self.network = network
-        self.scale_factor = self.add_weight(shape=(len(self.mask),), initializer="zeros", name="scale_factor")
+        # s = scale_factor * tanh(raw): bounded log-scales keep exp(s) well-conditioned. It starts at 1, so
+        # that the zero-initialised raw scales get a gradient (at 0 neither factor would ever move).
+        self.scale_factor = self.add_weight(shape=self.mask.shape, initializer="ones", name="scale_factor")
 
     def _scale_and_shift(self, kept):
         scale, shift = ops.split(self.network(kept), 2, axis=-1)
-        scale = self.scale_factor * ops.tanh(scale)  # bounded log-scales keep exp(s) well-conditioned
+        scale = self.scale_factor * ops.tanh(scale)
         return scale * (1 - self.mask), shift * (1 - self.mask)
 
     def call(self, x):
-        """x -> y and log |det dy/dx|, (B, D) and (B,)."""
+        """x -> y and log |det dy/dx|: the same shape as x, and (B,)."""
         scale, shift = self._scale_and_shift(x * self.mask)
         y = x * self.mask + (1 - self.mask) * (x * ops.exp(scale) + shift)
-        return y, ops.sum(scale, axis=-1)
+        return y, ops.sum(ops.reshape(scale, (ops.shape(scale)[0], -1)), axis=-1)
 
     def inverse(self, y):
         scale, shift = self._scale_and_shift(y * self.mask)  # the kept half is unchanged: same s and t
         return y * self.mask + (1 - self.mask) * ((y - shift) * ops.exp(-scale))
 
 
+SQUEEZE = "squeeze"  # the multi-scale step that trades pixels for channels
+
+
+class Split(keras.layers.Layer):
+    """RealNVP's factoring out: the first half of the channels leaves the flow as a part of z, the rest
+    goes on to the next scale. RealNVP models the part that leaves as standard normal; with a learned
+    prior (Glow, Kingma and Dhariwal 2018) it is Gaussian with a mean and log-scale predicted from the
+    half that stays (a zero-initialised 3x3 convolution: standard normal at the start)."""
+
+    def __init__(self, channels: int, learned_prior: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.half = channels // 2
+        self.prior = (keras.layers.Conv2D(2 * self.half, 3, padding="same", kernel_initializer="zeros")
+                      if learned_prior else None)
+
+    def call(self, x):
+        """x -> (the half that stays, the standardised half that leaves, log |det| (B,))."""
+        leaving, kept = x[..., :self.half], x[..., self.half:]
+        if self.prior is None:
+            return kept, leaving, ops.zeros(ops.shape(x)[:1])
+        mean, log_scale = ops.split(self.prior(kept), 2, axis=-1)
+        log_det = -ops.sum(ops.reshape(log_scale, (ops.shape(x)[0], -1)), axis=-1)
+        return kept, (leaving - mean) * ops.exp(-log_scale), log_det
+
+    def inverse(self, kept, leaving):
+        if self.prior is not None:
+            mean, log_scale = ops.split(self.prior(kept), 2, axis=-1)
+            leaving = leaving * ops.exp(log_scale) + mean
+        return ops.concatenate([leaving, kept], axis=-1)
+
+
+def multi_scale_steps(config: FlowParams, image_shape: tuple[int, int]) -> list:
+    """RealNVP's architecture for (H, W, 1) images: per scale, `num_couplings` checkerboard couplings,
+    a squeeze, `num_couplings` channel-mask couplings and a split of half the channels; then a last
+    group of `num_couplings` checkerboard couplings."""
+    shape, steps = (*image_shape, 1), []
+
+    def group(mask, scale: int):
+        for index in range(config.num_couplings):
+            name = f"coupling_{sum(isinstance(step, AffineCoupling) for step in steps)}"
+            steps.append(AffineCoupling(mask(shape, index % 2), scale_shift_network(config, shape, scale), name=name))
+
+    for scale in range(config.num_scales):
+        group(checkerboard, scale)
+        shape = (shape[0] // 2, shape[1] // 2, 4 * shape[2])
+        steps.append(SQUEEZE)
+        group(channel_mask, scale + 1)
+        steps.append(Split(shape[2], config.learned_split_prior, name=f"split_{scale}"))
+        shape = (*shape[:2], shape[2] // 2)
+    group(checkerboard, config.num_scales)
+    return steps
+
+
 class RealNvp(PerImageObjective):
     """Owns the objective: the exact negative log-likelihood in bits per dimension."""
 
-    def __init__(self, couplings: list[AffineCoupling], config: FlowParams, image_shape: tuple[int, int], **kwargs):
+    def __init__(self, steps: list, config: FlowParams, image_shape: tuple[int, int], shape: tuple[int, ...],
+                 **kwargs):
         super().__init__(**kwargs)
-        self.couplings, self.config, self.image_shape = couplings, config, tuple(image_shape)
+        self.steps, self.config, self.image_shape = steps, config, tuple(image_shape)
+        self.couplings = [step for step in steps if isinstance(step, AffineCoupling)]
+        self.shape = tuple(shape)  # what the couplings act on: (D,) dense, (H, W, 1) multi-scale
         self.dims = int(np.prod(image_shape))
         self.noise = keras.random.SeedGenerator(config.seed)
 
     def forward(self, x):
-        """Flattened logit-space x (B, D) -> z and the couplings' summed log-determinant."""
+        """Logit-space x, flat (B, D) -> z (B, D) and the steps' summed log-determinant (B,). Each split
+        factors out half of the channels into z; the rest goes on to the next scale."""
+        x = ops.reshape(x, (-1, *self.shape))
         log_det = ops.zeros(ops.shape(x)[:1])
-        for coupling in self.couplings:
-            x, step_log_det = coupling(x)
+        factored = []
+        for step in self.steps:
+            if step == SQUEEZE:
+                x = squeeze(x)
+                continue
+            if isinstance(step, Split):
+                x, leaving, step_log_det = step(x)
+                factored.append(ops.reshape(leaving, (ops.shape(x)[0], -1)))
+            else:
+                x, step_log_det = step(x)
             log_det = log_det + step_log_det
-        return x, log_det
+        return ops.concatenate([*factored, ops.reshape(x, (ops.shape(x)[0], -1))], axis=-1), log_det
 
     def inverse(self, z):
-        for coupling in reversed(self.couplings):
-            z = coupling.inverse(z)
-        return z
+        """z (B, D) -> flat logit-space x (B, D): the steps backwards, each split taking its part of z back."""
+        shapes, shape = [], self.shape  # the shape after every step, and what each split factored out
+        for step in self.steps:
+            if step == SQUEEZE:
+                shape = (shape[0] // 2, shape[1] // 2, 4 * shape[2])
+            elif isinstance(step, Split):
+                shapes.append((*shape[:2], shape[2] // 2))
+                shape = shapes[-1]
+        sizes = [int(np.prod(part)) for part in shapes]
+        offset = int(sum(sizes))
+        x = ops.reshape(z[:, offset:], (-1, *shape))
+        for step in reversed(self.steps):
+            if step == SQUEEZE:
+                x = unsqueeze(x)
+            elif isinstance(step, Split):
+                size, part = sizes.pop(), shapes.pop()
+                offset -= size
+                x = step.inverse(x, ops.reshape(z[:, offset:offset + size], (-1, *part)))
+            else:
+                x = step.inverse(x)
+        return ops.reshape(x, (ops.shape(z)[0], self.dims))
 
     def to_logit(self, y):
         """Dequantised pixels y in (0, 1) -> logit space, with the log-determinant of that map: (B, D), (B,)."""
@@ -161,10 +284,15 @@ class RealNvp(PerImageObjective):
 
 def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> RealNvp:
     """The compiled RealNVP described by `config`, for images of `image_shape`."""
-    couplings = [AffineCoupling(checkerboard(image_shape, index % 2), scale_shift_network(config, image_shape),
+    if config.network_for(image_shape) == "dense":
+        shape = (int(np.prod(image_shape)),)
+        steps = [AffineCoupling(checkerboard(image_shape, index % 2), scale_shift_network(config, shape),
                                 name=f"coupling_{index}")
                  for index in range(config.num_couplings)]
-    model = RealNvp(couplings, config, image_shape, name="flow")
+    else:
+        shape = (*image_shape, 1)
+        steps = multi_scale_steps(config, image_shape)
+    model = RealNvp(steps, config, image_shape, shape, name="flow")
     model(np.zeros((1, *image_shape), dtype=np.float32))  # create every coupling's weights
     model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
     return model

@@ -19,7 +19,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk
 from genlab.params import GanParams
-from genlab.training import predict_in_batches, replica_share
+from genlab.training import make_optimizer, predict_in_batches, replica_share
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -52,6 +52,11 @@ class Gan(keras.Model):
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    @property
+    def game_optimizers(self) -> list:
+        """The discriminator's and the generator's optimizers (a learning-rate schedule sets both)."""
+        return [self.d_optimizer, self.g_optimizer]
 
     def build_optimizers(self) -> None:
         """Create both optimizers' variables, so that saved weights load into them."""
@@ -118,9 +123,8 @@ class Gan(keras.Model):
 
 
 def _optimizer(config: GanParams) -> keras.optimizers.Optimizer:
-    settings = {"learning_rate": config.learning_rate} | ({"beta_1": config.adam_beta_1}
-                                                           if config.optimizer == "adam" else {})
-    return keras.optimizers.get({"class_name": config.optimizer, "config": settings})
+    settings = {"beta_1": config.adam_beta_1} if config.optimizer == "adam" else {}
+    return make_optimizer(config.optimizer, config.learning_rate, clip_norm=config.gradient_clip_norm, **settings)
 
 
 def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Gan:
@@ -129,11 +133,13 @@ def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: 
     conv_filters = config.conv_filters if conv else ()
     z = keras.Input(shape=(config.latent_dim,), name="noise")
     generator_units = () if conv else tuple(reversed(config.generator_units))  # the head mirrors its units back
-    fakes = build_decoder_head(z, image_shape, generator_units, "relu", "sigmoid", conv_filters)
+    fakes = build_decoder_head(z, image_shape, generator_units, "relu", "sigmoid", conv_filters, batch_norm=conv)
     generator = keras.Model(z, fakes, name="generator")
 
     images = keras.Input(shape=image_shape, name="image")
-    features = build_encoder_trunk(images, () if conv else config.discriminator_units, "leaky_relu", conv_filters)
+    discriminator_filters = (config.discriminator_filters or conv_filters) if conv else ()
+    features = build_encoder_trunk(images, () if conv else config.discriminator_units, "leaky_relu",
+                                   discriminator_filters)
     discriminator = keras.Model(images, keras.layers.Dense(1, name="logit")(features), name="discriminator")
 
     model = Gan(generator, discriminator, config, name="gan")

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     card = audit.data_card(prepared.source, prepared.image_shape, counts, representation,
                            metrics["split_consistency"], strokes, slants, thin, thresholds,
                            dict(params.data.keep_fraction), dict(params.data.keep_subgroup),
-                           settings.upright_degrees)
+                           settings.upright_degrees, origin=prepared.origin)
 
     with atomic_dir(args.out) as staging:
         counts.to_csv(staging / "class_counts.csv", index_label="split")

@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> None:
                    for name in names}
     summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
     histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
-    table = comparison.comparison_table(evaluations, summaries, params.compare.rank_by)
     judge = read_json(args.judge_metrics)
-
     prepared = data.load_prepared(args.data)
+    table = comparison.add_verdicts(comparison.comparison_table(evaluations, summaries, params.compare.rank_by),
+                                    prepared.num_classes, params.compare)
     answers = comparison.which_is_right_for_you(table, prepared.num_classes)
     grid = data.grid_indices(prepared.test.y, params.train.grid_images)
     reconstructions = {"original": prepared.test.x[grid]} | {
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     tags |= {f"{tracking.TAG_PREFIX}role": "comparison",
              f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={run_id}" for name, run_id in run_ids.items())}
     rank_by = params.compare.rank_by
-    best = table.iloc[0]
+    recommended = table[table["recommended"]]
+    best = recommended.iloc[0] if len(recommended) else None  # the table is sorted by rank_by
     champion = None
     with tracking.run(experiment_id, run_name="comparison", tags=tags) as comparison_run_id:
         tracking.log_params({"rank_by": rank_by, "models": ",".join(names), "num_samples": params.evaluate.num_samples})
@@ -108,21 +109,28 @@ def main(argv: list[str] | None = None) -> None:
                                 "data_floor_fid": float(table["data_floor_fid"].iloc[0])})
         tracking.log_table(table, "comparison_table.json")
         tracking.log_artifacts(Path(args.out), "comparison")
-        if params.compare.register_champion and best[rank_by] == best[rank_by]:  # not NaN
+        if params.compare.register_champion and best is not None and best[rank_by] == best[rank_by]:  # not NaN
             champion = tracking.register_generator(Path(args.models) / best["model"], params.compare.registered_model,
                                                    samples.get(best["model"], np.zeros((1, *prepared.image_shape))))
             tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
                                f"{tracking.TAG_PREFIX}champion_version": champion})
     # the inputs of each model's train and evaluate stages as dvc.lock recorded them (both ran before compare)
     lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in names for stage in ("train", "evaluate"))])
+    verdicts = table.set_index("model")["verdict"]
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
             print(f"compare: run {run_id} of {name} is not in this MLflow store; it is listed but not tagged")
             continue
+        tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}verdict", verdicts[name])
         for key, value in lock.items():
             if key.endswith((".prepare", f"/{name}")):
                 tracking.tag_run(run_id, key, value)
-    print(f"compare: best by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
+    for _, row in table[~table["recommended"]].iterrows():
+        print(f"compare: {row['model']} is {row['verdict']}")
+    if best is None:
+        print(f"compare: no model is recommended, so none is registered; report in {Path(args.out) / 'comparison.html'}")
+        return
+    print(f"compare: best recommended model by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
           + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
              f"(version {champion})" if champion else "")
           + f"; report in {Path(args.out) / 'comparison.html'}")

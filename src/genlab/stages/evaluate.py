@@ -42,6 +42,7 @@ def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: 
     per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
     results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
                "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class}
+    results |= {f"test_{key}": value for key, value in metrics.detail(x_test, reconstructions).items()}
     for kind, names in SUBGROUP_KINDS.items():
         members = groups[f"{kind}_group"].to_numpy()
         per_group = {name: float(errors["bce"][members == name].mean()) for name in names if np.any(members == name)}
@@ -58,7 +59,7 @@ def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: 
         "latent_map.png": plots.latent_map(metrics.pca_2d(model.encode(x_test)), y_test,
                                            f"{title}: latent codes, first two principal components"),
     }
-    return results, figures, {GRID_FILE: reconstructions[grid]}
+    return results, figures, {GRID_FILE: reconstructions[grid]}, reconstructions
 
 
 def sampling_report(model, num_samples: int, title: str):
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     groups = morphometry.subgroups(test_measures, (subgroup_thresholds["thin_stroke_threshold"],
                                                    subgroup_thresholds["thick_stroke_threshold"]),
                                    params.audit.upright_degrees)
-    results = {key: training_summary[key] for key in ("num_params", "train_seconds", "epochs_trained")}
+    results = {key: training_summary[key] for key in ("num_params", "num_hyperparameters", "train_seconds",
+                                                      "epochs_trained") if key in training_summary}
     figures, rows = {}, {}
     phases = progress.bar(desc=f"evaluate {args.model}", total=7, unit="phase")
 
@@ -167,10 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         phases.set_postfix_str(phase, refresh=False)
         phases.update()
 
+    reconstructions = None
     if hasattr(model, "reconstruct"):
         grid = data.grid_indices(y_test, params.train.grid_images)
-        found, drawn, lined_up = reconstruction_report(model, x_test, y_test, grid, prepared.num_classes,
-                                                       params.evaluate.num_extreme_images, args.model, groups)
+        found, drawn, lined_up, reconstructions = reconstruction_report(
+            model, x_test, y_test, grid, prepared.num_classes, params.evaluate.num_extreme_images, args.model, groups)
         results, figures, rows = results | found, figures | drawn, rows | lined_up
     done("reconstructions")
     found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     done("sampling")
     judge = judges.load(args.judge)
     test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
+    if reconstructions is not None:  # does the rebuilt test image still show its digit? (the judge's view)
+        results["judge_accuracy_on_reconstructions"] = judge.accuracy(reconstructions, y_test)
     done("judge")
     results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
     done("sample quality")

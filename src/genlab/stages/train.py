@@ -16,7 +16,7 @@ from pathlib import Path
 from genlab import data, plots, tracking
 from genlab.diagnostics import diagnose
 from genlab.files import atomic_dir, atomic_file, write_json
-from genlab.params import check_image_shape, load_params, model_params
+from genlab.params import check_image_shape, hyperparameter_count, load_params, model_params
 from genlab.stages import argument_parser, run_stage
 
 RUN_FILE = "run.json"
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}family": config.family}
     with tracking.run(experiment_id, run_name=args.model, run_id=resumed_run, tags=tags) as run_id:
         backup.remember(run_id=run_id)
-        num_params = model.count_params()
+        num_params = training.trainable_parameters(model)
         if resumed_run is None:
-            tracking.log_params(config.model_dump() | {"num_params": num_params,
+            tracking.log_params(config.model_dump() | hyperparameter_count(config) | {"num_params": num_params,
                                                        "image_shape": prepared.image_shape,
                                                        "replicas": strategy.num_replicas_in_sync})
             log_grid(0)
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
                                   batch_size=config.batch_size,
                                   early_stopping_patience=config.early_stopping_patience,
                                   on_epoch=on_epoch, seed=config.seed, backup_dir=backup.folder,
-                                  backup_every_seconds=params.train.backup_every_seconds)
+                                  backup_every_seconds=params.train.backup_every_seconds,
+                                  learning_rate_schedule=config.learning_rate_schedule,
+                                  warmup_epochs=config.warmup_epochs)
         except training.TrainingDiverged:
             backup.clear()  # a rerun with the same settings would diverge again: start it afresh
             raise
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             log_grid(epochs_trained)
         diagnosis = diagnose(result.history[monitored], result.history.get(f"val_{monitored}"),
                              **params.train.diagnosis.model_dump())
-        summary = {"num_params": num_params, "train_seconds": round(result.seconds, 3),
+        summary = {"num_params": num_params, **hyperparameter_count(config),
+                   "train_seconds": round(result.seconds, 3),
                    "seconds_per_epoch": round(result.seconds_per_epoch, 4),
                    "train_images_per_second": round(len(prepared.train.x) / result.seconds_per_epoch, 1),
                    "epochs_trained": epochs_trained, "stopped_early": result.stopped_early,

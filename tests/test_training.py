@@ -1,0 +1,83 @@
+"""Shared training helpers: the learning-rate schedule, gradient clipping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from genlab import training  # noqa: E402
+from genlab.models import build_model  # noqa: E402
+from genlab.params import AutoencoderParams, GanParams  # noqa: E402
+
+
+def test_the_schedule_warms_up_then_follows_half_a_cosine():
+    factors = [training.schedule_factor(epoch, 10, "cosine", warmup_epochs=2) for epoch in range(10)]
+    assert factors[:2] == pytest.approx([1 / 3, 2 / 3])
+    assert factors[2] == 1.0 and factors[6] == pytest.approx(0.5) and factors[-1] < 0.05
+    assert all(later < earlier for earlier, later in zip(factors[2:], factors[3:]))
+    assert [training.schedule_factor(epoch, 10, "constant", 1) for epoch in (0, 1, 9)] == [0.5, 1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:96] / 16.0).astype(np.float32)
+
+
+def test_fit_sets_the_rate_of_every_optimizer_each_epoch_and_restores_it(images):
+    seen = []
+    gan = build_model(GanParams(family="gan", latent_dim=4, generator_units=(8,), discriminator_units=(8,),
+                                learning_rate=0.01), (8, 8))
+    record = lambda epoch, logs: seen.append([float(optimizer.learning_rate.numpy())  # noqa: E731
+                                              for optimizer in training.model_optimizers(gan)])
+    training.fit(gan, images, images[:32], epochs=4, batch_size=32, on_epoch=record,
+                 learning_rate_schedule="cosine", warmup_epochs=1)
+    expected = [0.01 * training.schedule_factor(epoch, 4, "cosine", 1) for epoch in range(4)]
+    assert [rates[0] for rates in seen] == pytest.approx(expected)
+    assert all(rates[0] == rates[1] for rates in seen)  # the discriminator's and the generator's
+    assert float(gan.d_optimizer.learning_rate.numpy()) == pytest.approx(0.01)  # as configured, after training
+
+
+def test_gradient_clipping_bounds_each_step():
+    optimizer = training.make_optimizer("sgd", 1.0, clip_norm=0.5)
+    weight = keras.Variable(np.zeros(2, np.float32))
+    optimizer.apply_gradients([(np.array([3.0, 4.0], np.float32), weight)])  # norm 5 -> 0.5
+    np.testing.assert_allclose(weight.numpy(), [-0.3, -0.4], rtol=1e-5)
+    assert math.isclose(float(np.linalg.norm(weight.numpy())), 0.5, rel_tol=1e-5)
+
+
+def test_warmup_must_leave_epochs_to_train():
+    with pytest.raises(ValueError, match=r"warmup_epochs \(5\) must be fewer than epochs \(5\)"):
+        AutoencoderParams(family="autoencoder", epochs=5, warmup_epochs=5)
+
+
+def test_a_run_with_a_schedule_resumed_after_a_kill_ends_with_the_same_weights(images, tmp_path):
+    """The schedule is a function of the epoch alone: a resumed run follows it as if never stopped, and a
+    backup's scheduled rate is not taken for the configured one."""
+    config = AutoencoderParams(family="autoencoder", hidden_units=(16,), latent_dim=4, learning_rate=0.01,
+                               batch_size=32, epochs=4, seed=0)
+    options = dict(epochs=4, batch_size=32, seed=0, learning_rate_schedule="cosine", warmup_epochs=1)
+
+    def fresh():
+        training.set_seed(0)
+        return build_model(config, (8, 8))
+
+    plain = fresh()
+    training.fit(plain, images, images[:32], **options)
+
+    def killed(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(fresh(), images, images[:32], on_epoch=killed, backup_dir=tmp_path, **options)
+    resumed = fresh()
+    result = training.fit(resumed, images, images[:32], backup_dir=tmp_path, **options)
+    assert result.resumed_at_epoch == 2
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), resumed.get_weights()))
+    assert float(resumed.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
