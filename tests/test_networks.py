@@ -1,9 +1,9 @@
-"""Convolutional networks for larger images: every generative family on 16x16 images.
+"""Convolutional networks for larger images: every generative family on real 28x28 MNIST.
 
 `network: auto` picks dense networks for the 8x8 digits and convolutional ones from 16
-pixels wide (MNIST's 28x28); these tests run the convolutional variants on tiny 16x16
-data: they build, train to a finite falling loss, sample deterministically and survive a
-save/load round trip.
+pixels wide (MNIST's 28x28); these tests build the convolutional variants (on 16x16 and
+28x28), train them on real MNIST images to a finite falling loss, sample deterministically
+and survive a save/load round trip.
 """
 
 from __future__ import annotations
@@ -46,15 +46,6 @@ def conv_layers(model: keras.Model) -> list:
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
 
 
-@pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    """The digits scaled up 2x to 16x16."""
-    from sklearn.datasets import load_digits
-
-    small = load_digits().images[:128] / 16.0
-    return np.kron(small, np.ones((1, 2, 2))).astype(np.float32)
-
-
 @pytest.mark.parametrize("family", sorted(SETTINGS))
 def test_auto_network_is_conv_for_larger_images_and_dense_for_the_digits(family):
     assert config(family).network_for((28, 28)) == "conv"
@@ -62,32 +53,6 @@ def test_auto_network_is_conv_for_larger_images_and_dense_for_the_digits(family)
     assert config(family, network="dense").network_for((28, 28)) == "dense"
     assert conv_layers(build_model(config(family), SHAPE))
     assert not conv_layers(build_model(config(family), (8, 8)))
-
-
-@pytest.mark.parametrize("family", sorted(SETTINGS))
-def test_conv_training_is_finite_and_the_loss_falls(family, images):
-    training.set_seed(0)
-    model = build_model(config(family), SHAPE)
-    result = training.fit(model, images, images[:32], epochs=6, batch_size=32)
-    curve = result.history[FIRST_LOSS[family]]
-    assert all(np.isfinite(value) for values in result.history.values() for value in values)
-    if family != "gan":  # a GAN's losses are a game, not a descent; finite is what can be asked
-        assert curve[-1] < curve[0]
-
-
-@pytest.mark.parametrize("family", sorted(SETTINGS))
-def test_conv_samples_are_images_deterministic_and_survive_save_load(family, images, tmp_path):
-    training.set_seed(0)
-    model = build_model(config(family), SHAPE)
-    training.fit(model, images, images[:32], epochs=1, batch_size=32)
-    samples = model.sample(5, seed=3)
-    assert samples.shape == (5, *SHAPE)
-    assert samples.min() >= 0.0 and samples.max() <= 1.0
-    np.testing.assert_array_equal(samples, model.sample(5, seed=3))
-    assert not np.array_equal(samples, model.sample(5, seed=4))
-    save_model(model, model.config, SHAPE, tmp_path)
-    reloaded, _ = load_model(tmp_path)
-    np.testing.assert_array_equal(reloaded.sample(5, seed=3), samples)
 
 
 def test_conv_levels_must_divide_the_image_size():
@@ -123,8 +88,9 @@ def mnist() -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", sorted(MNIST_SETTINGS))
-def test_conv_families_learn_from_real_mnist(family, mnist):
-    """Three epochs on 400 real 28x28 digits: a finite loss that falls (a GAN's: finite), deterministic samples."""
+def test_conv_families_learn_from_real_mnist(family, mnist, tmp_path):
+    """Three epochs on 400 real 28x28 digits: a finite loss that falls (a GAN's: finite), deterministic samples
+    that differ per seed and survive a save/load round trip."""
     training.set_seed(0)
     settings = dict(family=family, network="conv", batch_size=32, epochs=3, seed=0) | MNIST_SETTINGS[family]
     model = build_model(FAMILY_PARAMS[family](**settings), (28, 28))
@@ -137,3 +103,7 @@ def test_conv_families_learn_from_real_mnist(family, mnist):
     samples = model.sample(8, seed=1)
     assert samples.shape == (8, 28, 28) and samples.min() >= 0 and samples.max() <= 1
     np.testing.assert_array_equal(samples, model.sample(8, seed=1))
+    assert not np.array_equal(samples, model.sample(8, seed=2))
+    save_model(model, model.config, (28, 28), tmp_path)
+    reloaded, _ = load_model(tmp_path)
+    np.testing.assert_array_equal(reloaded.sample(8, seed=1), samples)
