@@ -2,6 +2,7 @@
 # runs the whole pipeline with DVC and prints where the reports are.
 # `make run CONFIG=configs/mnist_sample.yaml` first makes params.yaml that configuration
 # (python -m genlab.configs: it validates it, and never overwrites edits of your own).
+# `make run VERBOSE=1` shows Keras's epoch lines and TensorFlow's log instead of one progress bar per training.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,9 +10,13 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 CONFIG ?=
+VERBOSE ?=
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+ifneq ($(VERBOSE),)
+export GENLAB_VERBOSE := 1   # make run VERBOSE=1: Keras's epoch lines and all of TensorFlow's log
+endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test ui setup clean-venv benchmark
@@ -39,7 +44,7 @@ test: $(STAMP)
 
 # The UI binds to loopback only unless HOST says otherwise (HOST=0.0.0.0 exposes the store to the network).
 ui: $(STAMP)
-	@echo "MLflow UI on http://$(HOST):$(PORT): choose 'Model training' at the top left, then genlab (Ctrl-C stops it)"
+	@echo "MLflow UI: $$($(BIN)/python -m genlab.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
 
 benchmark: $(STAMP)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from genlab import data, sandbox
+from genlab import console, data, sandbox
 from genlab.params import parse_params
 from pipeline_project import MNIST_MODELS, PROJECT, stages_run, tiny_mnist_params
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 def mnist_project(tmp_path_factory):
     root = sandbox.copy_project(PROJECT, tmp_path_factory.mktemp("genlab-mnist"), tiny_mnist_params())
     done = sandbox.run(["dvc", "repro"], root)
-    return root, done.stdout
+    return root, done.stdout + done.stderr
 
 
 def read(root, path: str) -> dict:
@@ -80,3 +80,11 @@ def test_models_that_failed_are_said_to_have_failed(mnist_project):
     if len(rejected) == len(table):
         assert "**No model is recommended**" in report and "Best sample quality" not in report
         assert "no model is recommended, so none is registered" in output
+
+
+def test_the_console_shows_no_tensorflow_noise_and_no_epoch_lines(mnist_project):
+    _, output = mnist_project
+    lines = output.splitlines()
+    assert not [line for line in lines if console.noise_pattern().search(line)]
+    assert not [line for line in lines if line.startswith(("I0000", "W0000", "E0000", "Epoch "))]
+    assert len(lines) < 40 * (len(MNIST_MODELS) * 2 + 4)  # about a screen per stage at most

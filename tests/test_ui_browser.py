@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from genlab import tracking
+
 import services
 from pipeline_project import MODELS, PROJECT
 
@@ -68,10 +70,8 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
     assert set(MODELS) <= set(run_ids)
 
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    page.goto(f"{ui}/")  # what the README says: Model training at the top left, then the experiment
-    page.get_by_text("Model training", exact=True).first.click()
-    page.get_by_role("link", name="genlab", exact=True).first.click()
-    for name in MODELS:  # the experiment opens on its runs table, which names every model
+    page.goto(tracking.runs_url(ui, experiment["experiment_id"]))  # the link that make ui and make run print
+    for name in MODELS:  # the runs table in the model-training view names every model
         page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=SCREENSHOTS / "experiment.png")
 

@@ -17,7 +17,23 @@ SHOWN = ("model", "family", "recommended", "fid", "fid_to_floor", "precision", "
          "sampling_seconds_per_1000", "num_params", "num_hyperparameters", "test_bce")
 
 
-def main() -> None:
+def runs_url(base_url: str) -> str:
+    """Where the UI at `base_url` shows this project's runs (the experiment named in params.yaml)."""
+    from genlab import tracking
+    from genlab.params import load_params
+
+    return tracking.runs_url(base_url, tracking.setup(load_params("params.yaml").tracking.experiment))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs-url", metavar="BASE_URL", help="print only the link to the runs table of the UI there")
+    args = parser.parse_args(argv)
+    if args.runs_url:
+        print(runs_url(args.runs_url))
+        return
     report = Path("reports/compare/comparison.md")
     table = Path("reports/compare/comparison.csv")
     if report.is_file():
@@ -33,7 +49,7 @@ def main() -> None:
     for what, where in REPORTS.items():
         print(f"  {what:<45} {where}")
     print("\nMLflow UI (runs, loss curves, sample grids, the comparison run, the registered champion):")
-    print("  make ui        # then open http://127.0.0.1:5000, choose 'Model training' (top left), then genlab")
+    print(f"  make ui        # then open {runs_url('http://127.0.0.1:5000')}")
     print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.vae.latent_dim=4")
 
 

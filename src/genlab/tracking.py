@@ -89,6 +89,12 @@ def setup(experiment: str) -> str:
             return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
+def runs_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the UI's model-training view: MLflow 3's UI opens on its GenAI view
+    unless the URL asks for `workflowType=machine_learning` (MLflow 3.17 ignores the experiment-kind tag)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True,

@@ -17,6 +17,7 @@ from typing import ClassVar
 import keras
 import numpy as np
 
+from genlab import console, progress
 from genlab.files import atomic_dir, read_json, write_json
 
 
@@ -249,6 +250,28 @@ class _EpochHook(keras.callbacks.Callback):
             self.on_epoch(epoch, self.logs[-1])
 
 
+class _EpochBar(keras.callbacks.Callback):
+    """One progress bar per training (epochs, with the current losses) in place of Keras's epoch lines."""
+
+    SHOWN = 4  # losses on the bar; the CSV, the figure and MLflow have them all
+
+    def __init__(self, epochs: int, name: str) -> None:
+        super().__init__()
+        self.epochs, self.name, self.bar = epochs, name, None
+
+    def on_train_begin(self, logs=None):
+        self.bar = progress.bar(desc=f"train {self.name}", total=self.epochs, unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = [(key, value) for key, value in (logs or {}).items() if key != "learning_rate"][: self.SHOWN]
+        self.bar.set_postfix_str(", ".join(f"{key} {float(value):.4g}" for key, value in shown), refresh=False)
+        self.bar.update(epoch + 1 - self.bar.n)  # a resumed training starts at its first epoch not done
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _noise_states(model: keras.Model) -> list:
     """The state variables of the model's keras.random.SeedGenerators (a VAE's, GAN's, flow's or DDPM's
     noise), which `save_weights` leaves out."""
@@ -336,6 +359,7 @@ def fit(
     early_stopping_patience: int | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     targets: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0, backup_dir: str | Path | None = None,
     backup_every_seconds: float = 0.0, learning_rate_schedule: str = "constant", warmup_epochs: int = 0,
+    name: str = "model",
 ) -> FitResult:
     """Train a model on the images, with `targets` (train, validation) for a classifier and the images
     themselves otherwise; raise TrainingDiverged on a non-finite loss.
@@ -345,6 +369,7 @@ def fit(
     from the last one kept, ending with the same weights as a run that never
     stopped (on the CPU, where the kernels are deterministic). The caller deletes the folder once
     the outputs are safe. With early stopping there is no backup (its state is not kept).
+    The console shows one progress bar named `name`, or Keras's epoch lines when console.verbose().
     """
     y_train, y_val = targets if targets is not None else (x_train, x_val)
     batches = EpochBatches(x_train, y_train, batch_size, seed)
@@ -368,9 +393,11 @@ def fit(
         early_stopping = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True)
         callbacks.append(early_stopping)
+    if not console.verbose():
+        callbacks.append(_EpochBar(epochs, name))
     started = time.perf_counter()
     model.fit(batches, validation_data=(x_val, y_val), epochs=epochs, shuffle=False, callbacks=callbacks,
-              verbose=2)
+              verbose=2 if console.verbose() else 0)
     seconds = time.perf_counter() - started
     resumed = resumable.first_epoch if resumable is not None else 0
     seconds += sum(entry["epoch_seconds"] for entry in epochs_hook.logs[:resumed])  # before the interruption

@@ -8,10 +8,17 @@ line on stderr and a non-zero exit, instead of a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Callable
+
+from genlab import console
+
+# `python -m genlab.stages.<stage>` imports this package before the stage's module, and so before TensorFlow,
+# while sys.argv[0] is still "-m": TensorFlow's start-up lines out of the stage's log (GENLAB_VERBOSE=1: in).
+# A process that imports the stages as a library (pytest, a notebook) keeps its stderr as it is.
+if sys.argv[:1] in (["-m"], ["-c"]):
+    console.quiet_native_logs()
 
 EXIT_USER_ERROR = 2
 
@@ -40,7 +47,6 @@ def _terminate(signum, frame) -> None:
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a stage's main; a user error prints `error: ...` and exits with status 2; SIGTERM or Ctrl-C
     stop it cleanly (a training keeps its last completed epoch for the rerun to resume from)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of stage logs
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)

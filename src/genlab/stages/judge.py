@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         result = training.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                               on_epoch=lambda epoch, logs: epoch_metrics.add(logs, step=epoch + 1),
-                              targets=(prepared.train.y, prepared.validation.y), seed=config.seed)
+                              targets=(prepared.train.y, prepared.validation.y), seed=config.seed, name="judge")
         epoch_metrics.flush()
         predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
         correct = (predicted == prepared.test.y).astype(np.float64)

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                                   on_epoch=on_epoch, seed=config.seed, backup_dir=backup.folder,
                                   backup_every_seconds=params.train.backup_every_seconds,
                                   learning_rate_schedule=config.learning_rate_schedule,
-                                  warmup_epochs=config.warmup_epochs)
+                                  warmup_epochs=config.warmup_epochs, name=args.model)
         except training.TrainingDiverged:
             backup.clear()  # a rerun with the same settings would diverge again: start it afresh
             raise

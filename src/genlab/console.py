@@ -1,0 +1,78 @@
+"""A console a person can read: TensorFlow's C++ log lines that are not news kept out of the stage
+logs, and one progress bar per training instead of an epoch line each. `GENLAB_VERBOSE=1` (or
+`make run VERBOSE=1`) brings back both the per-epoch lines and everything TensorFlow writes."""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import io
+import os
+import re
+import sys
+import threading
+
+VERBOSE_ENV = "GENLAB_VERBOSE"
+# What TensorFlow's C++ side writes on every start of a CPU machine, whatever the work: absl's notice,
+# oneDNN's, the CPU-features note, the CUDA probe (an "E" line on every machine without a GPU), tf.data's
+# notice that a graph attribute is newer than the runtime, and oneDNN's fallback on CPUs without AVX-512.
+# Anything else C++ writes still shows.
+NOISE = (r"All log messages before absl::InitializeLog", r"oneDNN custom operations are on",
+         r"cpu_feature_guard\.cc", r"rebuild TensorFlow with the appropriate compiler flags",
+         r"cudart_stub\.cc.*Could not find cuda drivers", r"NodeDef mentions attribute use_unbounded_threadpool",
+         r"oneDNN supports DT_INT32 only on platforms with AVX-512")
+CUDA_PROBE = r"failed call to cuInit"
+
+
+def verbose() -> bool:
+    """Whether the per-epoch lines and all of TensorFlow's log lines are wanted (GENLAB_VERBOSE=1)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def noise_pattern(gpu_present: bool | None = None) -> re.Pattern:
+    """The lines left out; a failed CUDA start is left out only where there is no GPU to start."""
+    if gpu_present is None:
+        gpu_present = bool(glob.glob("/dev/nvidia[0-9]*"))
+    return re.compile("|".join(NOISE + (() if gpu_present else (CUDA_PROBE,))))
+
+
+class _NativeStderrFilter:
+    """File descriptor 2 (where C++ writes) becomes a pipe that a thread copies to the real stderr, line by
+    line, leaving out the noise; Python's own sys.stderr writes to the real stderr directly, so warnings,
+    tracebacks and progress bars are untouched."""
+
+    def __init__(self, noise: re.Pattern) -> None:
+        self.noise = noise
+        sys.stderr.flush()
+        self.real = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.reader = os.fdopen(read, "rb")
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(self.real), "wb", buffering=0), write_through=True,
+                                      errors="backslashreplace")
+        self.thread = threading.Thread(target=self._copy, name="genlab-stderr-filter", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def _copy(self) -> None:
+        for line in self.reader:
+            if not self.noise.search(line.decode(errors="replace")):
+                os.write(self.real, line)
+
+    def close(self) -> None:
+        """Let the thread copy what is left (at exit), and give fd 2 back."""
+        sys.stderr.flush()
+        os.dup2(self.real, 2)  # closes the pipe's last write end: the thread reads to its end
+        self.thread.join(timeout=5)
+
+
+_installed: _NativeStderrFilter | None = None
+
+
+def quiet_native_logs() -> None:
+    """Keep TensorFlow's start-up and tf.data notices out of this process's stderr (not when verbose)."""
+    global _installed
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING lines off; errors still show
+    if _installed is None and not verbose():
+        _installed = _NativeStderrFilter(noise_pattern())

@@ -1,0 +1,73 @@
+"""A console a person can read: a stage's output has no TensorFlow start-up lines and one progress bar per
+training, its errors still stand out, and GENLAB_VERBOSE=1 brings the per-epoch lines back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from genlab import console
+
+NOISY = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+         "I0000 00:00:1796156636.646922   18517 port.cc:153] oneDNN custom operations are on. You may see ...",
+         "I0000 00:00:1796156636.647912   18517 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+         "GPU will not be used.",
+         "E0000 00:00:1796156361.842219    4381 node_def_util.cc:682] NodeDef mentions attribute "
+         "use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; ...>"]
+CUDA = "E0000 00:00:1796156361.8 4381 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error (303)"
+
+# a stage in miniature: the real run_stage, a real training (keras, tf.data), then the user's mistake
+STAGE = textwrap.dedent("""
+    import genlab.stages  # first, as `python -m genlab.stages.<stage>` imports it
+    import numpy as np
+    from genlab import training
+    from genlab.data import DataError
+    from genlab.models import build_model
+    from genlab.params import FAMILY_PARAMS
+    from genlab.stages import run_stage
+
+    def main(argv):
+        config = FAMILY_PARAMS["autoencoder"](family="autoencoder", hidden_units=(8,), latent_dim=2)
+        model = build_model(config, (8, 8))
+        images = np.random.default_rng(0).random((64, 8, 8)).astype("float32")
+        training.fit(model, images, images[:16], epochs=3, batch_size=16, name="tiny")
+        raise DataError("data/raw/mine.npz: NaN pixels in 3 images")
+
+    run_stage(main)
+""")
+
+
+def test_the_noise_is_recognised_and_nothing_else():
+    noise = console.noise_pattern(gpu_present=False)
+    assert all(noise.search(line) for line in NOISY + [CUDA])
+    assert not noise.search("E0000 12:00 cuda_executor.cc:1] out of memory allocating 8 GiB")
+    assert not noise.search("error (DataError): data/raw/mine.npz: NaN pixels")
+    assert not console.noise_pattern(gpu_present=True).search(CUDA)  # with a GPU, a failed CUDA start is news
+
+
+def run(script: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                                                  console.VERBOSE_ENV)}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=environment | env)
+
+
+def test_a_stage_shows_a_progress_bar_and_its_error_without_tensorflow_noise():
+    done = run(STAGE)
+    assert done.returncode == 2
+    assert "error (DataError): data/raw/mine.npz: NaN pixels in 3 images" in done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in lines if console.noise_pattern().search(line)]
+    assert not [line for line in lines if line.startswith(("I0000", "W0000", "E0000", "Epoch "))]
+    verbose = run(STAGE, GENLAB_VERBOSE="1")
+    assert verbose.returncode == 2 and "error (DataError)" in verbose.stderr
+    assert "Epoch 3/3" in verbose.stdout  # Keras's own lines, on request
+
+
+def test_links_open_the_runs_table_in_the_model_training_view():
+    from genlab import tracking
+
+    assert tracking.runs_url("http://127.0.0.1:5000/", "7") == \
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
