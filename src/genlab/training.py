@@ -96,8 +96,8 @@ def schedule_factor(epoch: int, epochs: int, schedule: str, warmup_epochs: int =
         return (epoch + 1) / (warmup_epochs + 1)
     if schedule == "constant":
         return 1.0
-    progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    elapsed = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * elapsed))
 
 
 def model_optimizers(model: keras.Model) -> list:
