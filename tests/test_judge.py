@@ -63,7 +63,7 @@ def test_autoencoder_samples_from_a_gaussian_fitted_to_its_codes(digits, tmp_pat
     np.testing.assert_array_equal(load_model(tmp_path)[0].sample(6, seed=1), samples)
 
 
-def test_champion_is_registered_as_a_pyfunc_that_generates(digits, tmp_path, monkeypatch):
+def test_a_model_is_a_logged_model_loaded_without_pickle_and_registered_as_champion(digits, tmp_path, monkeypatch):
     import mlflow
 
     from genlab import tracking
@@ -79,10 +79,20 @@ def test_champion_is_registered_as_a_pyfunc_that_generates(digits, tmp_path, mon
     (tmp_path / "model").mkdir()
     save_model(model, config, (8, 8), tmp_path / "model")
     experiment_id = tracking.setup("registry-test")
+    with tracking.run(experiment_id, run_name="ae") as run_id:
+        tracking.log_metrics({"train/loss": 0.5}, step=1)  # the last epoch's: MLflow links it to the model
+        model_id = tracking.log_generator(tmp_path / "model", "ae", (8, 8), step=1)
+        tracking.log_metrics({"test/fid": 3.0}, model_id=model_id)
+    logged = mlflow.get_logged_model(model_id)
+    assert logged.source_run_id == run_id and logged.name == "ae"
+    assert {metric.key: metric.value for metric in logged.metrics} == {"train/loss": 0.5, "test/fid": 3.0}
+    assert not list((tmp_path / "mlartifacts").rglob("*.pkl"))  # models-from-code: nothing pickled
     with tracking.run(experiment_id, run_name="comparison"):
-        version = tracking.register_generator(tmp_path / "model", "digits-generator", model.sample(4, seed=0))
+        version = tracking.register_champion(model_id, "digits-generator")
     assert version == "1"
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     loaded = mlflow.pyfunc.load_model("models:/digits-generator@champion")
     images = loaded.predict({"num_images": 5, "seed": 3})
     assert np.asarray(images).shape == (5, 8, 8)
     np.testing.assert_allclose(np.asarray(images), model.sample(5, seed=3), atol=1e-6)
+    np.testing.assert_allclose(loaded.unwrap_python_model().reconstruct(x[:4]), model.reconstruct(x[:4]), atol=1e-6)

@@ -118,12 +118,16 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     try:
         generator = mlflow.pyfunc.load_model("models:/genlab-generator@champion")
         images = np.asarray(generator.predict({"num_images": 6, "seed": 1}))
-        version = mlflow.MlflowClient().get_model_version_by_alias("genlab-generator", "champion")
-        run_tags = mlflow.MlflowClient().get_run(version.run_id).data.tags
+        client = mlflow.MlflowClient()
+        version = client.get_model_version_by_alias("genlab-generator", "champion")
+        model_run = client.get_run(version.run_id).data.tags  # registered from the model's LoggedModel
+        comparison_id = model_run["genlab.comparison_run_id"]
+        comparison_tags = client.get_run(comparison_id).data.tags
     finally:
         mlflow.set_tracking_uri(None)
     assert images.shape == (6, 8, 8) and 0 <= images.min() and images.max() <= 1
-    assert run_tags["mlflow.runName"] == "comparison" and run_tags["genlab.champion"] == best
+    assert model_run["mlflow.runName"] == best and comparison_tags["genlab.champion"] == best
+    assert version.source == f"models:/{comparison_tags['genlab.champion_model_id']}"
     assert json.loads((root / "reports/validation/summary.json").read_text())["success"] is True
     audit = json.loads((root / "reports/audit/metrics.json").read_text())
     assert audit["split_consistency"]["consistent"] is True
@@ -154,10 +158,10 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
     for name in MODELS:
         steps = [row[0] for row in mlflow_rows(
             root, "select step from metrics where run_uuid = ? and key = ? order by step", runs[name],
-            "g_loss" if name.startswith("gan") else "loss")]
+            "train/g_loss" if name.startswith("gan") else "train/loss")]
         assert steps == [1, 2, 3, 4, 5]
-        test_metric = {"gan_d": "test_d_real", "flow_e": "test_nll_bits_per_dim",
-                       "ddpm_f": "test_noise_mse"}.get(name, "test_bce")
+        test_metric = {"gan_d": "test/d_real", "flow_e": "test/nll_bits_per_dim",
+                       "ddpm_f": "test/noise_mse"}.get(name, "test/bce")
         assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = ?", runs[name], test_metric)
         tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
         assert tags["genlab.comparison_run_id"] == runs["comparison"]
@@ -177,9 +181,88 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         assert steps_logged == {0, 2, 4, 5}  # every grid_every_epochs=2, and the last epoch
         shown = "evaluation/reconstructions.png" if name in ENCODERS else "evaluation/samples.png"
         assert (artifacts / shown).is_file()
-        assert (artifacts / "model/model.weights.h5").is_file()
+        assert tags["mlflow.note.content"].startswith(tags["genlab.family"])  # the run's description
+        assert "Test: FID " in tags["mlflow.note.content"]
     comparison_tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs["comparison"]))
     assert all(f"{name}={runs[name]}" in comparison_tags["genlab.compared_runs"] for name in MODELS)
+    assert "Which generative AI is right for you?" in comparison_tags["mlflow.note.content"]
+    # the comparison, not copies of the model runs' metrics
+    assert {key for (key,) in mlflow_rows(root, "select distinct key from metrics where run_uuid = ?",
+                                          runs["comparison"])} == {"compare/models", "compare/recommended"}
+
+
+@pytest.fixture(scope="module")
+def client(project):
+    import mlflow
+
+    root, _ = project
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def model_runs(client) -> dict:
+    experiment = client.get_experiment_by_name("genlab")
+    found = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
+    return {run.info.run_name: run for run in found if run.info.run_name in MODELS}
+
+
+def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, client):
+    root, _ = project
+    data_md5 = json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
+    for name, run in model_runs(client).items():
+        keys = set(run.data.metrics)
+        assert len(keys) <= 30, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
+        assert {key.split("/")[0] for key in keys} == {"train", "test", "bias", "timing"}, (name, sorted(keys))
+        loss = "g_loss" if name.startswith("gan") else "loss"  # a GAN has no single loss: its generator's
+        assert {f"train/{loss}", f"train/val_{loss}", "test/fid", "test/fid_to_floor", "test/recall",
+                "bias/amplification", "timing/sampling_seconds_per_1000"} <= keys
+        assert not [key for key in keys if re.search(r"_class_\d|_(thin|medium|thick|left|upright|right)_", key)]
+        inputs = {item.dataset.name: (item.dataset.digest, {tag.key: tag.value for tag in item.tags},
+                                      json.loads(item.dataset.source)["uri"]) for item in run.inputs.dataset_inputs}
+        assert set(inputs) == {"digits-train", "digits-validation", "digits-test"}
+        for split in ("train", "validation", "test"):
+            digest, tags, source = inputs[f"digits-{split}"]
+            assert digest == data_md5 and tags["mlflow.data.context"] == split
+            assert source == f"data/prepared/x_{split}.npy"
+        tables = json.loads(run.data.tags["mlflow.loggedArtifacts"])
+        assert {"path": "tables/per_class.json", "type": "table"} in tables
+        per_class = json.loads(Path(run.info.artifact_uri.removeprefix("file://"), "tables/per_class.json").read_text())
+        assert len(per_class["data"]) == 10 and "corrected_share_ratio" in per_class["columns"]
+
+
+def test_every_model_is_a_logged_model_that_loads_without_pickle_and_generates_its_samples(project, client,
+                                                                                           monkeypatch):
+    import mlflow
+
+    from genlab.models import load_model
+
+    root, _ = project
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    runs = model_runs(client)
+    found = {model.name: model for model in mlflow.search_logged_models(
+        experiment_ids=[client.get_experiment_by_name("genlab").experiment_id], output_format="list")}
+    assert set(MODELS) <= set(found)
+    for name in MODELS:
+        logged = found[name]
+        assert logged.source_run_id == runs[name].info.run_id
+        recorded = json.loads((root / f"models/{name}/run.json").read_text())
+        assert recorded["model_id"] == logged.model_id
+        linked = {metric.key: metric for metric in logged.metrics}  # what the experiment's Models tab lists
+        assert {"test/fid", "test/precision", "test/recall", "train/val_g_loss" if name.startswith("gan")
+                else "train/val_loss"} <= set(linked)
+        assert linked["test/fid"].dataset_name == "digits-test"
+        assert linked["test/fid"].value == pytest.approx(
+            json.loads((root / f"reports/eval/{name}.json").read_text())["fid"])
+        generator = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+        own, _ = load_model(root / f"models/{name}")
+        np.testing.assert_allclose(np.asarray(generator.predict({"num_images": 3, "seed": 7})),
+                                   own.sample(3, seed=7), atol=1e-5)
+        if name in ENCODERS:
+            images = np.load(root / "data/prepared/x_test.npy")[:4]
+            np.testing.assert_allclose(generator.unwrap_python_model().reconstruct(images), own.reconstruct(images),
+                                       atol=1e-5)
+    assert not list((root / "mlartifacts").rglob("*.pkl"))
 
 
 def test_second_repro_does_nothing(project):

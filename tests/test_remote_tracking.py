@@ -41,8 +41,8 @@ def test_the_pipeline_logs_runs_metrics_artifacts_and_the_champion_to_the_server
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert {"audit", "judge", "ae_a", "vae_c", "comparison"} <= set(runs)
     vae = runs["vae_c"]
-    assert vae.info.status == "FINISHED" and vae.data.metrics["fid"] > 0
-    assert [point.step for point in client.get_metric_history(vae.info.run_id, "loss")] == [1, 2, 3, 4, 5]
+    assert vae.info.status == "FINISHED" and vae.data.metrics["test/fid"] > 0
+    assert [point.step for point in client.get_metric_history(vae.info.run_id, "train/loss")] == [1, 2, 3, 4, 5]
     assert vae.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server, not a local path
     listed = {item.path for item in client.list_artifacts(vae.info.run_id, "evaluation")}
     assert "evaluation/samples.png" in listed
@@ -53,6 +53,11 @@ def test_the_pipeline_logs_runs_metrics_artifacts_and_the_champion_to_the_server
     mlflow.set_tracking_uri(address)
     champion = mlflow.pyfunc.load_model("models:/genlab-generator@champion")
     assert champion.predict({"num_images": 3, "seed": 1}).shape == (3, 8, 8)
+    logged = {model.name: model for model in mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list")}
+    assert {"ae_a", "vae_c"} <= set(logged)  # the LoggedModels, their metrics and artifacts on the server
+    assert {metric.key for metric in logged["vae_c"].metrics} >= {"test/fid", "test/recall"}
+    assert list((folder / "artifacts").rglob("model.weights.h5"))
 
     with psycopg.connect(database) as connection, connection.cursor() as cursor:  # PostgreSQL holds them
         cursor.execute("select count(*) from runs where experiment_id = %s", (int(experiment.experiment_id),))

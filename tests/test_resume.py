@@ -86,7 +86,7 @@ def test_a_killed_training_resumes_to_the_same_weights_and_the_same_run(tmp_path
     assert json.loads((root / "models" / MODEL / "run.json").read_text())["run_id"] == run_id
     with sqlite3.connect(root / "mlflow.db") as connection:
         steps = [step for (step,) in connection.execute(
-            "select step from metrics where run_uuid = ? and key = 'loss' order by step", (run_id,))]
+            "select step from metrics where run_uuid = ? and key = 'train/loss' order by step", (run_id,))]
         resumed_tag = connection.execute("select value from tags where run_uuid = ? and key = ?",
                                          (run_id, "genlab.resumed_at_epoch")).fetchone()
     assert steps == list(range(1, EPOCHS + 1)) and resumed_tag == (str(resumed_from),)

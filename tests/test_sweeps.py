@@ -60,10 +60,10 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
         for name in experiments:
             assert recorded[(name, "ae_a")][0] == "FINISHED" and recorded[(name, "comparison")][0] == "FINISHED"
             run_id = recorded[(name, "ae_a")][1]
-            steps = connection.execute("select step from metrics where run_uuid = ? and key = 'loss' order by step",
+            steps = connection.execute("select step from metrics where run_uuid = ? and key = 'train/loss' order by step",
                                        (run_id,)).fetchall()
             assert [step for (step,) in steps] == [1, 2, 3, 4, 5]  # every epoch, none lost to the other writer
             params = dict(connection.execute("select key, value from params where run_uuid = ?", (run_id,)))
             assert (int(params["latent_dim"]), float(params["learning_rate"])) == experiments[name]
-            assert connection.execute("select value from metrics where run_uuid = ? and key = 'fid'",
+            assert connection.execute("select value from metrics where run_uuid = ? and key = 'test/fid'",
                                       (run_id,)).fetchone()

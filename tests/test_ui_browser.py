@@ -1,8 +1,10 @@
 """The MLflow UI in a real browser: a real `mlflow server` on a free loopback port against the tiny
 project's store, opened in headless Chromium (Debian's package) driven by Playwright.
 
-Checks what a user reviews: the experiment page lists every model run, a model run shows its
-metrics, and its artifacts include the sample grid as an image the browser decodes. Screenshots
+Checks what a user reviews: the runs table in the model-training view lists every model run; a
+model run shows its description, its namespaced metrics (a chart section per prefix: train, test,
+bias, timing), its datasets and its LoggedModel, and its artifacts include the sample grid as an
+image the browser decodes; the experiment's Models tab lists every model with its FID. Screenshots
 go to reports/ui/ (git-ignored) for a person to look at.
 """
 
@@ -77,9 +79,18 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
 
     run_page = f"{ui}/#/experiments/{experiment['experiment_id']}/runs/{run_ids['vae_c']}"
     page.goto(f"{run_page}?{MODEL_TRAINING}")
-    for metric in ("fid", "test_bce", "bias_amplification", "val_loss"):  # the overview's metrics table
-        page.get_by_text(metric, exact=True).first.wait_for(timeout=60_000)
+    for shown in ("test/fid", "test/bce", "bias/amplification", "train/val_loss",  # the overview's metrics table,
+                  "digits-train", "Logged models (1)"):  # its Datasets section and its LoggedModel
+        page.get_by_text(shown, exact=False).first.wait_for(timeout=60_000)
+    description = api(ui, f"runs/get?run_id={run_ids['vae_c']}")["run"]["data"]["tags"]
+    description = next(tag["value"] for tag in description if tag["key"] == "mlflow.note.content")
+    page.get_by_text(description.split(": ", 1)[1][:40]).first.wait_for(timeout=60_000)  # shown as its description
     page.screenshot(path=SCREENSHOTS / "run.png", full_page=True)
+
+    page.goto(f"{run_page}/model-metrics?{MODEL_TRAINING}")  # one chart section per prefix of the metric keys
+    for section in ("train", "test", "bias", "timing"):
+        page.get_by_text(section, exact=True).first.wait_for(timeout=60_000)
+    page.screenshot(path=SCREENSHOTS / "charts.png")
 
     page.goto(f"{run_page}/artifacts/{urllib.parse.quote('evaluation/samples.png')}?{MODEL_TRAINING}")
     page.get_by_text("samples.png", exact=True).first.wait_for(timeout=60_000)
@@ -88,4 +99,16 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
     assert shown.evaluate("image => image.naturalWidth") > 100
     page.screenshot(path=SCREENSHOTS / "artifact.png")
     page.close()
-    assert all((SCREENSHOTS / f"{name}.png").stat().st_size > 10_000 for name in ("experiment", "run", "artifact"))
+
+    wide = browser.new_page(viewport={"width": 2600, "height": 900})  # the Models tab: every model, its FID beside
+    wide.goto(f"{ui}/#/experiments/{experiment['experiment_id']}/models?{MODEL_TRAINING}")
+    wide.get_by_text("test/fid", exact=True).first.wait_for(timeout=60_000)
+    for name in MODELS:
+        wide.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        fid = api(ui, f"runs/get?run_id={run_ids[name]}")["run"]["data"]["metrics"]
+        fid = next(metric["value"] for metric in fid if metric["key"] == "test/fid")
+        wide.get_by_text(str(fid), exact=True).first.wait_for(timeout=60_000)
+    wide.screenshot(path=SCREENSHOTS / "models.png")
+    wide.close()
+    assert all((SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+               for name in ("experiment", "run", "charts", "artifact", "models"))

@@ -177,6 +177,15 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     return lines
 
 
+def description(table: pd.DataFrame, answers: list[str], rank_by: str) -> str:
+    """The comparison run's description (Markdown, shown on its page): what was compared, and the answers."""
+    recommended = int(table["recommended"].sum()) if "recommended" in table else len(table)
+    return (f"Which generative AI is right for you? {len(table)} models compared, {recommended} recommended, ranked "
+            f"by {rank_by}. Each model's metrics are in its own run (tagged `genlab.comparison_run_id` with this "
+            f"run's id) and its LoggedModel; this run holds the table, the figures and the answers.\n\n"
+            + "".join(f"- {line}\n" for line in answers))
+
+
 def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict) -> str:
     shown = table.astype(object).where(table.notna(), None)
     return (f"# Which generative AI is right for you?\n\n"

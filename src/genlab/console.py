@@ -71,8 +71,12 @@ _installed: _NativeStderrFilter | None = None
 
 
 def quiet_native_logs() -> None:
-    """Keep TensorFlow's start-up and tf.data notices out of this process's stderr (not when verbose)."""
+    """Keep TensorFlow's start-up and tf.data notices, and MLflow's INFO lines, out of this process's stderr
+    (not when verbose)."""
     global _installed
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING lines off; errors still show
     if _installed is None and not verbose():
+        # MLflow's INFO lines (a new store's migrations, "Created version 3 of model ..."): the stage prints
+        # its own result line; MLflow's warnings and errors still show
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         _installed = _NativeStderrFilter(noise_pattern())

@@ -17,12 +17,12 @@ SHOWN = ("model", "family", "recommended", "fid", "fid_to_floor", "precision", "
          "sampling_seconds_per_1000", "num_params", "num_hyperparameters", "test_bce")
 
 
-def runs_url(base_url: str) -> str:
-    """Where the UI at `base_url` shows this project's runs (the experiment named in params.yaml)."""
+def runs_url(base_url: str, tab: str = "runs") -> str:
+    """Where the UI at `base_url` shows this project's runs, or its `models` (the experiment named in params.yaml)."""
     from genlab import tracking
     from genlab.params import load_params
 
-    return tracking.runs_url(base_url, tracking.setup(load_params("params.yaml").tracking.experiment))
+    return tracking.runs_url(base_url, tracking.setup(load_params("params.yaml").tracking.experiment), tab)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {what:<45} {where}")
     print("\nMLflow UI (runs, loss curves, sample grids, the comparison run, the registered champion):")
     print(f"  make ui        # then open {runs_url('http://127.0.0.1:5000')}")
+    print(f"  every model's metrics side by side (the Models tab): {runs_url('http://127.0.0.1:5000', 'models')}")
     print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.vae.latent_dim=4")
 
 

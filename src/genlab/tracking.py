@@ -89,10 +89,11 @@ def setup(experiment: str) -> str:
             return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
-def runs_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's runs table in the UI's model-training view: MLflow 3's UI opens on its GenAI view
-    unless the URL asks for `workflowType=machine_learning` (MLflow 3.17 ignores the experiment-kind tag)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_url(base_url: str, experiment_id: str, tab: str = "runs") -> str:
+    """The experiment's runs table (or its `models` tab) in the UI's model-training view: MLflow 3's UI opens
+    on its GenAI view unless the URL asks for `workflowType=machine_learning` (MLflow 3.17 ignores the
+    experiment-kind tag)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/{tab}?workflowType=machine_learning"
 
 
 def _git(*args: str) -> str:
@@ -143,11 +144,31 @@ def log_params(params: dict[str, Any]) -> None:
     mlflow.log_params({key: str(value) for key, value in params.items()})
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
+                dataset: Any = None) -> None:
+    """Finite values only; `model_id` links them to a LoggedModel (the experiment's Models tab shows them),
+    `dataset` to the split they were measured on."""
     import mlflow
 
     finite = {key: float(value) for key, value in metrics.items() if np.isfinite(value)}
-    mlflow.log_metrics(finite, step=step)
+    mlflow.log_metrics(finite, step=step, model_id=model_id, dataset=dataset)
+
+
+def describe(text: str) -> None:
+    """The active run's description, shown at the top of its page (the tag MLflow's `description=` sets)."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    mlflow.set_tag(MLFLOW_RUN_NOTE, text)
+
+
+EPOCH_SECONDS = "timing/epoch_seconds"
+
+
+def curves(logs: dict[str, float]) -> dict[str, float]:
+    """A training's per-epoch values under MLflow keys: losses in the `train/` section of the run's charts
+    (`train/loss`, `train/val_loss`, the family's own), the epoch's wall time in `timing/`."""
+    return {EPOCH_SECONDS if key == "epoch_seconds" else f"train/{key}": value for key, value in logs.items()}
 
 
 class MetricBuffer:
@@ -263,10 +284,22 @@ def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def log_table(rows: Any, artifact_file: str) -> None:
-    """A pandas DataFrame shown as a table in the run's artifacts (artifact_file ends in .json)."""
-    import mlflow
+    """A pandas DataFrame shown as a table in the run's artifacts and its experiment's artifact view
+    (`artifact_file` ends in .json). A stage that runs again in the same run replaces the table:
+    `mlflow.log_table` would append its rows to the old ones."""
+    import tempfile
 
-    mlflow.log_table(rows, artifact_file=artifact_file)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run_id = mlflow.active_run().info.run_id
+    folder, _, file_name = artifact_file.rpartition("/")
+    if artifact_file not in {item.path for item in MlflowClient().list_artifacts(run_id, folder or None)}:
+        mlflow.log_table(rows, artifact_file=artifact_file)
+        return
+    with tempfile.TemporaryDirectory() as scratch:  # the format log_table writes, over the old file
+        rows.to_json(Path(scratch) / file_name, orient="split", index=False)
+        mlflow.log_artifact(str(Path(scratch) / file_name), folder or None)
 
 
 def run_info(run_id: str) -> dict[str, Any]:
@@ -278,66 +311,78 @@ def run_info(run_id: str) -> dict[str, Any]:
             "tags": dict(found.data.tags), "artifact_uri": found.info.artifact_uri}
 
 
-# --- the Model Registry: the champion as a pyfunc model that generates images ---------------------
+# --- models, datasets and the Model Registry ---------------------------------------------------------
 
 CHAMPION_ALIAS = "champion"
-_GENERATOR_CLASS: type | None = None
+PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"  # models-from-code: MLflow runs it, no pickle
+REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pydantic", "pyyaml", "scipy", "matplotlib",
+                "filelock", "h5py", "tqdm")
 
 
-def _generator_model_class() -> type:
-    """The pyfunc wrapper class, defined on first use so that importing this module stays free of
-    mlflow's import time; it is published as `genlab.tracking.GeneratorModel` (module __getattr__),
-    so that cloudpickle stores it by reference and loading imports it from genlab."""
-    global _GENERATOR_CLASS
-    if _GENERATOR_CLASS is None:
-        import mlflow.pyfunc
+def log_generator(model_dir: str | Path, name: str, image_shape: tuple[int, ...], step: int,
+                  tags: dict[str, str] | None = None) -> str:
+    """Log the model in `model_dir` (weights and config) to the active run as an MLflow LoggedModel: a
+    pyfunc generator, predict({"num_images": n, "seed": s}) -> (n, *image_shape) images; return its id.
 
-        class GeneratorModel(mlflow.pyfunc.PythonModel):
-            """A genlab model as an MLflow pyfunc: predict({"num_images": n, "seed": s}) -> (n, H, W) images."""
-
-            def load_context(self, context):
-                from genlab.models import load_model
-
-                self.model, _ = load_model(context.artifacts["model"])
-
-            def predict(self, context, model_input, params=None):
-                request = model_input.iloc[0].to_dict() if hasattr(model_input, "iloc") else dict(model_input)
-                count, seed = int(request["num_images"]), int(request.get("seed", 0))
-                if count < 1:
-                    raise ValueError(f"num_images must be at least 1, got {count}")
-                return self.model.sample(count, seed=seed)
-
-        GeneratorModel.__module__, GeneratorModel.__qualname__ = __name__, "GeneratorModel"
-        _GENERATOR_CLASS = GeneratorModel
-    return _GENERATOR_CLASS
-
-
-def __getattr__(name: str) -> Any:
-    if name == "GeneratorModel":
-        return _generator_model_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def register_generator(model_dir: str | Path, registered_name: str, sample: np.ndarray) -> str:
-    """Log the model in `model_dir` to the active run as a pyfunc generator, register it under
-    `registered_name` and point the `champion` alias at the new version; return that version."""
+    Models-from-code (`pyfunc_model.py`, genlab in `code_paths`), so loading needs no pickle. `step` is the
+    last epoch: MLflow links the run's metrics of that step (the final losses) to the model."""
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.tracking import MlflowClient
     from mlflow.types import ColSpec, Schema, TensorSpec
 
     import mlflow
 
-    request = pd.DataFrame({"num_images": [len(sample)], "seed": [0]})
     signature = ModelSignature(inputs=Schema([ColSpec("long", "num_images"), ColSpec("long", "seed")]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *sample.shape[1:]))]))
-    requirements = [f"{package}=={importlib.metadata.version(package)}"
-                    for package in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pydantic", "pyyaml",
-                                    "scipy", "matplotlib", "filelock", "h5py")]
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]))
+    requirements = [f"{package}=={importlib.metadata.version(package)}" for package in REQUIREMENTS]
     info = mlflow.pyfunc.log_model(
-        name="generator", python_model=_generator_model_class()(), artifacts={"model": str(model_dir)},
-        code_paths=[str(Path(__file__).resolve().parent)], signature=signature, input_example=request,
-        pip_requirements=requirements, registered_model_name=registered_name)
-    version = str(info.registered_model_version)
+        name=name, python_model=str(PYFUNC_FILE), artifacts={"model": str(model_dir)},
+        code_paths=[str(PYFUNC_FILE.parent)], signature=signature,
+        input_example=pd.DataFrame({"num_images": [2], "seed": [0]}),  # MLflow loads and calls it once
+        pip_requirements=requirements, step=step, tags=tags)
+    return info.model_id
+
+
+def logged_model_exists(model_id: str | None) -> bool:
+    """Whether this store holds the LoggedModel (not when the model was trained against another store)."""
+    import mlflow
+
+    if not model_id:
+        return False
+    try:
+        mlflow.get_logged_model(model_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def register_champion(model_id: str, registered_name: str) -> str:
+    """Register the LoggedModel under `registered_name`, point the `champion` alias at the new version and
+    return that version."""
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    version = str(mlflow.register_model(f"models:/{model_id}", registered_name).version)
     MlflowClient().set_registered_model_alias(registered_name, CHAMPION_ALIAS, version)
     return version
+
+
+def log_splits(prepared, data_dir: str | Path, digest: str, splits: tuple[str, ...]) -> dict[str, Any]:
+    """Record the prepared splits the active run uses as MLflow datasets (contexts train, validation, test):
+    named `<source>-<split>`, with the prepared data's md5 as digest (MLflow's own numpy digest reads only
+    the first 10,000 values) and the DVC path of the split's file as source; return them by split, for
+    `log_metrics(dataset=...)`."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    import mlflow
+
+    logged = {}
+    for split in splits:
+        images = getattr(prepared, split)
+        dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{prepared.source}-{split}", digest=digest,
+                                         source=LocalArtifactDatasetSource(f"{Path(data_dir).as_posix()}/x_{split}.npy"))
+        mlflow.log_input(dataset, context=split, tags={f"{TAG_PREFIX}data_source": prepared.source,
+                                                       f"{TAG_PREFIX}dvc_path": Path(data_dir).as_posix()})
+        logged[split] = dataset
+    return logged

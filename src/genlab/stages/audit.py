@@ -101,19 +101,23 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_params(settings.model_dump() | {"source": prepared.source,
                                                      "keep_fraction": dict(params.data.keep_fraction),
                                                      "keep_subgroup": dict(params.data.keep_subgroup)})
-        flat = {f"{split}_{key}": value for split, values in metrics["splits"].items() for key, value in values.items()}
-        flat |= {f"split_consistency_{key}": float(value) for key, value in metrics["split_consistency"].items()}
-        flat |= {f"{split}_{key}": value for split, values in metrics["representation"].items()
+        tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("train", "validation", "test"))
+        # one chart section per split ("all" is the three together), and one each for the other checks
+        flat = {f"{split}/{key}": value for split, values in metrics["splits"].items() for key, value in values.items()}
+        flat |= {f"{split}/{key}": value for split, values in metrics["representation"].items()
                  for key, value in values.items()}
-        flat |= metrics["subgroups"] | {f"expectations_{key}": float(value)
-                                        for key, value in metrics["expectations"].items()}
+        flat |= {f"split_consistency/{key}": float(value) for key, value in metrics["split_consistency"].items()}
+        flat |= {f"subgroups/{key}": value for key, value in metrics["subgroups"].items()}
+        flat |= {f"expectations/{key}": float(value) for key, value in metrics["expectations"].items()}
         tracking.log_metrics(flat)
         tracking.log_artifacts(Path(args.out), "audit")
         tracking.log_artifacts(Path(args.metrics), "audit")
-    consistency = metrics["split_consistency"]
-    print(f"audit: imbalance ratio {metrics['splits']['all']['imbalance_ratio']:.2f}; split consistency "
-          f"chi2 {consistency['chi2']:.2f}, p {consistency['p_value']:.3f}; flagged classes "
-          f"{ {split: len(rows) for split, rows in flagged.items()} }; thin subgroup cells {len(thin)}")
+        consistency = metrics["split_consistency"]
+        line = (f"imbalance ratio {metrics['splits']['all']['imbalance_ratio']:.2f}; split consistency "
+                f"chi2 {consistency['chi2']:.2f}, p {consistency['p_value']:.3f}; flagged classes "
+                f"{ {split: len(rows) for split, rows in flagged.items()} }; thin subgroup cells {len(thin)}")
+        tracking.describe(f"Representation audit of the {prepared.source} data: {line}.")
+    print(f"audit: {line}")
     for split, rows in flagged.items():
         for row in rows:
             print(f"  flag ({split}): {row['reason']}")

@@ -22,11 +22,6 @@ from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
 from genlab.stages.evaluate import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
 
-# Metrics logged to the comparison run per model, as `<model>.<metric>`.
-LOGGED_METRICS = ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered",
-                  "sampling_seconds_per_1000", "test_nll_bits_per_dim", "test_bce", "test_mse")
-
-
 def read_history(path: Path) -> dict[str, list[float]]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -38,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
     parser.add_argument("--timings", required=True, help="folder with <model>.json, the times from evaluate")
     parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
-    parser.add_argument("--models", required=True, help="folder of the trained models (the champion is registered)")
     parser.add_argument("--judge-metrics", required=True, help="the judge stage's metrics JSON")
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")
     args = parser.parse_args(argv)
@@ -103,17 +97,21 @@ def main(argv: list[str] | None = None) -> None:
     champion = None
     with tracking.run(experiment_id, run_name="comparison", tags=tags) as comparison_run_id:
         tracking.log_params({"rank_by": rank_by, "models": ",".join(names), "num_samples": params.evaluate.num_samples})
-        tracking.log_metrics({f"{row['model']}.{metric}": float(row[metric]) for row in table.to_dict("records")
-                              for metric in LOGGED_METRICS if metric in row and row[metric] == row[metric]}
-                             | {"judge_test_accuracy": judge["test_accuracy"],
-                                "data_floor_fid": float(table["data_floor_fid"].iloc[0])})
+        # the comparison itself, not copies of the model runs' metrics (each is in its own run and LoggedModel)
+        tracking.log_metrics({"compare/models": len(table), "compare/recommended": len(recommended)})
         tracking.log_table(table, "comparison_table.json")
         tracking.log_artifacts(Path(args.out), "comparison")
+        tracking.describe(comparison.description(table, answers, rank_by))
+        champion_id = summaries[best["model"]].get("model_id") if best is not None else None
         if params.compare.register_champion and best is not None and best[rank_by] == best[rank_by]:  # not NaN
-            champion = tracking.register_generator(Path(args.models) / best["model"], params.compare.registered_model,
-                                                   samples.get(best["model"], np.zeros((1, *prepared.image_shape))))
-            tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
-                               f"{tracking.TAG_PREFIX}champion_version": champion})
+            if tracking.logged_model_exists(champion_id):
+                champion = tracking.register_champion(champion_id, params.compare.registered_model)
+                tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
+                                   f"{tracking.TAG_PREFIX}champion_model_id": champion_id,
+                                   f"{tracking.TAG_PREFIX}champion_version": champion})
+            else:
+                print(f"compare: {best['model']} has no LoggedModel in this MLflow store (tracking.log_model_weights "
+                      f"is false, or it was trained against another store), so no champion is registered")
     # the inputs of each model's train and evaluate stages as dvc.lock recorded them (both ran before compare)
     lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in names for stage in ("train", "evaluate"))])
     verdicts = table.set_index("model")["verdict"]
@@ -125,12 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in lock.items():
             if key.endswith((".prepare", f"/{name}")):
                 tracking.tag_run(run_id, key, value)
-    for _, row in table[~table["recommended"]].iterrows():
-        print(f"compare: {row['model']} is {row['verdict']}")
+    rejected = list(table.loc[~table["recommended"], "model"])
+    line = (f"compare: {len(table) - len(rejected)} of {len(table)} models recommended"
+            + (f" (not: {', '.join(rejected)}; the reasons are in the answer)" if rejected else ""))
     if best is None:
-        print(f"compare: no model is recommended, so none is registered; report in {Path(args.out) / 'comparison.html'}")
+        print(f"{line}; none is registered; report in {Path(args.out) / 'comparison.html'}")
         return
-    print(f"compare: best recommended model by {rank_by} is {best['model']} ({best[rank_by]:.5g})"
+    print(f"{line}; best by {rank_by}: {best['model']} ({best[rank_by]:.5g})"
           + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
              f"(version {champion})" if champion else "")
           + f"; report in {Path(args.out) / 'comparison.html'}")

@@ -23,7 +23,7 @@ from genlab import bias, data, metrics, morphometry, plots, progress, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
-from genlab.stages.train import RUN_FILE, SUMMARY_FILE
+from genlab.stages.train import RUN_FILE, SUMMARY_FILE, describe_training
 
 GRID_FILE = "grid_reconstructions.npy"  # the comparison's row for an encoder: the grid images rebuilt
 SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: samples from a fixed seed
@@ -31,6 +31,54 @@ SAMPLE_SEED = 0
 
 
 SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  # column "<kind>_group"
+
+# The scalars of a model's MLflow run, the ones a person compares across runs, by chart section (the
+# family's own test metrics join `test/`); every value, per class and per subgroup included, stays in the
+# DVC metrics JSON and in the run's tables.
+RUN_METRICS = {
+    "test": ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered", "judge_confidence",
+             "test_mse", "test_bce", "judge_accuracy_on_reconstructions"),
+    "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
+             "worst_slant_bce_ratio"),
+}
+
+
+def run_metrics(results: dict, family_keys, timings: dict) -> dict[str, float]:
+    """`test/fid`, `bias/amplification`, `timing/sampling_seconds_per_1000`, ...: the model run's scalars.
+    Of the family's own metrics, those in nats are left to the JSON (their bits-per-dimension twins are logged)."""
+    family = tuple(key for key in family_keys if key.startswith("test_") and not key.endswith("_nats"))
+    return ({f"test/{key.removeprefix('test_')}": results[key] for key in RUN_METRICS["test"] + family if key in results}
+            | {f"bias/{key.removeprefix('bias_')}": results[key] for key in RUN_METRICS["bias"] if key in results}
+            | {f"timing/{key}": value for key, value in timings.items() if key != "train_seconds"})
+
+
+def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataFrame]:
+    """The per-class and per-subgroup values as tables in the run's artifacts (MLflow's artifact view)."""
+    labels = list(results["class_shares"])
+    per_class = pd.DataFrame({"class": labels, "training_share": [float(training_shares[int(label)]) for label in labels],
+                              "sample_share": [results["class_shares"][label] for label in labels],
+                              "corrected_sample_share": [results["corrected_class_shares"][label] for label in labels],
+                              "corrected_share_ratio": [results["corrected_share_ratios"][label] for label in labels]})
+    for kind, values in results.get("per_class", {}).items():
+        per_class[f"test_{kind}"] = [values[label] for label in labels]
+    tables = {"tables/per_class.json": per_class,
+              "tables/morphometry_ks.json": pd.DataFrame(
+                  {"measure": list(morphometry.MEASURES),
+                   "ks_samples_vs_test": [results[f"morphometry_ks_{measure}"] for measure in morphometry.MEASURES]})}
+    groups = [(kind, group, value) for kind in SUBGROUP_KINDS for group, value in results.get(f"per_{kind}_bce", {}).items()]
+    if groups:
+        tables["tables/per_subgroup.json"] = pd.DataFrame(groups, columns=["kind", "group", "test_bce"])
+    return tables
+
+
+def describe_evaluation(results: dict, num_classes: int) -> str:
+    """The evaluation's key numbers in a sentence (the run's description and the stage's line)."""
+    text = (f"FID {results['fid']:.3g} ({results['fid_to_floor']:.1f}x the data floor), precision "
+            f"{results['precision']:.2f}, recall {results['recall']:.2f}, {results['classes_covered']}/{num_classes} "
+            f"classes")
+    text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
+    text += (f", {results['test_nll_bits_per_dim']:.3f} bits/dim" if "test_nll_bits_per_dim" in results else "")
+    return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
 
 
 def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str,
@@ -138,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"evaluate.num_samples: {params.evaluate.num_samples} is more than the training split's "
                           f"{len(prepared.train.y)} images, which the data floor compares with the test split; "
                           f"use at most {len(prepared.train.y)}")
-    run_id = read_json(Path(args.model_dir) / RUN_FILE)["run_id"]
+    recorded = read_json(Path(args.model_dir) / RUN_FILE)
+    run_id = recorded["run_id"]
     training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
     experiment_id = tracking.setup(params.tracking.experiment)
     run_tags = {f"{tracking.TAG_PREFIX}evaluated": "true"}
@@ -147,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         run_tags |= tracking.provenance_tags(f"evaluate@{args.model}", data.data_hash(args.data))
         run_tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}training_run_id": run_id}
         run_id = None
+    # the test metrics are linked to the run's LoggedModel (the experiment's Models tab lines them up)
+    model_id = recorded.get("model_id") if tracking.logged_model_exists(recorded.get("model_id")) else None
 
     from genlab import judge as judges
     from genlab.models import load_model
@@ -188,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     done("sample quality")
     results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
     done("bias")
-    results |= model.family_metrics(x_test)
+    family_results = model.family_metrics(x_test)
+    results |= family_results
+    family_keys = list(family_results)
     done("family metrics")
     if hasattr(model, "family_images"):
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
@@ -203,29 +256,22 @@ def main(argv: list[str] | None = None) -> None:
             for name, figure in figures.items():
                 plots.save(figure, staging / name)
             write_json(staging / "summary.json", {
-                "run_id": run_id, "diagnosis": training_summary["diagnosis"],
+                "run_id": run_id, "model_id": model_id, "diagnosis": training_summary["diagnosis"],
                 "diagnosis_reason": training_summary["diagnosis_reason"],
                 "family": config.family, "params": config.model_dump(mode="json")})
         measured, timings = metrics.split_timings(results)
         write_json(args.metrics, measured)
         write_json(args.timings, timings)
-        flat = {key: value for key, value in results.items() if isinstance(value, (int, float))}
-        flat |= {f"test_{kind}_class_{label}": value for kind, values in results.get("per_class", {}).items()
-                 for label, value in values.items()}
-        flat |= {f"sample_share_class_{label}": value for label, value in results["class_shares"].items()}
-        flat |= {f"corrected_sample_share_class_{label}": value
-                 for label, value in results["corrected_class_shares"].items()}
-        flat |= {f"{kind}_share_ratio_class_{label}": value for kind in ("raw", "corrected")
-                 for label, value in results[f"{kind}_share_ratios"].items()}
-        flat |= {f"test_bce_{group}_{kind}": value for kind in SUBGROUP_KINDS
-                 for group, value in results.get(f"per_{kind}_bce", {}).items()}
-        tracking.log_metrics(flat)
+        test_set = tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("test",))["test"]
+        tracking.log_metrics(run_metrics(results, family_keys, timings), model_id=model_id, dataset=test_set)
+        for artifact_file, table in run_tables(results, bias.shares(prepared.train.y, prepared.num_classes)).items():
+            tracking.log_table(table, artifact_file)
         tracking.log_artifacts(Path(args.out), "evaluation")
         tracking.log_artifacts(Path(args.metrics), "evaluation")
         tracking.log_artifacts(Path(args.timings), "evaluation")
-    shown = ", ".join(f"{key} {value:.5g}" for key, value in flat.items()
-                      if key.startswith(("test_", "sampling", "fid", "recall", "classes")) and "_class_" not in key)
-    print(f"{args.model}: {shown}")
+        summary = describe_evaluation(results, prepared.num_classes)
+        tracking.describe(f"{describe_training(args.model, config.family, training_summary)}\n\nTest: {summary}.")
+    print(f"{args.model}: {summary}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from genlab import data, metrics, tracking
 from genlab.files import atomic_dir, write_json
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     tags = tracking.provenance_tags("judge", data.data_hash(args.data)) | {f"{tracking.TAG_PREFIX}role": "judge"}
     with tracking.run(experiment_id, run_name="judge", tags=tags) as run_id:
         tracking.log_params(config.model_dump() | {"num_classes": prepared.num_classes})
+        datasets = tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("train", "validation", "test"))
         result = training.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                               batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
-                              on_epoch=lambda epoch, logs: epoch_metrics.add(logs, step=epoch + 1),
+                              on_epoch=lambda epoch, logs: epoch_metrics.add(tracking.curves(logs), step=epoch + 1),
                               targets=(prepared.train.y, prepared.validation.y), seed=config.seed, name="judge")
         epoch_metrics.flush()
         predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
@@ -56,9 +58,15 @@ def main(argv: list[str] | None = None) -> None:
                    "per_class_accuracy": metrics.per_class_mean(correct, prepared.test.y, prepared.num_classes),
                    "num_params": judge.classifier.count_params(), "train_seconds": round(result.seconds, 3),
                    "epochs_trained": len(result.history["loss"]), "feature_dim": config.hidden_units[-1]}
-        tracking.log_metrics({key: value for key, value in results.items() if isinstance(value, (int, float))}
-                             | {f"test_accuracy_class_{label}": value
-                                for label, value in results["per_class_accuracy"].items()})
+        tracking.log_metrics({"test/accuracy": results["test_accuracy"], "train/epochs_trained": results["epochs_trained"],
+                              "timing/train_seconds": results["train_seconds"]}, dataset=datasets["test"])
+        tracking.log_table(pd.DataFrame({"class": list(results["per_class_accuracy"]),
+                                         "test_accuracy": list(results["per_class_accuracy"].values())}),
+                           "tables/per_class.json")
+        tracking.describe(f"The judge: a classifier whose features and labels measure every model. Test accuracy "
+                          f"{results['test_accuracy']:.4f} after {results['epochs_trained']} epochs; worst class "
+                          f"{min(results['per_class_accuracy'], key=results['per_class_accuracy'].get)} "
+                          f"({min(results['per_class_accuracy'].values()):.3f}).")
         with atomic_dir(args.out) as staging:
             judges.save(judge, config, prepared.image_shape, prepared.num_classes, staging)
             write_json(staging / "run.json", {"run_id": run_id, "experiment_id": experiment_id})

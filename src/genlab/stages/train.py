@@ -47,6 +47,14 @@ def write_history(history: dict[str, list[float]], path: str | Path) -> None:
             writer.writerow([epoch, *(f"{value:.8g}" for value in values)])
 
 
+def describe_training(name: str, family: str, summary: dict) -> str:
+    """The run's description: the loss curve's diagnosis and the numbers behind it."""
+    return (f"{family} `{name}`: {summary['diagnosis'].replace('_', ' ')} after {summary['epochs_trained']} epochs "
+            f"({summary['train_seconds']:.0f} s, {summary['num_params']:,} parameters). "
+            f"{summary['diagnosis_reason'][:1].upper()}{summary['diagnosis_reason'][1:]}. "
+            f"Final {summary['monitored_loss']}: {summary['final_loss']:.4g} (validation {summary['final_val_loss']:.4g}).")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
@@ -86,12 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
     epoch_metrics = tracking.MetricBuffer()
     # epochs a resumed run logged before it stopped (after its last backup, some are trained again)
-    logged = tracking.metric_steps(resumed_run, "epoch_seconds") if resumed_run else set()
+    logged = tracking.metric_steps(resumed_run, tracking.EPOCH_SECONDS) if resumed_run else set()
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
         if epoch + 1 in logged:
             return
-        epoch_metrics.add(logs, step=epoch + 1)
+        epoch_metrics.add(tracking.curves(logs), step=epoch + 1)
         if (epoch + 1) % params.train.grid_every_epochs == 0:
             log_grid(epoch + 1)
 
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.run(experiment_id, run_name=args.model, run_id=resumed_run, tags=tags) as run_id:
         backup.remember(run_id=run_id)
         num_params = training.trainable_parameters(model)
+        tracking.log_splits(prepared, args.data, data_md5, ("train", "validation"))
         if resumed_run is None:
             tracking.log_params(config.model_dump() | hyperparameter_count(config) | {"num_params": num_params,
                                                        "image_shape": prepared.image_shape,
@@ -119,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         if result.resumed_at_epoch:  # the epochs before the interruption that the run lacks (a kill loses
             for epoch in range(result.resumed_at_epoch):  # the last few seconds' batch of metrics)
                 if epoch + 1 not in logged:
-                    epoch_metrics.add({key: values[epoch] for key, values in result.history.items()}
-                                      | {"epoch_seconds": result.epoch_seconds[epoch]}, step=epoch + 1)
+                    epoch_metrics.add(tracking.curves({key: values[epoch] for key, values in result.history.items()}
+                                                      | {"epoch_seconds": result.epoch_seconds[epoch]}), step=epoch + 1)
             tracking.set_tags({f"{tracking.TAG_PREFIX}resumed_at_epoch": str(result.resumed_at_epoch)})
             print(f"{args.model}: resumed after epoch {result.resumed_at_epoch} from {backup.folder}")
         epoch_metrics.flush()
@@ -140,10 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                    "monitored_loss": monitored, "final_loss": result.history[monitored][-1],
                    "final_val_loss": result.history[f"val_{monitored}"][-1],
                    "diagnosis": diagnosis.verdict, "diagnosis_reason": diagnosis.reason} | diagnosis.metrics()
-        tracking.log_metrics({key: value for key, value in summary.items()
-                              if isinstance(value, (int, float)) and not isinstance(value, bool)})
         tracking.set_tags({f"{tracking.TAG_PREFIX}diagnosis": diagnosis.verdict,
                            f"{tracking.TAG_PREFIX}diagnosis_reason": diagnosis.reason})
+        tracking.describe(describe_training(args.model, config.family, summary))
 
         # dvc plots draws loss and val_loss for every model: the monitored pair stands in where a family
         # has no single loss (a GAN's generator loss)
@@ -155,11 +163,15 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_dir(args.out) as staging:
             save_model(model, config, prepared.image_shape, staging)
             write_json(staging / SUMMARY_FILE, summary)
-            write_json(staging / RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id})
+            model_id = None
+            if params.tracking.log_model_weights:  # the run's LoggedModel: a generator mlflow.pyfunc loads
+                model_id = tracking.log_generator(staging, args.model, prepared.image_shape, step=epochs_trained,
+                                                  tags={f"{tracking.TAG_PREFIX}family": config.family})
+            tracking.log_metrics({"train/epochs_trained": epochs_trained,
+                                  "timing/train_seconds": summary["train_seconds"]}, model_id=model_id)
+            write_json(staging / RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id, "model_id": model_id})
         tracking.log_artifacts(Path(args.history), "training")
         tracking.log_artifacts(Path(args.figure), "training")
-        if params.tracking.log_model_weights:
-            tracking.log_artifacts(Path(args.out), "model")
     backup.clear()  # the outputs are in place: nothing left to resume
     print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, val loss "
           f"{summary['final_val_loss']:.5f}; diagnosis: {diagnosis.verdict} ({diagnosis.reason})")
