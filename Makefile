@@ -36,7 +36,7 @@ run: $(STAMP)
 ifneq ($(CONFIG),)
 	@$(BIN)/python -m genlab.configs $(CONFIG)
 endif
-	$(BIN)/dvc repro
+	@$(BIN)/python -m genlab.console repro
 	@$(BIN)/python -m genlab.summary
 
 test: $(STAMP)

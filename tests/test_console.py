@@ -71,3 +71,29 @@ def test_links_open_the_runs_table_in_the_model_training_view():
 
     assert tracking.runs_url("http://127.0.0.1:5000/", "7") == \
         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def test_make_run_keeps_dvc_s_stage_names_warnings_and_errors_and_leaves_out_its_routine():
+    routine = ["> python -m genlab.stages.train vae --data data/prepared --out models/vae", "",
+               "Updating lock file 'dvc.lock'", "Use `dvc push` to send your updates to remote storage."]
+    kept = ["Running stage 'train@vae':", "Stage 'prepare' didn't change, skipping",
+            "vae: 200 epochs in 31.7s, val loss 23.7", "ERROR: failed to reproduce 'train@vae': failed to run",
+            "WARNING: 'data/raw' is empty."]
+    assert all(console.DVC_ROUTINE.search(line) for line in routine)
+    assert not any(console.DVC_ROUTINE.search(line) for line in kept)
+
+
+def test_make_run_s_dvc_wrapper_returns_dvc_s_exit_status(tmp_path):
+    script = "import sys; from genlab import console; sys.exit(console.dvc(sys.argv[1:]))"
+    outside = subprocess.run([sys.executable, "-c", script, "status"], cwd=tmp_path, capture_output=True, text=True)
+    assert outside.returncode != 0 and "not inside of a DVC repository" in outside.stderr  # DVC's error, shown
+    assert subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True).returncode == 0
+
+
+def test_the_summary_cuts_a_long_answer_at_a_clause():
+    from genlab.summary import shortened
+
+    assert shortened("**Best sample quality: vae** (vae): FID 4.5.") == "Best sample quality: vae (vae): FID 4.5."
+    long = "Class balance: " + "; ".join(f"model_{index} (+0.{index:03d})" for index in range(40))
+    cut = shortened(long, width=80)
+    assert len(cut) <= 84 and cut.endswith(" ...") and long.startswith(cut.removesuffix(" ..."))

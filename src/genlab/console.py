@@ -79,4 +79,37 @@ def quiet_native_logs() -> None:
         # MLflow's INFO lines (a new store's migrations, "Created version 3 of model ..."): the stage prints
         # its own result line; MLflow's warnings and errors still show
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model copies files
         _installed = _NativeStderrFilter(noise_pattern())
+
+
+# What `dvc repro` prints around each stage besides the stage's own output: the command (it is in dvc.yaml)
+# and the lock update. `make run` leaves them out, and keeps "Running stage ..." and every warning and error.
+DVC_ROUTINE = re.compile(r"^(> |Updating lock file |Use `dvc push` to send your updates)|^\s*$")
+
+
+def dvc(argv: list[str]) -> int:
+    """Run `dvc <argv>` with its routine lines left out of stdout (not when verbose); return its exit status.
+    Its stderr (the stages' progress bars, warnings and errors) is passed through untouched."""
+    import shutil
+    import subprocess
+
+    beside = os.path.join(os.path.dirname(sys.executable), "dvc")  # this environment's DVC, then the PATH's
+    command = [beside if os.path.exists(beside) else shutil.which("dvc") or "dvc", *argv]
+    if verbose():
+        return subprocess.call(command)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=os.environ | {"PYTHONUNBUFFERED": "1"}) as process:
+        try:
+            for line in process.stdout:
+                if not DVC_ROUTINE.search(line.decode(errors="replace")):
+                    sys.stdout.buffer.write(line)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:  # Ctrl-C reaches DVC too, which stops its stage: wait for it
+            for line in process.stdout:
+                sys.stdout.buffer.write(line)
+            process.wait()
+    return process.returncode
+
+
+if __name__ == "__main__":  # python -m genlab.console repro: what `make run` runs
+    sys.exit(dvc(sys.argv[1:]))

@@ -12,9 +12,20 @@ REPORTS = {
     "evaluation, per model": "reports/eval/<model>.json and reports/eval/<model>/",
     "comparison": "reports/compare/comparison.html (also .md, .csv and figures)",
 }
-# The columns of the compact table printed here; comparison.md and .csv hold every metric.
-SHOWN = ("model", "family", "recommended", "fid", "fid_to_floor", "precision", "recall", "coverage", "classes_covered",
-         "sampling_seconds_per_1000", "num_params", "num_hyperparameters", "test_bce")
+# The columns of the compact table printed here, with their short headings; comparison.md and .csv hold every metric.
+SHOWN = {"model": "model", "family": "family", "recommended": "recommended", "fid": "FID",
+         "fid_to_floor": "x floor", "precision": "precision", "recall": "recall", "classes_covered": "classes",
+         "sampling_seconds_per_1000": "s/1000", "num_params": "params", "test_bce": "test BCE"}
+WIDTH = 160  # an answer line is cut (at a clause) beyond this; comparison.md has it whole
+
+
+def shortened(line: str, width: int = WIDTH) -> str:
+    """An answer line for the console: without Markdown's bold, cut at the last clause that fits."""
+    line = line.replace("**", "")
+    if len(line) <= width:
+        return line
+    cut = max(line.rfind(mark, 0, width) for mark in ("; ", ", ", " ("))
+    return line[:cut if cut > width // 2 else width].rstrip(" ;,") + " ..."
 
 
 def runs_url(base_url: str, tab: str = "runs") -> str:
@@ -36,20 +47,30 @@ def main(argv: list[str] | None = None) -> None:
         return
     report = Path("reports/compare/comparison.md")
     table = Path("reports/compare/comparison.csv")
-    if report.is_file():
-        print("\n" + report.read_text().split("\n## ")[0].strip() + "\n")
+    found = None
     if table.is_file():
         import pandas as pd
 
         found = pd.read_csv(table)
-        shown = found[[column for column in SHOWN if column in found]]
+    if report.is_file():
+        title, _, rest = report.read_text().split("\n## ")[0].strip().partition("\n")
+        print(f"\n{title.removeprefix('# ')}  (whole answer: {report})")
+        for line in (line.removeprefix("- ") for line in rest.splitlines() if line.startswith("- ")):
+            if line.startswith("**Not recommended**") and found is not None and "recommended" in found:
+                # the models by name; why: in the table's verdicts and the whole answer
+                rejected = ", ".join(found.loc[~found["recommended"].astype(bool), "model"])
+                line = f"Not recommended: {rejected} (why: the verdict column of {table})"
+            print(f"- {shortened(line)}")
+        print()
+    if found is not None:
+        shown = found[[column for column in SHOWN if column in found]].rename(columns=SHOWN)
         shown = shown.astype(object).where(shown.notna(), None)  # empty cells, not "nan"
-        print(shown.to_markdown(index=False, floatfmt=".4g", missingval="") + "\n")
+        print(shown.to_markdown(index=False, floatfmt=".3g", missingval="") + "\n")
     print("Reports:")
     for what, where in REPORTS.items():
         print(f"  {what:<45} {where}")
     print("\nMLflow UI (runs, loss curves, sample grids, the comparison run, the registered champion):")
-    print(f"  make ui        # then open {runs_url('http://127.0.0.1:5000')}")
+    print(f"  make ui, then open {runs_url('http://127.0.0.1:5000')}")
     print(f"  every model's metrics side by side (the Models tab): {runs_url('http://127.0.0.1:5000', 'models')}")
     print("DVC: dvc metrics show | dvc plots show | dvc exp run -S models.vae.latent_dim=4")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import os
 import subprocess
 import time
@@ -363,7 +364,8 @@ def register_champion(model_id: str, registered_name: str) -> str:
 
     import mlflow
 
-    version = str(mlflow.register_model(f"models:/{model_id}", registered_name).version)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version ..." itself: compare says it
+        version = str(mlflow.register_model(f"models:/{model_id}", registered_name).version)
     MlflowClient().set_registered_model_alias(registered_name, CHAMPION_ALIAS, version)
     return version
 
