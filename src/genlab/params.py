@@ -205,7 +205,7 @@ class CompareParams(Section):
 
 class TrackingParams(Section):
     experiment: Name = "genlab"
-    log_model_weights: StrictBool = True
+    log_model_weights: StrictBool = True  # each model as an MLflow LoggedModel (false: none, and no champion)
 
 
 class TrainingParams(Section):

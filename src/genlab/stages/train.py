@@ -1,9 +1,11 @@
 """DVC stage `train@<model>`: fit one model from params.yaml and record it in its own MLflow run.
 
 Writes the weights and config (`--out`), the loss history and its figure (`--history`),
-and logs hyperparameters, per-epoch losses, a reconstruction grid every few epochs,
-the loss-curve diagnosis and the model files to MLflow. The run id is saved with the
-model so that `evaluate@<model>` continues the same run.
+and logs to MLflow the hyperparameters, the splits it used (datasets), per-epoch losses
+(`train/...`), a reconstruction grid every few epochs, the loss-curve diagnosis (the run's
+description) and the model as a LoggedModel (a pyfunc generator). The run id and the model id
+are saved with the model, so that `evaluate@<model>` continues the same run and links its
+metrics to the same model.
 """
 
 from __future__ import annotations
@@ -173,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         tracking.log_artifacts(Path(args.history), "training")
         tracking.log_artifacts(Path(args.figure), "training")
     backup.clear()  # the outputs are in place: nothing left to resume
-    print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, val loss "
-          f"{summary['final_val_loss']:.5f}; diagnosis: {diagnosis.verdict} ({diagnosis.reason})")
+    print(f"{args.model}: {epochs_trained} epochs in {result.seconds:.1f}s, validation {monitored} "
+          f"{summary['final_val_loss']:.5g}; {diagnosis.verdict.replace('_', ' ')} (why: {args.figure})")
 
 
 if __name__ == "__main__":
