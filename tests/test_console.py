@@ -75,7 +75,8 @@ def test_links_open_the_runs_table_in_the_model_training_view():
 
 def test_make_run_keeps_dvc_s_stage_names_warnings_and_errors_and_leaves_out_its_routine():
     routine = ["> python -m genlab.stages.train vae --data data/prepared --out models/vae", "",
-               "Updating lock file 'dvc.lock'", "Use `dvc push` to send your updates to remote storage."]
+               "Updating lock file 'dvc.lock'", "Generating lock file 'dvc.lock'",
+               "Use `dvc push` to send your updates to remote storage."]
     kept = ["Running stage 'train@vae':", "Stage 'prepare' didn't change, skipping",
             "vae: 200 epochs in 31.7s, val loss 23.7", "ERROR: failed to reproduce 'train@vae': failed to run",
             "WARNING: 'data/raw' is empty."]

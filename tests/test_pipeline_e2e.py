@@ -189,6 +189,9 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
     # the comparison, not copies of the model runs' metrics
     assert {key for (key,) in mlflow_rows(root, "select distinct key from metrics where run_uuid = ?",
                                           runs["comparison"])} == {"compare/models", "compare/recommended"}
+    for name in ("audit", "judge"):  # their details in tables, not scalars
+        keys = {key for (key,) in mlflow_rows(root, "select distinct key from metrics where run_uuid = ?", runs[name])}
+        assert 3 <= len(keys) <= 30 and all("/" in key for key in keys), (name, sorted(keys))
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ def queue_states(root) -> dict[str, str]:
 def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
     root, _ = project
     sandbox.run(["dvc", "exp", "run", "--queue", "-S", "models.ae_a.latent_dim=3,6",
-                 "-S", "models.ae_a.learning_rate=0.01,0.02"], root)
-    assert list(queue_states(root).values()).count("Queued") == 4
+                 "-S", "models.ae_a.learning_rate=0.02"], root)  # a grid of two: enough to run two at once
+    assert list(queue_states(root).values()).count("Queued") == 2
     sandbox.run(["dvc", "queue", "start", "-j", "2"], root)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -40,7 +40,7 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
         time.sleep(5)
     logs = {name: sandbox.run(["dvc", "queue", "logs", name], root).stdout[-3000:]
             for name, state in states.items() if state != "Success"}
-    assert list(states.values()).count("Success") == 4, logs
+    assert list(states.values()).count("Success") == 2, logs
 
     shown = json.loads(sandbox.run(["dvc", "exp", "show", "--json"], root).stdout)
     experiments = {}
@@ -50,7 +50,7 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
                 if revision.get("name") in states:  # the grid's, not earlier tests' experiments
                     model = revision["data"]["params"]["params.yaml"]["data"]["models"]["ae_a"]
                     experiments[revision["name"]] = (model["latent_dim"], model["learning_rate"])
-    assert sorted(experiments.values()) == [(3, 0.01), (3, 0.02), (6, 0.01), (6, 0.02)]
+    assert sorted(experiments.values()) == [(3, 0.02), (6, 0.02)]
 
     with sqlite3.connect(root / "mlflow.db") as connection:
         rows = connection.execute(

@@ -85,7 +85,7 @@ def quiet_native_logs() -> None:
 
 # What `dvc repro` prints around each stage besides the stage's own output: the command (it is in dvc.yaml)
 # and the lock update. `make run` leaves them out, and keeps "Running stage ..." and every warning and error.
-DVC_ROUTINE = re.compile(r"^(> |Updating lock file |Use `dvc push` to send your updates)|^\s*$")
+DVC_ROUTINE = re.compile(r"^(> |(Updating|Generating) lock file |Use `dvc push` to send your updates)|^\s*$")
 
 
 def dvc(argv: list[str]) -> int:

@@ -22,6 +22,9 @@ from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
 
 
+AUDIT_METRICS = ("images", "imbalance_ratio", "min_class_ratio", "flagged_classes")  # per split, in MLflow
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--out", required=True, help="folder for the audit's figures, tables and data card")
@@ -102,14 +105,18 @@ def main(argv: list[str] | None = None) -> None:
                                                      "keep_fraction": dict(params.data.keep_fraction),
                                                      "keep_subgroup": dict(params.data.keep_subgroup)})
         tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("train", "validation", "test"))
-        # one chart section per split ("all" is the three together), and one each for the other checks
-        flat = {f"{split}/{key}": value for split, values in metrics["splits"].items() for key, value in values.items()}
-        flat |= {f"{split}/{key}": value for split, values in metrics["representation"].items()
-                 for key, value in values.items()}
-        flat |= {f"split_consistency/{key}": float(value) for key, value in metrics["split_consistency"].items()}
-        flat |= {f"subgroups/{key}": value for key, value in metrics["subgroups"].items()}
-        flat |= {f"expectations/{key}": float(value) for key, value in metrics["expectations"].items()}
-        tracking.log_metrics(flat)
+        # the scalars a person compares, one chart section per split ("all": the three together) and per check;
+        # every value of every split in the table tables/splits.json and in the metrics JSON
+        every = {split: metrics["splits"].get(split, {}) | metrics["representation"].get(split, {})
+                 for split in dict.fromkeys([*metrics["splits"], *metrics["representation"]])}
+        tracking.log_metrics({f"{split}/{key}": values[key] for split, values in every.items()
+                              for key in AUDIT_METRICS if key in values}
+                             | {f"split_consistency/{key}": float(metrics["split_consistency"][key])
+                                for key in ("chi2", "p_value")}
+                             | {"subgroups/thin_cells": metrics["subgroups"]["thin_cells"],
+                                "expectations/failed": metrics["expectations"]["failed"]})
+        tracking.log_table(pd.DataFrame([{"split": split} | values for split, values in every.items()]),
+                           "tables/splits.json")
         tracking.log_artifacts(Path(args.out), "audit")
         tracking.log_artifacts(Path(args.metrics), "audit")
         consistency = metrics["split_consistency"]
