@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 REPORTS = {
@@ -28,12 +29,19 @@ def shortened(line: str, width: int = WIDTH) -> str:
     return line[:cut if cut > width // 2 else width].rstrip(" ;,") + " ..."
 
 
-def runs_url(base_url: str, tab: str = "runs") -> str:
-    """Where the UI at `base_url` shows this project's runs, or its `models` (the experiment named in params.yaml)."""
+@functools.cache
+def _experiment_id() -> str:
     from genlab import tracking
     from genlab.params import load_params
 
-    return tracking.runs_url(base_url, tracking.setup(load_params("params.yaml").tracking.experiment), tab)
+    return tracking.setup(load_params("params.yaml").tracking.experiment)
+
+
+def runs_url(base_url: str, tab: str = "runs") -> str:
+    """Where the UI at `base_url` shows this project's runs, or its `models` (the experiment named in params.yaml)."""
+    from genlab import tracking
+
+    return tracking.runs_url(base_url, _experiment_id(), tab)
 
 
 def main(argv: list[str] | None = None) -> None:

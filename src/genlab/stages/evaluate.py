@@ -190,10 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     run_id = recorded["run_id"]
     training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
     experiment_id = tracking.setup(params.tracking.experiment)
+    data_md5 = data.data_hash(args.data)
     run_tags = {f"{tracking.TAG_PREFIX}evaluated": "true"}
     if not tracking.run_exists(run_id):  # the model was trained against another store: record it afresh
         print(f"{args.model}: training run {run_id} is not in this MLflow store; evaluating in a new run")
-        run_tags |= tracking.provenance_tags(f"evaluate@{args.model}", data.data_hash(args.data))
+        run_tags |= tracking.provenance_tags(f"evaluate@{args.model}", data_md5)
         run_tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}training_run_id": run_id}
         run_id = None
     # the test metrics are linked to the run's LoggedModel (the experiment's Models tab lines them up)
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         measured, timings = metrics.split_timings(results)
         write_json(args.metrics, measured)
         write_json(args.timings, timings)
-        test_set = tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("test",))["test"]
+        test_set = tracking.log_splits(prepared, args.data, data_md5, ("test",))["test"]
         tracking.log_metrics(run_metrics(results, family_keys, timings), model_id=model_id, dataset=test_set)
         for artifact_file, table in run_tables(results, bias.shares(prepared.train.y, prepared.num_classes)).items():
             tracking.log_table(table, artifact_file)
