@@ -168,7 +168,7 @@ BAD_CASES = [
      ["train.grid_images:", "greater than or equal to 1", "(got 0)"]),
     ("window_above_one", set_key("train.diagnosis.window", 1.5), ["train.diagnosis.window:", "less than or equal to 1"]),
     ("rank_by_unknown", set_key("compare.rank_by", "test_mae"),
-     ["compare.rank_by:", "'test_bce' or 'test_mse'", "(got 'test_mae')"]),
+     ["compare.rank_by:", "'restore_ssim' or 'restore_identity_kept'", "(got 'test_mae')"]),
     ("experiment_empty", set_key("tracking.experiment", ""), ["tracking.experiment:", "at least 1 character"]),
     ("log_model_weights_text", set_key("tracking.log_model_weights", "yes"),
      ["tracking.log_model_weights:", "valid boolean"]),

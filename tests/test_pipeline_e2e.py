@@ -137,11 +137,53 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
         assert (root / f"reports/audit/figures/{figure}").stat().st_size > 1000
 
 
+RESTORE_METHODS = {"ae_a": {"search", "encode"}, "ae_b": {"search", "encode"}, "vae_c": {"search", "encode"},
+                   "gan_d": {"search"}, "flow_e": {"search"}, "ddpm_f": {"guided"}}
+
+
+def test_every_model_restores_every_task_and_is_measured_for_erasure(project):
+    root, _ = project
+    tasks = ("upsample", "inpaint_lower_half", "inpaint_block", "denoise")
+    for name in MODELS:
+        restored = json.loads((root / f"reports/restore/{name}.json").read_text())
+        assert restored["num_images"] == 40 and set(restored) == {"num_images", "summary", *tasks}
+        for task in tasks:
+            assert set(restored[task]) == RESTORE_METHODS[name], (name, task)
+            for method, found in restored[task].items():
+                assert 0 < found["psnr"] < 100 and -1 <= found["ssim"] <= 1 and found["consistency"] >= 0
+                assert 0 <= found["identity_kept"] <= 1 and 0 <= found["worst_class_kept"] <= found["identity_kept"]
+                assert found["judge_accuracy"] > 0.8 and 0 <= found["kept_share_correlation_chance"] <= 1
+                assert found["worst_subgroup"] in {"thin", "medium", "thick", "left", "upright", "right"}
+        summary = restored["summary"]
+        assert summary["method"] in RESTORE_METHODS[name]
+        assert summary["psnr"] == pytest.approx(np.mean([restored[task][summary["method"]]["psnr"] for task in tasks]))
+        details = json.loads((root / f"reports/eval/{name}/restoration.json").read_text())
+        per_class = details["tasks"]["upsample"][summary["method"]]["per_class"]
+        assert set(per_class) == {str(k) for k in range(10)} and all(v["images"] == 4 for v in per_class.values())
+        timings = json.loads((root / f"reports/timings/{name}.json").read_text())
+        assert timings["restore_seconds_per_1000"] > 0 and "seconds_per_1000" not in str(restored)
+        for task in tasks:
+            assert (root / f"reports/eval/{name}/restore_{task}.png").stat().st_size > 1000
+    # the trained DDPM keeps an inpainting's seen pixels, and its upsampling matches the input's average pooling
+    with np.load(root / "reports/eval/ddpm_f/restoration_grid.npz") as grids:
+        original, restored = grids["inpaint_lower_half/original"], grids["inpaint_lower_half/guided"]
+        assert np.allclose(restored[:, :4], original[:, :4], atol=1e-6)
+        assert not np.allclose(restored[:, 4:], original[:, 4:], atol=1e-3)
+    table = (root / "reports/compare/comparison.csv").read_text().splitlines()[0].split(",")
+    assert {"restore_method", "restore_psnr", "restore_ssim", "restore_identity_kept", "restore_worst_class_kept",
+            "restore_rarest_class_gap", "restore_seconds_per_1000"} <= set(table)
+    report = (root / "reports/compare/comparison.md").read_text()
+    assert "**Image-to-image (upsampling, inpainting, denoising the test images)**: most faithful" in report
+    for task in tasks:
+        assert (root / f"reports/compare/restore_{task}.png").stat().st_size > 5000
+
+
 def test_dvc_metrics_and_plots(project):
     root, info = project
     shown = json.loads(sandbox.run(["dvc", "metrics", "show", "--json"], root).stdout)
     files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]
-    assert {f"reports/eval/{name}.json" for name in MODELS} | {"reports/audit/metrics.json",
+    assert {f"reports/eval/{name}.json" for name in MODELS} | {f"reports/restore/{name}.json" for name in MODELS} | {
+        "reports/audit/metrics.json",
                                                                 "reports/judge.json"} <= set(files)
     plotted = json.loads(sandbox.run(["dvc", "plots", "show", "--json"], root).stdout)
     assert not plotted.get("errors")
@@ -183,6 +225,7 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         assert (artifacts / shown).is_file()
         assert tags["mlflow.note.content"].startswith(tags["genlab.family"])  # the run's description
         assert "Test: FID " in tags["mlflow.note.content"]
+        assert "Image-to-image: restores (" in tags["mlflow.note.content"]
     comparison_tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs["comparison"]))
     assert all(f"{name}={runs[name]}" in comparison_tags["genlab.compared_runs"] for name in MODELS)
     assert "Which generative AI is right for you?" in comparison_tags["mlflow.note.content"]
@@ -215,8 +258,10 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     data_md5 = json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
     for name, run in model_runs(client).items():
         keys = set(run.data.metrics)
-        assert len(keys) <= 30, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
-        assert {key.split("/")[0] for key in keys} == {"train", "test", "bias", "timing"}, (name, sorted(keys))
+        assert len(keys) <= 36, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
+        assert {key.split("/")[0] for key in keys} == {"train", "test", "bias", "restore", "timing"}, (name, sorted(keys))
+        assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
+                "timing/restore_seconds_per_1000"} <= keys
         loss = "g_loss" if name.startswith("gan") else "loss"  # a GAN has no single loss: its generator's
         assert {f"train/{loss}", f"train/val_{loss}", "test/fid", "test/fid_to_floor", "test/recall",
                 "bias/amplification", "timing/sampling_seconds_per_1000"} <= keys
@@ -230,6 +275,7 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
             assert source == f"data/prepared/x_{split}.npy"
         tables = json.loads(run.data.tags["mlflow.loggedArtifacts"])
         assert {"path": "tables/per_class.json", "type": "table"} in tables
+        assert {"path": "tables/restoration_per_class.json", "type": "table"} in tables
         per_class = json.loads(Path(run.info.artifact_uri.removeprefix("file://"), "tables/per_class.json").read_text())
         assert len(per_class["data"]) == 10 and "corrected_share_ratio" in per_class["columns"]
 

@@ -19,6 +19,7 @@ from genlab import metrics
 from genlab.params import RANKING_METRICS, CompareParams
 
 SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
+TEXT_COLUMNS = ("restore_method",)  # the way a model restores best: search, guided or encode
 # Families whose likelihood is exact (the flow) or a bound (the VAE's importance-weighted estimate).
 EXACT_LIKELIHOOD = ("flow",)
 LIKELIHOOD_BOUND = ("vae",)
@@ -39,7 +40,7 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
                     | {key: settings.get(key) for key in SETTING_COLUMNS}
                     | {"diagnosis": summaries[name]["diagnosis"]}
                     | {key: value for key, value in results.items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
+                       if key in TEXT_COLUMNS or isinstance(value, (int, float)) and not isinstance(value, bool)})
     table = pd.DataFrame(rows)
     table = table.dropna(axis=1, how="all")  # settings no compared model has
     if rank_by not in table:
@@ -168,6 +169,9 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"{max(margin.values()):.3f} for this many samples): {', '.join(reproduce) or 'none'}; "
                      f"amplifying it: {', '.join(amplify) or 'none'}; evening it out: {', '.join(even) or 'none'}. "
                      f"Closest: {faithful} ({values[faithful]:+.3f}).")
+    restoring = restoration_answer(table)
+    if restoring:
+        lines.append(restoring)
     if "rarest_class_share_ratio" in table and table["rarest_class"].nunique() == 1:
         ratios = table.set_index("model")["rarest_class_share_ratio"].astype(float).dropna().sort_values()
         lines.append(f"**The rarest training class ({int(table['rarest_class'].iloc[0])})**: its share of the "
@@ -175,6 +179,27 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"classifier's confusion): " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items())
                      + ".")
     return lines
+
+
+def restoration_answer(table: pd.DataFrame) -> str | None:
+    """Image-to-image: which model restores most faithfully, which keeps the most digits, and where the
+    rarest training class is erased (the PULSE question), from the `restore_` columns."""
+    if "restore_psnr" not in table or table["restore_psnr"].isna().all():
+        return None
+    rows = table.dropna(subset=["restore_psnr"])
+    faithful = rows.loc[rows["restore_psnr"].astype(float).idxmax()]
+    keeps = rows.loc[rows["restore_identity_kept"].astype(float).idxmax()]
+    gap, noise = rows["restore_rarest_class_gap"].astype(float), rows["restore_rarest_class_gap_noise"].astype(float)
+    erasing = [f"{name} ({value:.2f})" for name, value, beyond in zip(rows["model"], gap, gap > noise) if beyond]
+    rarest = (f" ({int(rows['rarest_class'].iloc[0])})"
+              if "rarest_class" in rows and rows["rarest_class"].nunique() == 1 else "")
+    return (f"**Image-to-image (upsampling, inpainting, denoising the test images)**: most faithful "
+            f"{faithful['model']} ({faithful['family']}, {faithful['restore_method']}): PSNR "
+            f"{faithful['restore_psnr']:.1f} dB, SSIM {faithful['restore_ssim']:.2f}; keeps the most digits "
+            f"{keeps['model']} (identity kept {keeps['restore_identity_kept']:.2f}, worst class "
+            f"{keeps['restore_worst_class_kept']:.2f}). The rarest training class{rarest} comes back as itself less "
+            f"often than the others by more than chance (two standard errors, about {noise.mean():.2f}) in: "
+            f"{', '.join(erasing) or 'none'} (identity kept counts only the originals the judge recognises).")
 
 
 def description(table: pd.DataFrame, answers: list[str], rank_by: str) -> str:

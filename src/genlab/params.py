@@ -180,12 +180,51 @@ class EvaluateParams(Section):
     min_class_share_ratio: Fraction = 0.25  # a class is covered when its sample share reaches this x its real share
 
 
+RestoreTask = Literal["upsample", "inpaint_lower_half", "inpaint_block", "denoise"]  # genlab.restoration.TASKS
+
+
+class RestoreParams(Section):
+    """Image-to-image on the test split (genlab.restoration), measured in evaluate@<model>."""
+
+    tasks: Annotated[tuple[RestoreTask, ...], Field(min_length=1)] = ("upsample", "inpaint_lower_half",
+                                                                      "inpaint_block", "denoise")
+    # a stratified subset of the test split: the first images of each class in proportion (null: all of it)
+    num_images: Annotated[StrictInt, Field(ge=10)] | None = None
+    upsample_factor: PositiveInt | None = None  # average pooling by this factor (null: 2 up to 16x16, else 4)
+    block_fraction: Fraction = 0.5  # inpaint_block hides a square of this fraction of the side, placed at random
+    noise_sigma: PositiveNumber = 0.2  # denoise: additive Gaussian noise of this standard deviation
+    # PULSE's latent search: Adam on the sphere |w| = sqrt(latent_dim), `search_restarts` starts per image
+    search_steps: PositiveInt = 100  # 50 and 200 give the same PSNR and identity kept on the digits
+    search_restarts: PositiveInt = 4
+    search_learning_rate: PositiveNumber = 0.1
+    permutations: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000  # chance level of the erasure statistics
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _tasks_once(self) -> RestoreParams:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks: each task at most once, got {list(self.tasks)}")
+        return self
+
+    def factor_for(self, image_shape: tuple[int, int]) -> int:
+        """The upsampling task's pooling factor: 2 on the 8x8 digits, 4 on 28x28 MNIST."""
+        return self.upsample_factor or (2 if max(image_shape) <= 16 else 4)
+
+    def image_problem(self, image_shape: tuple[int, int]) -> str | None:
+        factor = self.factor_for(image_shape)
+        if "upsample" in self.tasks and (image_shape[0] % factor or image_shape[1] % factor or factor >= min(image_shape)):
+            return (f"upsample_factor: {factor} must divide the {image_shape[0]}x{image_shape[1]} images' sides "
+                    f"and be smaller than them")
+        return None
+
+
 # What compare can rank by, and whether more is better: the champion is the best model by `rank_by`.
 RANKING_METRICS: dict[str, bool] = {
     "fid": False, "kid": False, "precision": True, "recall": True, "density": True, "coverage": True,
     "classes_covered": True, "class_share_tv_distance": False, "judge_confidence": True,
     "sampling_seconds_per_1000": False, "train_seconds": False, "num_params": False,
     "test_nll_bits_per_dim": False, "test_bce": False, "test_mse": False,
+    "restore_psnr": True, "restore_ssim": True, "restore_identity_kept": True,  # image-to-image (restoration)
 }
 
 
@@ -441,6 +480,7 @@ class Params(Section):
     judge: JudgeParams = JudgeParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    restore: RestoreParams = RestoreParams()
     compare: CompareParams = CompareParams()
     tracking: TrackingParams = TrackingParams()
     models: dict[Name, ModelParams] = Field(min_length=1)
@@ -455,7 +495,8 @@ class Params(Section):
     @model_validator(mode="after")
     def _models_fit_images(self) -> Params:
         shape = SOURCE_IMAGE_SHAPES.get(self.data.source)  # an npz file's shape is checked once it is loaded
-        checked = {f"models.{name}": model for name, model in self.models.items()} | {"judge": self.judge}
+        checked = ({f"models.{name}": model for name, model in self.models.items()} | {"judge": self.judge}
+                   | {"restore": self.restore})
         problems = [f"{key}.{problem} ({self.data.source})" for key, model in checked.items()
                     if shape is not None and (problem := model.image_problem(shape))]
         if problems:

@@ -120,6 +120,15 @@ class Autoencoder(keras.Model):
         codes = np.asarray(self.latent_mean) + noise @ np.asarray(self.latent_scale).T
         return np.clip(predict_in_batches(self.decoder, codes.astype(np.float32)), 0.0, 1.0)  # as images
 
+    def latent_space(self):
+        """The decoder after the fitted Gaussian, as a function of standard normal noise (PULSE's search)."""
+        from genlab.restoration import LatentSpace
+
+        def decode(noise):
+            codes = self.latent_mean + keras.ops.matmul(noise, keras.ops.transpose(self.latent_scale))
+            return self.decoder(codes, training=False)
+        return LatentSpace(decode, int(self.latent_mean.shape[0]))
+
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """What the MLflow run shows every few epochs: the same test images and their reconstructions."""
         return {"original": images, "reconstruction": self.reconstruct(images)}

@@ -89,6 +89,48 @@ def ddim_step(x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, schedule: N
     return np.sqrt(alpha_bar_prev) * x0 + np.sqrt(1 - alpha_bar_prev) * eps
 
 
+def ddim_timesteps(start: int, count: int) -> list[int]:
+    """`count` timesteps from `start` down to 0, evenly spaced (fewer when they round to the same step)."""
+    return list(dict.fromkeys(int(t) for t in np.linspace(start, 0, max(1, count)).round()))
+
+
+def noised(x0: np.ndarray, t: int, noise: np.ndarray, schedule: NoiseSchedule) -> np.ndarray:
+    """q(x_t | x_0) for one timestep t; t = -1 is the clean image itself."""
+    if t < 0:
+        return x0
+    alpha_bar = schedule.alphas_bar[t]
+    return np.sqrt(alpha_bar) * x0 + np.sqrt(1 - alpha_bar) * noise
+
+
+# --- restoration: the reverse process conditioned on a degraded image (genlab.restoration) -----------
+
+
+def ilvr_replace(x: np.ndarray, reference_t: np.ndarray, low_pass) -> np.ndarray:
+    """ILVR (Choi et al. 2021, "ILVR: Conditioning Method for Denoising Diffusion Probabilistic Models"):
+    x_{t-1} keeps its own high frequencies and takes the low-pass part of the reference noised to the same
+    step, x - phi(x) + phi(y_{t-1}); phi down- and upscales."""
+    return x - low_pass(x) + low_pass(reference_t)
+
+
+def replace_seen(x: np.ndarray, reference_t: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RePaint (Lugmayr et al. 2022, "RePaint: Inpainting using Denoising Diffusion Probabilistic Models"),
+    without its resampling: the seen pixels come from the reference noised to the same step, the hidden
+    ones from the model's step."""
+    return mask * reference_t + (1 - mask) * x
+
+
+def sdedit_start(noisy: np.ndarray, sigma: float, schedule: NoiseSchedule, noise: np.ndarray) -> tuple[int, np.ndarray]:
+    """SDEdit (Meng et al. 2022, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential
+    Equations") for a noisy image y = x_0 + sigma eps (in the process's units): the first timestep t whose
+    noise level sqrt((1 - alpha_bar_t) / alpha_bar_t) reaches sigma, and x_t = sqrt(alpha_bar_t) y topped up
+    with just the noise that the step has beyond sigma. Denoising from there removes the noise."""
+    level = np.sqrt((1 - schedule.alphas_bar) / schedule.alphas_bar)
+    t = int(min(np.searchsorted(level, sigma), schedule.num_timesteps - 1))
+    alpha_bar = schedule.alphas_bar[t]
+    extra = max(0.0, 1 - alpha_bar - alpha_bar * sigma**2)
+    return t, np.sqrt(alpha_bar) * noisy + np.sqrt(extra) * noise
+
+
 # --- the network ---------------------------------------------------------------------------------
 
 
@@ -212,13 +254,48 @@ class Ddpm(PerImageObjective):
                 if keep_every and t % keep_every == 0:
                     trajectory.append(x)
         else:
-            timesteps = np.linspace(self.config.num_timesteps - 1, 0, num_steps or self.config.num_inference_steps).round()
-            timesteps = list(dict.fromkeys(int(t) for t in timesteps))
+            timesteps = ddim_timesteps(self.config.num_timesteps - 1, num_steps or self.config.num_inference_steps)
             for t, t_prev in progress.bar(zip(timesteps, timesteps[1:] + [-1]), desc=f"DDIM sampling {count} images",
                                           total=len(timesteps), unit="step"):
                 x = ddim_step(x, self._eps(x, t), t, t_prev, self.schedule)
         images = self._to_images(x)
         return (images, [self._to_images(step) for step in trajectory]) if keep_every else images
+
+    def guided_restore(self, degradation, seed: int) -> np.ndarray:
+        """Restore a genlab.restoration.Degradation with DDIM steps conditioned on it: ILVR for upsampling,
+        RePaint's replacement for inpainting, SDEdit for denoising. Returns (N, H, W) images in [0, 1]."""
+        from genlab.restoration import downscale, upscale
+
+        rng = np.random.default_rng(seed)
+        count, shape, factor = len(degradation.observed), self.image_shape, degradation.factor
+        reference = (2.0 * degradation.shown.reshape(count, self.dims) - 1.0).astype(np.float32)  # [0, 1] -> [-1, 1]
+        x = rng.standard_normal((count, self.dims)).astype(np.float32)
+        start = self.config.num_timesteps - 1
+
+        def noised_reference(t_prev):  # the reference noised to the step just taken, with fresh noise
+            return noised(reference, t_prev, rng.standard_normal(reference.shape).astype(np.float32), self.schedule)
+
+        def low_pass(x):  # the upscaled low-resolution image is its own low pass
+            return upscale(downscale(x.reshape(-1, *shape), factor), factor).reshape(len(x), self.dims)
+
+        if degradation.task == "upsample":
+            def guide(x, t_prev):
+                return ilvr_replace(x, noised_reference(t_prev), low_pass)
+        elif degradation.mask is not None:
+            mask = degradation.mask.reshape(count, self.dims)
+
+            def guide(x, t_prev):
+                return replace_seen(x, noised_reference(t_prev), mask)
+        else:  # denoise: the noise is 2 sigma in the process's units; the sampler alone removes it
+            start, x = sdedit_start(reference, 2.0 * degradation.sigma, self.schedule, x)
+
+            def guide(x, t_prev):
+                return x
+        steps = max(1, round(self.config.num_inference_steps * (start + 1) / self.config.num_timesteps))
+        timesteps = ddim_timesteps(start, steps)
+        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+            x = guide(ddim_step(x, self._eps(x, t), t, t_prev, self.schedule), t_prev).astype(np.float32)
+        return self._to_images(x)
 
     def _to_images(self, x: np.ndarray) -> np.ndarray:
         return ((np.clip(x, -1.0, 1.0) + 1.0) / 2.0).reshape(len(x), *self.image_shape).astype(np.float32)

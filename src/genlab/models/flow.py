@@ -273,6 +273,15 @@ class RealNvp(PerImageObjective):
         levels = self.config.num_levels
         return (np.clip(np.floor(y * levels), 0, levels - 1) / (levels - 1)).astype(np.float32)
 
+    def latent_space(self):
+        """The inverse flow from z = T w at the sampling temperature T, to dequantised pixels (PULSE's search)."""
+        from genlab.restoration import LatentSpace
+
+        def decode(noise):
+            pixels = self.from_logit(self.inverse(self.config.temperature * noise))
+            return ops.reshape(pixels, (-1, *self.image_shape))
+        return LatentSpace(decode, self.dims)
+
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"sample": self.sample(len(images), seed=0)}
 

@@ -111,6 +111,12 @@ class Gan(keras.Model):
         z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
         return predict_in_batches(self.generator, z)
 
+    def latent_space(self):
+        """The generator over its noise z: what PULSE searches."""
+        from genlab.restoration import LatentSpace
+
+        return LatentSpace(lambda z: self.generator(z, training=False), self.config.latent_dim)
+
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Samples from the same noise every time, so the MLflow run shows the generator improving."""
         return {"sample": self.sample(len(images), seed=0)}

@@ -114,6 +114,12 @@ class Vae(keras.Model):
         z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
         return self.decode(z)
 
+    def latent_space(self):
+        """The decoder over the prior's z (PULSE's search)."""
+        from genlab.restoration import LatentSpace
+
+        return LatentSpace(lambda z: self.decoder(z, training=False), self.config.latent_dim)
+
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"original": images, "reconstruction": self.reconstruct(images),
                 "sample": self.sample(len(images), seed=0)}

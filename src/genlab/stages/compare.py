@@ -20,7 +20,8 @@ from genlab import comparison, data, plots, tracking
 from genlab.files import atomic_dir, read_json
 from genlab.params import load_params
 from genlab.stages import argument_parser, run_stage
-from genlab.stages.evaluate import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
+from genlab.stages.evaluate import GRID_FILE, RESTORATION_GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
+
 
 def read_history(path: Path) -> dict[str, list[float]]:
     with path.open() as handle:
@@ -28,9 +29,36 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"} if rows else {}
 
 
+def restoration_columns(restored: dict, timings: dict) -> dict:
+    """A model's times and its restoration summary as `restore_<key>` columns (the times of each task and
+    method stay in the timings JSON)."""
+    return ({key: value for key, value in timings.items() if not key.startswith("restore_")}
+            | {f"restore_{key}": value for key, value in restored["summary"].items()}
+            | {"restore_seconds_per_1000": timings.get("restore_seconds_per_1000")})
+
+
+def restoration_rows(evaluations_dir: Path, table) -> dict[str, dict[str, np.ndarray]]:
+    """Per task, the figure's rows: the original and degraded grid images, then each model's restoration
+    by its own best method."""
+    rows = {}
+    for name, method in zip(table["model"], table.get("restore_method", [None] * len(table))):
+        path = evaluations_dir / name / RESTORATION_GRID_FILE
+        if not isinstance(method, str) or not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as grids:
+            for key in grids.files:
+                task, row = key.split("/")
+                if row in ("original", "degraded"):
+                    rows.setdefault(task, {}).setdefault(row, grids[key])
+                elif row == method:
+                    rows.setdefault(task, {})[f"{name} ({method})"] = grids[key]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--evaluations", required=True, help="folder with <model>.json and <model>/ from evaluate")
+    parser.add_argument("--restorations", required=True, help="folder with <model>.json, the restoration metrics")
     parser.add_argument("--timings", required=True, help="folder with <model>.json, the times from evaluate")
     parser.add_argument("--histories", required=True, help="folder with <model>.csv, the loss histories from train")
     parser.add_argument("--judge-metrics", required=True, help="the judge stage's metrics JSON")
@@ -40,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     evaluations_dir, histories_dir = Path(args.evaluations), Path(args.histories)
     names = list(params.models)
-    evaluations = {name: read_json(evaluations_dir / f"{name}.json") | read_json(Path(args.timings) / f"{name}.json")
+    evaluations = {name: read_json(evaluations_dir / f"{name}.json") | restoration_columns(
+                       read_json(Path(args.restorations) / f"{name}.json"), read_json(Path(args.timings) / f"{name}.json"))
                    for name in names}
     summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
     histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
@@ -79,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         if samples:
             plots.save(plots.image_rows(samples, f"samples, one row per model (seed {SAMPLE_SEED})"),
                        staging / "samples.png")
+        for task, rows in restoration_rows(evaluations_dir, table).items():
+            figures[f"{task.replace('_', ' ')}: original, degraded, one row per model"] = staging / f"restore_{task}.png"
+            plots.save(plots.image_rows(rows, f"{task.replace('_', ' ')}: original, degraded, restored by each model"),
+                       staging / f"restore_{task}.png")
         plots.save(plots.overlaid_curves({name: histories[name]["val_loss"] for name in table["model"]
                                           if "val_loss" in histories[name]},
                                          "validation loss (each model's own loss)", "loss curves"),

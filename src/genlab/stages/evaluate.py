@@ -7,8 +7,13 @@ data floor (that many training images against the test split), the judge's class
 the samples and its confidence, and the sampling time. Encoders (autoencoder, VAE) add
 reconstruction errors overall and per class, their worst and best images and a latent map;
 each family adds its own metrics (the VAE's bound and importance-weighted NLL, the flow's
-exact NLL). Continues the model's MLflow run (its id is saved with the model) and writes the
-DVC metrics JSON (`--metrics`) and the figures plus the rows that `compare` lines up (`--out`).
+exact NLL). Then image-to-image (genlab.restoration, settings `restore:`): the model restores
+upsampled, inpainted and noisy test images, and the judge says whether each keeps its digit.
+Restoration is a part of this stage rather than a `restore@<model>` of its own because a stage
+process spends ~5 s importing TensorFlow and MLflow, nine more of them would add ~45 s to every
+run, and restoring reuses the model, the judge and the test images this stage has loaded already.
+Continues the model's MLflow run (its id is saved with the model) and writes the DVC metrics JSON
+(`--metrics`, `--restore`) and the figures plus the rows that `compare` lines up (`--out`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genlab import bias, data, metrics, morphometry, plots, progress, tracking
+from genlab import bias, data, metrics, morphometry, plots, progress, restoration, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
@@ -27,6 +32,8 @@ from genlab.stages.train import RUN_FILE, SUMMARY_FILE, describe_training
 
 GRID_FILE = "grid_reconstructions.npy"  # the comparison's row for an encoder: the grid images rebuilt
 SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: samples from a fixed seed
+RESTORATION_GRID_FILE = "restoration_grid.npz"  # per task: the grid images original, degraded, restored
+RESTORATION_DETAILS_FILE = "restoration.json"  # every restoration measure, per class and subgroup included
 SAMPLE_SEED = 0
 
 
@@ -40,16 +47,46 @@ RUN_METRICS = {
              "test_mse", "test_bce", "judge_accuracy_on_reconstructions"),
     "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
              "worst_slant_bce_ratio"),
+    # the means over the restoration tasks by the model's best method (restoration.summary)
+    "restore": ("psnr", "ssim", "identity_kept", "worst_class_kept", "rarest_class_gap"),
 }
 
 
-def run_metrics(results: dict, family_keys, timings: dict) -> dict[str, float]:
-    """`test/fid`, `bias/amplification`, `timing/sampling_seconds_per_1000`, ...: the model run's scalars.
-    Of the family's own metrics, those in nats are left to the JSON (their bits-per-dimension twins are logged)."""
+def run_metrics(results: dict, family_keys, timings: dict, restored: dict | None = None) -> dict[str, float]:
+    """`test/fid`, `bias/amplification`, `restore/identity_kept`, `timing/sampling_seconds_per_1000`, ...: the
+    model run's scalars. Of the family's own metrics, those in nats are left to the JSON (their
+    bits-per-dimension twins are logged); of the restoration, the summary (every task in the tables)."""
     family = tuple(key for key in family_keys if key.startswith("test_") and not key.endswith("_nats"))
+    summary = (restored or {}).get("summary", {})
     return ({f"test/{key.removeprefix('test_')}": results[key] for key in RUN_METRICS["test"] + family if key in results}
             | {f"bias/{key.removeprefix('bias_')}": results[key] for key in RUN_METRICS["bias"] if key in results}
-            | {f"timing/{key}": value for key, value in timings.items() if key != "train_seconds"})
+            | {f"restore/{key}": summary[key] for key in RUN_METRICS["restore"] if key in summary}
+            | {f"timing/{key}": value for key, value in timings.items()
+               if key != "train_seconds" and not key.startswith("restore_")}
+            | ({"timing/restore_seconds_per_1000": summary["seconds_per_1000"]} if summary else {}))
+
+
+def restoration_outputs(restored: dict) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+    """The restoration's DVC metrics (every task and method's scalars and the summary, no wall-clock
+    times), its times (for the timings JSON), and its tables for MLflow: one row per task and method, per
+    class and per subgroup."""
+    scalars, timings, rows, per_class, per_group = {}, {}, [], [], []
+    for task, by_method in restored["tasks"].items():
+        for method, values in by_method.items():
+            kept = {key: value for key, value in values.items() if not isinstance(value, dict)}
+            timings[f"restore_{task}_{method}_seconds_per_1000"] = kept.pop("seconds_per_1000")
+            scalars.setdefault(task, {})[method] = kept
+            rows.append({"task": task, "method": method} | kept)
+            per_class += [{"task": task, "method": method, "class": label} | found
+                          | {"erased_to": values["erased_to"].get(label, {}).get("to")}
+                          for label, found in values["per_class"].items()]
+            per_group += [{"task": task, "method": method, "subgroup": name} | found
+                          for name, found in values["per_subgroup"].items()]
+    summary = {key: value for key, value in restored["summary"].items() if key not in ("per_method", "seconds_per_1000")}
+    timings["restore_seconds_per_1000"] = restored["summary"]["seconds_per_1000"]
+    tables = {"tables/restoration.json": pd.DataFrame(rows), "tables/restoration_per_class.json": pd.DataFrame(per_class),
+              "tables/restoration_per_subgroup.json": pd.DataFrame(per_group)}
+    return {"num_images": restored["num_images"], "summary": summary} | scalars, timings, tables
 
 
 def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataFrame]:
@@ -79,6 +116,15 @@ def describe_evaluation(results: dict, num_classes: int) -> str:
     text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
     text += (f", {results['test_nll_bits_per_dim']:.3f} bits/dim" if "test_nll_bits_per_dim" in results else "")
     return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
+
+
+def describe_restoration(restored: dict) -> str:
+    """The restoration's headline in a clause: the method, fidelity, identity kept and the rarest class."""
+    summary, gap = restored["summary"], restored["summary"]["rarest_class_gap"]
+    return (f"restores ({summary['method']}, {restored['num_images']} test images, "
+            f"{len(restored['tasks'])} tasks) at PSNR {summary['psnr']:.1f} dB, SSIM {summary['ssim']:.2f}, "
+            f"identity kept {summary['identity_kept']:.2f} (worst class {summary['worst_class_kept']:.2f}; the "
+            f"rarest training class {abs(gap):.2f} {'less' if gap >= 0 else 'more'} than the others)")
 
 
 def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str,
@@ -176,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge", required=True, help="the judge stage's folder")
     parser.add_argument("--audit", required=True, help="the audit's metrics JSON (the stroke subgroups' thresholds)")
     parser.add_argument("--metrics", required=True, help="the evaluation metrics JSON (DVC metrics)")
-    parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training, sampling)")
+    parser.add_argument("--restore", required=True, help="the restoration metrics JSON (DVC metrics)")
+    parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training, sampling, restoring)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
 
@@ -186,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"evaluate.num_samples: {params.evaluate.num_samples} is more than the training split's "
                           f"{len(prepared.train.y)} images, which the data floor compares with the test split; "
                           f"use at most {len(prepared.train.y)}")
+    problem = params.restore.image_problem(prepared.image_shape)
+    if problem:
+        raise ParamsError(f"restore.{problem} (the prepared data's images)")
     recorded = read_json(Path(args.model_dir) / RUN_FILE)
     run_id = recorded["run_id"]
     training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
@@ -215,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {key: training_summary[key] for key in ("num_params", "num_hyperparameters", "train_seconds",
                                                       "epochs_trained") if key in training_summary}
     figures, rows = {}, {}
-    phases = progress.bar(desc=f"evaluate {args.model}", total=7, unit="phase")
+    phases = progress.bar(desc=f"evaluate {args.model}", total=8, unit="phase")
 
     def done(phase: str) -> None:
         phases.set_postfix_str(phase, refresh=False)
@@ -248,6 +298,15 @@ def main(argv: list[str] | None = None) -> None:
         figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
                     for name, shown in model.family_images(x_test, y_test).items()}
     done("figures")
+    subset = restoration.stratified_subset(y_test, params.restore.num_images)
+    restored, restoration_grids = restoration.report(
+        model, judge, x_test[subset], y_test[subset], bias.shares(prepared.train.y, prepared.num_classes),
+        (subgroup_thresholds["thin_stroke_threshold"], subgroup_thresholds["thick_stroke_threshold"]),
+        params.audit.upright_degrees, params.restore, data.grid_indices(y_test[subset], params.train.grid_images))
+    restore_metrics, restore_timings, restore_tables = restoration_outputs(restored)
+    figures |= {f"restore_{task}.png": plots.image_rows(rows, f"{args.model}: {task.replace('_', ' ')}")
+                for task, rows in restoration_grids.items()}
+    done("restoration")
     phases.close()
 
     with tracking.run(experiment_id, run_name=args.model, run_id=run_id, tags=run_tags) as run_id:
@@ -256,23 +315,32 @@ def main(argv: list[str] | None = None) -> None:
                 np.save(staging / name, np.asarray(images, dtype=np.float32))
             for name, figure in figures.items():
                 plots.save(figure, staging / name)
+            np.savez(staging / RESTORATION_GRID_FILE, **{f"{task}/{row}": np.asarray(images, dtype=np.float32)
+                                                         for task, rows in restoration_grids.items()
+                                                         for row, images in rows.items()})
+            write_json(staging / RESTORATION_DETAILS_FILE, restored)
             write_json(staging / "summary.json", {
                 "run_id": run_id, "model_id": model_id, "diagnosis": training_summary["diagnosis"],
                 "diagnosis_reason": training_summary["diagnosis_reason"],
                 "family": config.family, "params": config.model_dump(mode="json")})
         measured, timings = metrics.split_timings(results)
         write_json(args.metrics, measured)
-        write_json(args.timings, timings)
+        write_json(args.restore, restore_metrics)
+        write_json(args.timings, timings | restore_timings)
         test_set = tracking.log_splits(prepared, args.data, data_md5, ("test",))["test"]
-        tracking.log_metrics(run_metrics(results, family_keys, timings), model_id=model_id, dataset=test_set)
-        for artifact_file, table in run_tables(results, bias.shares(prepared.train.y, prepared.num_classes)).items():
+        tracking.log_metrics(run_metrics(results, family_keys, timings, restored), model_id=model_id, dataset=test_set)
+        tables = run_tables(results, bias.shares(prepared.train.y, prepared.num_classes)) | restore_tables
+        for artifact_file, table in tables.items():
             tracking.log_table(table, artifact_file)
         tracking.log_artifacts(Path(args.out), "evaluation")
-        tracking.log_artifacts(Path(args.metrics), "evaluation")
-        tracking.log_artifacts(Path(args.timings), "evaluation")
+        for path in (args.metrics, args.restore, args.timings):
+            tracking.log_artifacts(Path(path), "evaluation")
         summary = describe_evaluation(results, prepared.num_classes)
-        tracking.describe(f"{describe_training(args.model, config.family, training_summary)}\n\nTest: {summary}.")
-    print(f"{args.model}: {summary}")
+        tracking.describe(f"{describe_training(args.model, config.family, training_summary)}\n\nTest: {summary}.\n\n"
+                          f"Image-to-image: {describe_restoration(restored)}.")
+    restoring = restored["summary"]
+    print(f"{args.model}: {summary}; restores at PSNR {restoring['psnr']:.1f} dB, identity kept "
+          f"{restoring['identity_kept']:.2f}")
 
 
 if __name__ == "__main__":
