@@ -357,6 +357,17 @@ def subgroup_identity(labels: np.ndarray, original_labels: np.ndarray, restored_
                                if counted.any() else float("nan"),
                                "same_subgroup": float(np.mean((restored_groups[column] == name).to_numpy()[members]))
                                } | shifts
+    per_cell = {}  # the same per class and subgroup: a thin 7 is not a thin 1
+    for column in ("stroke_group", "slant_group"):
+        for label in np.unique(labels):
+            for name in sorted(set(original_groups[column])):
+                members = ((original_groups[column] == name).to_numpy()) & (labels == label)
+                counted = members & recognised
+                if members.any():
+                    per_cell.setdefault(str(label), {})[name] = {
+                        "images": int(members.sum()),
+                        "kept": float(np.mean(restored_labels[counted] == label)) if counted.any() else float("nan"),
+                        "same_subgroup": float(np.mean((restored_groups[column] == name).to_numpy()[members]))}
     rated = [name for name, values in per_group.items() if values["kept"] == values["kept"]]
     worst = min(rated, key=lambda name: per_group[name]["kept"]) if rated else None
     return {"worst_subgroup": worst, "worst_subgroup_kept": per_group[worst]["kept"] if worst else float("nan"),
@@ -364,7 +375,7 @@ def subgroup_identity(labels: np.ndarray, original_labels: np.ndarray, restored_
                                             for column in ("stroke_group", "slant_group")])),
             **{f"{measure}_shift": float(np.nanmean(restored_measures[measure] - original_measures[measure]))
                for measure in MORPHOMETRIC_SHIFTS},
-            "per_subgroup": per_group}
+            "per_subgroup": per_group, "per_class_subgroup": per_cell}
 
 
 # --- the report of a model ---------------------------------------------------------------------------
