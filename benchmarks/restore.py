@@ -19,6 +19,28 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def restoration_inputs(root: Path, judge_root: Path | None = None):
+    """What evaluate@<model> hands `genlab.restoration.report` in the project at `root`: its params, the
+    judge (of `judge_root`, by default the same project) and the options (test subset, training shares,
+    stroke thresholds, settings, grid)."""
+    from genlab import bias, data, judge as judges, restoration
+    from genlab.files import read_json
+    from genlab.params import load_params
+
+    params = load_params(root / "params.yaml")
+    prepared = data.load_prepared(root / "data/prepared")
+    judge = judges.load((judge_root or root) / "models/judge")
+    thresholds = read_json(root / "reports/audit/metrics.json")["subgroups"]
+    subset = restoration.stratified_subset(prepared.test.y, params.restore.num_images)
+    images, labels = prepared.test.x[subset], prepared.test.y[subset]
+    return params, judge, dict(images=images, labels=labels,
+                               training_shares=bias.shares(prepared.train.y, prepared.num_classes),
+                               stroke_thresholds=(thresholds["thin_stroke_threshold"],
+                                                  thresholds["thick_stroke_threshold"]),
+                               upright_degrees=params.audit.upright_degrees, settings=params.restore,
+                               grid=data.grid_indices(labels, params.train.grid_images))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, default=PROJECT, help="a project after `dvc repro`")
@@ -26,28 +48,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    from genlab import bias, data, judge as judges, restoration
-    from genlab.files import read_json
+    from genlab import restoration
     from genlab.models import load_model
-    from genlab.params import load_params
 
     root = args.project.resolve()
-    params = load_params(root / "params.yaml")
-    prepared = data.load_prepared(root / "data/prepared")
-    judge = judges.load(root / "models/judge")
-    thresholds = read_json(root / "reports/audit/metrics.json")["subgroups"]
-    subset = restoration.stratified_subset(prepared.test.y, params.restore.num_images)
-    images, labels = prepared.test.x[subset], prepared.test.y[subset]
-    options = dict(training_shares=bias.shares(prepared.train.y, prepared.num_classes),
-                   stroke_thresholds=(thresholds["thin_stroke_threshold"], thresholds["thick_stroke_threshold"]),
-                   upright_degrees=params.audit.upright_degrees, settings=params.restore,
-                   grid=data.grid_indices(labels, params.train.grid_images))
+    params, judge, options = restoration_inputs(root)
+    images = options["images"]
     judge.look(images)  # warm up TensorFlow's predict path once, as evaluate has by then
     rows = []
     for name in args.models or list(params.models):
         model, config = load_model(root / "models" / name)
         started = time.perf_counter()
-        results, _ = restoration.report(model, judge, images, labels, **options)
+        results, _ = restoration.report(model, judge, **options)
         seconds = time.perf_counter() - started
         restoring = {f"{task} {method}": values["seconds_per_1000"] * len(images) / 1000
                      for task, by_method in results["tasks"].items() for method, values in by_method.items()}

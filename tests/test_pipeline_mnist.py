@@ -65,6 +65,15 @@ def test_every_model_is_measured_by_a_convolutional_judge_beside_the_floor(mnist
     assert 0 < read(root, "reports/eval/flow_conv.json")["test_nll_bits_per_dim"] < 9
     # reconstruction errors per class of the real test digits
     assert set(read(root, "reports/eval/ae_784.json")["per_class"]["mse"]) == {str(k) for k in range(10)}
+    # restored at 28x28: the 7x7 average pooling (factor 4), a 14x14 block, every family's own method
+    for name, method in (("ae_784", "search"), ("flow_conv", "search"), ("ddpm_conv", "guided")):
+        restored = read(root, f"reports/restore/{name}.json")
+        assert restored["num_images"] == 30 and restored["upsample"][method]["psnr"] > 0
+        with np.load(root / f"reports/eval/{name}/restoration_grid.npz") as grids:
+            assert grids["upsample/degraded"].shape == (10, 28, 28)
+            assert np.array_equal(grids["upsample/degraded"][:, :4, :4].std(axis=(1, 2)), np.zeros(10))
+            hidden = grids["inpaint_block/original"] != grids["inpaint_block/degraded"]
+            assert hidden.any() and hidden.reshape(10, -1).sum(axis=1).max() <= 14 * 14
 
 
 def test_models_that_failed_are_said_to_have_failed(mnist_project):

@@ -137,12 +137,13 @@ def test_guided_diffusion_restores_every_task_and_inpainting_keeps_the_seen_pixe
     images = digits_like()
     for task in restoration.TASKS:
         degraded = restoration.degrade(images, task, 2, 0.5, 0.2, 0)
-        restored = tiny_ddpm.guided_restore(degraded, seed=0)
-        assert restored.shape == images.shape and restored.min() >= 0 and restored.max() <= 1, task
-        if degraded.mask is not None:  # RePaint's last replacement is the seen pixels themselves
-            assert np.allclose(restored[degraded.mask == 1], images[degraded.mask == 1], atol=1e-6), task
-        again = tiny_ddpm.guided_restore(degraded, seed=0)
-        assert np.array_equal(restored, again), task  # the same for the same seed
+        for sampler in ("ddpm", "ddim"):
+            restored = tiny_ddpm.guided_restore(degraded, seed=0, sampler=sampler)
+            assert restored.shape == images.shape and restored.min() >= 0 and restored.max() <= 1, task
+            if degraded.mask is not None:  # RePaint's last replacement is the seen pixels themselves
+                assert np.allclose(restored[degraded.mask == 1], images[degraded.mask == 1], atol=1e-6), task
+            again = tiny_ddpm.guided_restore(degraded, seed=0, sampler=sampler)
+            assert np.array_equal(restored, again), task  # the same for the same seed
 
 
 # --- the measures -----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
 
     run_page = f"{ui}/#/experiments/{experiment['experiment_id']}/runs/{run_ids['vae_c']}"
     page.goto(f"{run_page}?{MODEL_TRAINING}")
-    for shown in ("test/fid", "test/bce", "bias/amplification", "train/val_loss",  # the overview's metrics table,
+    for shown in ("test/fid", "test/bce", "bias/amplification", "restore/identity_kept", "train/val_loss",  # metrics,
                   "digits-train", "Logged models (1)"):  # its Datasets section and its LoggedModel
         page.get_by_text(shown, exact=False).first.wait_for(timeout=60_000)
     description = api(ui, f"runs/get?run_id={run_ids['vae_c']}")["run"]["data"]["tags"]
@@ -88,12 +88,13 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
     page.screenshot(path=SCREENSHOTS / "run.png", full_page=True)
 
     page.goto(f"{run_page}/model-metrics?{MODEL_TRAINING}")  # one chart section per prefix of the metric keys
-    for section in ("train", "test", "bias", "timing"):
+    for section in ("train", "test", "bias", "restore", "timing"):
         page.get_by_text(section, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=SCREENSHOTS / "charts.png")
 
     page.goto(f"{run_page}/artifacts/{urllib.parse.quote('evaluation/samples.png')}?{MODEL_TRAINING}")
     page.get_by_text("samples.png", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("restore_upsample.png", exact=True).first.wait_for(timeout=60_000)  # the restorations beside it
     shown = page.locator("img[src^='blob:']").first  # the artifact, fetched from the server and decoded
     shown.wait_for(timeout=60_000)
     assert shown.evaluate("image => image.naturalWidth") > 100

@@ -197,6 +197,9 @@ class RestoreParams(Section):
     search_steps: PositiveInt = 100  # 50 and 200 give the same PSNR and identity kept on the digits
     search_restarts: PositiveInt = 4
     search_learning_rate: PositiveNumber = 0.1
+    # DDPM's guided restoration: ddpm, ancestral over every timestep (as ILVR and RePaint); ddim, the model's
+    # num_inference_steps
+    diffusion_sampler: Literal["ddpm", "ddim"] = "ddpm"
     permutations: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000  # chance level of the erasure statistics
     seed: Seed = 0
 

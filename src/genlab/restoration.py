@@ -218,7 +218,8 @@ def methods(model, settings) -> dict[str, Callable[[Degradation], np.ndarray]]:
                                  settings.search_learning_rate, settings.seed)[0]
         found["search"] = search
     if hasattr(model, "guided_restore"):
-        found["guided"] = lambda degradation: model.guided_restore(degradation, settings.seed)
+        found["guided"] = lambda degradation: model.guided_restore(degradation, settings.seed,
+                                                                   settings.diffusion_sampler)
     if hasattr(model, "reconstruct"):
         found["encode"] = lambda degradation: np.clip(model.reconstruct(degradation.shown), 0.0, 1.0)
     return found

@@ -1,0 +1,175 @@
+"""The PULSE question, answered with numbers (issue 14; README, "Image-to-image, and the PULSE question").
+
+Does restoring a degraded image turn a rare digit into a common one, and does that go away when the
+data is balanced? Three runs of the whole pipeline, each in a scratch copy of the project
+(`genlab.sandbox`; nothing is written to your workspace):
+
+- balanced: the project's params.yaml (or `--config`) as it is;
+- fraction: with `data.keep_fraction: {C: F}` (only F of the training images of class C kept);
+- subgroup: with `data.keep_subgroup: {c: {S: 0}}` for every class c (a stroke style removed), or for one.
+
+`--projects balanced=DIR fraction=DIR subgroup=DIR` reads projects that have run instead. Printed per
+model (each by its own best restoration method):
+
+1. class C's identity kept (of the originals the judge recognises), upsampling and the mean over the
+   tasks, balanced against biased; the rarest-class gap beside its noise level; where the errors went;
+2. the biased models measured again by the balanced run's judge: after the injection the judge itself
+   is trained on the biased split and hesitates to say C, which could pass for erasure;
+3. the removed subgroup's test images: identity kept, the share of their restorations drawn in the same
+   subgroup, and how much thicker they come back, balanced against biased.
+
+    .venv/bin/python benchmarks/erasure.py [--config configs/mnist_sample.yaml] [--rare-class 8 --keep 0.1]
+                                           [--subgroup-class all --subgroup thin] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from genlab import sandbox
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run_projects(config: Path, variants: dict[str, dict], scratch: Path, models: list[str] | None) -> dict[str, Path]:
+    """Each variant's `data` overrides applied to the config (with only `models` if given), and a full
+    `dvc repro` of each copy."""
+    roots = {}
+    for name, overrides in variants.items():
+        params = yaml.safe_load(config.read_text())
+        params["data"] |= overrides
+        params["models"] = {key: value for key, value in params["models"].items() if not models or key in models}
+        root = sandbox.copy_project(PROJECT, scratch / name, params)
+        print(f"{name}: dvc repro in {root} ({overrides or 'as configured'})", flush=True)
+        sandbox.run(["dvc", "repro"], root, timeout=4 * 3600)
+        roots[name] = root
+    return roots
+
+
+def restored(root: Path, model: str) -> dict:
+    return json.loads((root / f"reports/eval/{model}/restoration.json").read_text())
+
+
+def class_row(details: dict, label: int) -> dict:
+    """Class `label`'s kept share per task and the rarest-class gap, by the model's best method."""
+    method = details["summary"]["method"]
+    tasks = {task: by_method[method] for task, by_method in details["tasks"].items()}
+    return {"method": method, "kept": {task: found["per_class"][str(label)]["kept"] for task, found in tasks.items()},
+            "judge_accuracy": tasks["upsample"]["per_class"][str(label)]["judge_accuracy"],
+            "gap": float(np.mean([found["rarest_class_gap"] for found in tasks.values()])),
+            "noise": float(np.mean([found["rarest_class_gap_noise"] for found in tasks.values()])),
+            "erased_to": tasks["upsample"]["erased_to"].get(str(label))}
+
+
+def cell_row(details: dict, label: int | None, subgroup: str) -> dict:
+    """The subgroup's restorations (of class `label`, or of every class for None): identity kept, the share
+    drawn in the same subgroup, and (every class) the mean thickness shift, restoration minus original."""
+    method = details["summary"]["method"]
+    cells = {task: (by_method[method]["per_subgroup"] if label is None
+                    else by_method[method]["per_class_subgroup"][str(label)]).get(subgroup, {})
+             for task, by_method in details["tasks"].items()}
+    return {"images": cells["upsample"].get("images", 0),
+            "kept": {task: cell.get("kept", float("nan")) for task, cell in cells.items()},
+            "same_subgroup": {task: cell.get("same_subgroup", float("nan")) for task, cell in cells.items()},
+            "thickness_shift": {task: cell.get("thickness_shift", float("nan")) for task, cell in cells.items()}}
+
+
+def remeasured(biased: Path, balanced: Path, models: list[str], label: int) -> dict[str, dict]:
+    """The biased models' restorations judged by the balanced run's judge (same test split, same settings)."""
+    from genlab import restoration
+    from genlab.models import load_model
+    from restore import restoration_inputs  # benchmarks/restore.py: evaluate's inputs of a project
+
+    _, judge, options = restoration_inputs(biased, judge_root=balanced)
+    found = {}
+    for name in models:
+        model, _ = load_model(biased / "models" / name)
+        found[name] = class_row(restoration.report(model, judge, **options)[0], label)
+    return found
+
+
+def shown(kept: dict) -> str:
+    return f"{kept['upsample']:.2f} ({np.nanmean(list(kept.values())):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=PROJECT / "params.yaml")
+    parser.add_argument("--rare-class", type=int, default=8)
+    parser.add_argument("--keep", type=float, default=0.1)
+    parser.add_argument("--subgroup-class", default="all", help="a class, or all: the style removed from every class")
+    parser.add_argument("--subgroup", default="thin")
+    parser.add_argument("--projects", nargs="*", default=[], help="name=DIR of projects that have run")
+    parser.add_argument("--variants", nargs="*", default=["balanced", "fraction", "subgroup"],
+                        help="which runs (balanced is always needed)")
+    parser.add_argument("--models", nargs="*", help="only these models of the config (default: all)")
+    parser.add_argument("--keep-projects", type=Path, help="run the projects here and keep them")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    label = args.rare_class
+    cell = (None if args.subgroup_class == "all" else int(args.subgroup_class), args.subgroup)
+    num_classes = yaml.safe_load(args.config.read_text())["data"].get("num_classes", 10)
+    removed = {index: {args.subgroup: 0} for index in (range(num_classes) if cell[0] is None else [cell[0]])}
+    variants = {"balanced": {}, "fraction": {"keep_fraction": {label: args.keep}}, "subgroup": {"keep_subgroup": removed}}
+    variants = {name: overrides for name, overrides in variants.items() if name in {"balanced", *args.variants}}
+    with tempfile.TemporaryDirectory() as scratch:
+        roots = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.projects)}
+        missing = {name: overrides for name, overrides in variants.items() if name not in roots}
+        where = args.keep_projects or Path(scratch)
+        roots |= run_projects(args.config, missing, where, args.models) if missing else {}
+        models = list(yaml.safe_load((roots["balanced"] / "params.yaml").read_text())["models"])
+        rows, fair, cells = {}, {}, {}
+        if "fraction" in roots:
+            rows = {name: {variant: class_row(restored(roots[variant], name), label)
+                           for variant in ("balanced", "fraction")} for name in models}
+            fair = remeasured(roots["fraction"], roots["balanced"], models, label)
+        if "subgroup" in roots:
+            cells = {name: {variant: cell_row(restored(roots[variant], name), *cell)
+                            for variant in ("balanced", "subgroup")} for name in models}
+
+    if rows:
+        print_class_table(rows, fair, models, label, args.keep)
+    if cells:
+        print_subgroup_table(cells, models, cell)
+    if args.json:
+        args.json.write_text(json.dumps({"class": rows, "balanced_judge": fair, "subgroup": cells}, indent=2))
+
+
+def print_class_table(rows, fair, models, label, keep) -> None:
+    print(f"\n1-2. class {label}, {keep:g} of its training images kept: identity kept of its restorations, "
+          f"upsampling (mean over the tasks)\n")
+    print(f"| model | method | judge on test {label}s: balanced / biased | balanced | biased | biased, balanced "
+          f"judge | rarest-class gap, biased (noise) | biased: upsampled {label}s mislabelled as |")
+    print("|:--|:--|--:|--:|--:|--:|--:|:--|")
+    for name in models:
+        balanced, biased = rows[name]["balanced"], rows[name]["fraction"]
+        errors = biased["erased_to"]
+        print(f"| {name} | {biased['method']} | {balanced['judge_accuracy']:.2f} / {biased['judge_accuracy']:.2f} | "
+              f"{shown(balanced['kept'])} | {shown(biased['kept'])} | {shown(fair[name]['kept'])} | "
+              f"{biased['gap']:+.2f} ({biased['noise']:.2f}) | "
+              + (f"{errors['to']} ({errors['share_of_errors']:.0%} of {errors['errors']})" if errors else "none") + " |")
+
+
+def print_subgroup_table(cells, models, cell) -> None:
+    who = "every class" if cell[0] is None else f"class {cell[0]}"
+    print(f"\n3. {who} drawn {cell[1]}, removed from training: its test images' restorations, upsampling "
+          f"(mean over the tasks)\n")
+    print(f"| model | test images | identity kept, balanced | biased | still {cell[1]}, balanced | biased | "
+          f"thickness shift (pixels), balanced | biased |")
+    print("|:--|--:|--:|--:|--:|--:|--:|--:|")
+    for name in models:
+        balanced, biased = cells[name]["balanced"], cells[name]["subgroup"]
+        print(f"| {name} | {balanced['images']} | {shown(balanced['kept'])} | {shown(biased['kept'])} | "
+              f"{shown(balanced['same_subgroup'])} | {shown(biased['same_subgroup'])} | "
+              f"{shown(balanced['thickness_shift'])} | {shown(biased['thickness_shift'])} |")
+
+
+if __name__ == "__main__":
+    main()
