@@ -11,12 +11,14 @@ REPORTS = {
     "the judge (classifier of the training split)": "reports/judge.json",
     "loss curves and diagnosis, per model": "reports/train/<model>.csv and .png",
     "evaluation, per model": "reports/eval/<model>.json and reports/eval/<model>/",
+    "image-to-image restoration, per model": "reports/restore/<model>.json and reports/eval/<model>/restore_*.png",
     "comparison": "reports/compare/comparison.html (also .md, .csv and figures)",
 }
 # The columns of the compact table printed here, with their short headings; comparison.md and .csv hold every metric.
 SHOWN = {"model": "model", "family": "family", "recommended": "recommended", "fid": "FID",
          "fid_to_floor": "x floor", "precision": "precision", "recall": "recall", "classes_covered": "classes",
-         "sampling_seconds_per_1000": "s/1000", "num_params": "params", "test_bce": "test BCE"}
+         "sampling_seconds_per_1000": "s/1000", "num_params": "params", "test_bce": "test BCE",
+         "restore_identity_kept": "restored kept"}
 WIDTH = 160  # an answer line is cut (at a clause) beyond this; comparison.md has it whole
 
 
