@@ -257,10 +257,15 @@ def fidelity(originals: np.ndarray, restored: np.ndarray) -> dict[str, np.ndarra
     return {"psnr": np.minimum(np.asarray(psnr, dtype=np.float64), 100.0), "ssim": np.asarray(ssim, dtype=np.float64)}
 
 
+def _correlations(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson's correlation of each row of (P, K) `rows` with y (K,); 0 where either is constant."""
+    x, y = rows - rows.mean(axis=-1, keepdims=True), y - y.mean()
+    scale = np.linalg.norm(x, axis=-1) * np.linalg.norm(y)
+    return np.divide(x @ y, scale, out=np.zeros(len(x)), where=scale > 1e-12)
+
+
 def _correlation(x: np.ndarray, y: np.ndarray) -> float:
-    if np.std(x) == 0 or np.std(y) == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(_correlations(x[None], y)[0])
 
 
 def erasure(labels: np.ndarray, restored_labels: np.ndarray, recognised: np.ndarray, training_shares: np.ndarray,
@@ -287,7 +292,8 @@ def erasure(labels: np.ndarray, restored_labels: np.ndarray, recognised: np.ndar
     shares, kept = training_shares[present], kept_per_class[present]
     correlation = _correlation(shares, kept)
     rng = np.random.default_rng(seed)
-    null = np.array([_correlation(rng.permutation(shares), kept) for _ in range(permutations)])
+    permuted = shares[np.argsort(rng.random((permutations, len(shares))), axis=1)]  # (P, classes), each a permutation
+    null = _correlations(permuted, kept)
     slope = float(np.polyfit(shares, kept, 1)[0]) if np.std(shares) > 0 and len(kept) > 1 else 0.0
     rarest = int(np.argmin(np.where(present, training_shares, np.inf)))
     others = np.delete(kept_per_class, rarest)
