@@ -232,3 +232,17 @@ def test_restore_params_are_checked():
         with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
             parse_params({"data": {"source": "digits"}, "restore": bad,
                           "models": {"m": {"family": "autoencoder", "latent_dim": 2}}})
+
+
+def test_only_the_evaluate_stages_read_the_restore_settings():
+    """Changing `restore:` reruns the evaluations and compare, never a training (dvc.yaml's params lists)."""
+    import yaml
+
+    from pipeline_project import PROJECT
+
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    readers = {name for name, stage in stages.items()
+               if any(str(entry).split(".")[0] == "restore" for entry in (stage.get("do", stage).get("params") or []))}
+    assert readers == {"evaluate"}
+    assert "--restore reports/restore/${key}.json" in stages["evaluate"]["do"]["cmd"]
+    assert "reports/restore" in stages["compare"]["deps"]
