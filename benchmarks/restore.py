@@ -23,7 +23,7 @@ def restoration_inputs(root: Path, judge_root: Path | None = None):
     """What evaluate@<model> hands `genlab.restoration.report` in the project at `root`: its params, the
     judge (of `judge_root`, by default the same project) and the options (test subset, training shares,
     stroke thresholds, settings, grid)."""
-    from genlab import bias, data, judge as judges, restoration
+    from genlab import bias, data, judge as judges, morphometry, restoration
     from genlab.files import read_json
     from genlab.params import load_params
 
@@ -33,7 +33,7 @@ def restoration_inputs(root: Path, judge_root: Path | None = None):
     thresholds = read_json(root / "reports/audit/metrics.json")["subgroups"]
     subset = restoration.stratified_subset(prepared.test.y, params.restore.num_images)
     images, labels = prepared.test.x[subset], prepared.test.y[subset]
-    return params, judge, dict(images=images, labels=labels,
+    return params, judge, dict(images=images, labels=labels, measures=morphometry.measure(images),
                                training_shares=bias.shares(prepared.train.y, prepared.num_classes),
                                stroke_thresholds=(thresholds["thin_stroke_threshold"],
                                                   thresholds["thick_stroke_threshold"]),

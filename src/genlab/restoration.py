@@ -119,10 +119,6 @@ class Degradation:
             return restored
         return (self.mask * self.observed + (1 - self.mask) * restored).astype(np.float32)
 
-    def subset(self, indices: np.ndarray) -> Degradation:
-        return Degradation(self.task, self.observed[indices], self.image_shape, self.factor,
-                           None if self.mask is None else self.mask[indices], self.sigma)
-
 
 def degrade(images: np.ndarray, task: str, factor: int, block_fraction: float, noise_sigma: float,
             seed: int) -> Degradation:
@@ -176,8 +172,7 @@ def latent_search(space: LatentSpace, degradation: Degradation, steps: int, rest
     count, radius = len(degradation.observed), float(np.sqrt(space.dim))
 
     def on_sphere(w):
-        return radius * w / np.linalg.norm(w, axis=-1, keepdims=True) if isinstance(w, np.ndarray) else \
-            radius * tf.math.l2_normalize(w, axis=-1)
+        return radius * tf.math.l2_normalize(w, axis=-1)
 
     starts = np.random.default_rng(seed).standard_normal((restarts * count, space.dim)).astype(np.float32)
     observed = np.concatenate([degradation.observed] * restarts)  # restart r of image i is row r * N + i
@@ -423,26 +418,27 @@ def summary(results: dict[str, dict[str, dict]]) -> dict:
     return headline | {"per_method": found}
 
 
-def report(model, judge, images: np.ndarray, labels: np.ndarray, training_shares: np.ndarray,
+def report(model, judge, images: np.ndarray, labels: np.ndarray, measures, training_shares: np.ndarray,
            stroke_thresholds: tuple[float, float], upright_degrees: float, settings, grid: np.ndarray):
-    """Restore `images` by every task and method of the model and measure it all. Returns the results
-    ({task: {method: scores}} plus the summary) and, per task, the rows of a figure over the `grid` images:
-    original, degraded and each method's restoration."""
+    """Restore `images` (whose morphometry is `measures`, one row each) by every task and method of the
+    model and measure it all. Returns the results ({task: {method: scores}} plus the summary) and, per
+    task, the rows of a figure over the `grid` images: original, degraded and each method's restoration."""
     from genlab import morphometry
 
-    def groups_of(images):
-        measures = morphometry.measure(images)
-        return morphometry.subgroups(measures, stroke_thresholds, upright_degrees), measures
+    def groups_of(measures):
+        return morphometry.subgroups(measures, stroke_thresholds, upright_degrees)
 
+    measures = measures.reset_index(drop=True)
     degradations, restorations = restore_all(model, images, settings)
     original_labels = judge.look(images)[1].argmax(axis=1)
-    groups, measures = groups_of(images)
+    groups = groups_of(measures)
     results = {task: {} for task in degradations}
     grids = {task: {"original": images[grid], "degraded": np.clip(degradation.shown[grid], 0.0, 1.0)}
              for task, degradation in degradations.items()}
     for (task, method), (raw, seconds) in restorations.items():
         restored = degradations[task].keep_seen(raw)
-        restored_groups, restored_measures = groups_of(restored)
+        restored_measures = morphometry.measure(restored)
+        restored_groups = groups_of(restored_measures)
         results[task][method] = scores(images, labels, degradations[task], raw, seconds, original_labels,
                                        judge.look(restored)[1].argmax(axis=1), training_shares, groups, measures,
                                        restored_groups, restored_measures, settings.permutations, settings.seed)

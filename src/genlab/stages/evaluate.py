@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     done("figures")
     subset = restoration.stratified_subset(y_test, params.restore.num_images)
     restored, restoration_grids = restoration.report(
-        model, judge, x_test[subset], y_test[subset], bias.shares(prepared.train.y, prepared.num_classes),
+        model, judge, x_test[subset], y_test[subset], test_measures.iloc[subset],
+        bias.shares(prepared.train.y, prepared.num_classes),
         (subgroup_thresholds["thin_stroke_threshold"], subgroup_thresholds["thick_stroke_threshold"]),
         params.audit.upright_degrees, params.restore, data.grid_indices(y_test[subset], params.train.grid_images))
     restore_metrics, restore_timings, restore_tables = restoration_outputs(restored)
