@@ -1,4 +1,5 @@
-"""Real servers for the integration tests, on loopback: PostgreSQL, an MLflow tracking server.
+"""Real servers for the integration tests, on loopback: PostgreSQL, an S3-compatible object store (moto
+in server mode, from PyPI), an MLflow tracking server.
 
 Each is a context manager that starts the server on a free port, waits until it answers, and
 stops it on exit. PostgreSQL is Debian's package (`.ci/run` installs it); where it is missing
@@ -46,6 +47,14 @@ def _wait_until(ready, what: str, process: subprocess.Popen, log: Path, timeout:
             return
         time.sleep(0.25)
     raise RuntimeError(f"{what} did not answer within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -103,27 +112,51 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "genlab-test", "AWS_SECRET_ACCESS_KEY": "genlab-test",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
-    """`mlflow server` on a free loopback port against `backend_uri`; yields its http:// address."""
+def s3_server(bucket: str, log: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """An S3-compatible server on a free loopback port with an empty `bucket`; yields its endpoint and the
+    environment an S3 client needs (credentials, and the endpoint for MLflow's artifact store)."""
+    try:
+        import boto3
+        import moto.server  # noqa: F401
+    except ImportError:
+        unavailable("moto[server] is not installed (pip install -e '.[test]')")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    try:
+        _wait_until(lambda: _answers(f"{endpoint}/moto-api/"), "moto server", server, log, timeout=60)
+        boto3.client("s3", endpoint_url=endpoint, **{key.lower(): value for key, value in S3_CREDENTIALS.items()
+                                                     if key != "AWS_DEFAULT_REGION"},
+                     region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)
+        yield endpoint, S3_CREDENTIALS | {"MLFLOW_S3_ENDPOINT_URL": endpoint}
+    finally:
+        _stop(server)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path | str, log: Path, env: dict[str, str] | None = None
+                  ) -> Iterator[str]:
+    """`mlflow server` on a free loopback port against `backend_uri`, its artifacts in `artifacts` (a folder or
+    a URI such as s3://bucket/prefix, with `env` for its client); yields its http:// address."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
+    destination = artifacts.as_uri() if isinstance(artifacts, Path) else artifacts
     command = [str(mlflow), "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
-               artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+               destination, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")} | (env or {})
     server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=environment,
                               start_new_session=True)
     address = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"{address}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        _wait_until(ready, "mlflow server", server, log, timeout=120)
+        _wait_until(lambda: _answers(f"{address}/health"), "mlflow server", server, log, timeout=120)
         yield address
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -156,8 +156,11 @@ BAD_CASES = [
      [f"{M}.hidden_units.1:", "valid integer", "(got 'big')"]),
     ("hidden_units_zero", set_key(f"{M}.hidden_units", [0]), [f"{M}.hidden_units.0:", "greater than 0"]),
     ("model_name_slash", rename_model(MODEL, "ae/first"),
-     ["models.ae/first", "should match pattern", "A-Za-z0-9_-", "(got 'ae/first')"]),
+     ["models.ae/first", "cannot name a model", "stage key train@<name>", "letters, digits, '_' and '-'"]),
     ("seed_negative", set_key(f"{M}.seed", -1), [f"{M}.seed:", "greater than or equal to 0", "(got -1)"]),
+    ("num_samples_over_the_training_split", set_key("evaluate.num_samples", 5000),  # the digits' is 1,257
+     ["evaluate.num_samples: 5000 is more than the about 1258 images of the training split (digits)"]),
+    ("model_name_with_a_dot", rename_model(MODEL, "ae.v2"), ["models.ae.v2: 'ae.v2' cannot name a model"]),
     ("data_seed_too_big", set_key("data.seed", 2**32), ["data.seed:", "less than 4294967296"]),
     ("num_classes_one", set_key("data.num_classes", 1), ["data.num_classes:", "greater than or equal to 2"]),
     ("max_class_kl_zero", set_key("validation.max_class_kl", 0),

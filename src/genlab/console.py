@@ -88,28 +88,97 @@ def quiet_native_logs() -> None:
 DVC_ROUTINE = re.compile(r"^(> |(Updating|Generating) lock file |Use `dvc push` to send your updates)|^\s*$")
 
 
+FAILED_STAGE = re.compile(r"failed to reproduce '([^']+)'")
+# DVC's refusals when another DVC command works in this workspace: its repository lock, a stage's paths
+LOCKED = re.compile(r"Unable to acquire lock|is busy, it is being blocked by")
+
+
+def _tee(source, sink, tail: bytearray, limit: int = 1 << 16) -> None:
+    """Copy a pipe to `sink` as it comes (progress bars redraw with \\r, not lines), keeping its tail."""
+    while chunk := os.read(source.fileno(), 1 << 14):
+        sink.write(chunk)
+        sink.flush()
+        tail += chunk
+        del tail[:-limit]
+
+
 def dvc(argv: list[str]) -> int:
     """Run `dvc <argv>` with its routine lines left out of stdout (not when verbose); return its exit status.
-    Its stderr (the stages' progress bars, warnings and errors) is passed through untouched."""
+    Its stderr (the stages' progress bars, warnings and errors) is passed through untouched, and read for
+    the stage that failed: its last good outputs are put back (genlab.workspace), which a stage killed with
+    SIGKILL could not do itself."""
     import shutil
     import subprocess
 
     beside = os.path.join(os.path.dirname(sys.executable), "dvc")  # this environment's DVC, then the PATH's
     command = [beside if os.path.exists(beside) else shutil.which("dvc") or "dvc", *argv]
-    if verbose():
-        return subprocess.call(command)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, env=os.environ | {"PYTHONUNBUFFERED": "1"}) as process:
+    errors = bytearray()
+    with subprocess.Popen(command, stdout=None if verbose() else subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=os.environ | {"PYTHONUNBUFFERED": "1"}) as process:
+        reader = threading.Thread(target=_tee, args=(process.stderr, sys.stderr.buffer, errors), daemon=True)
+        reader.start()
         try:
-            for line in process.stdout:
+            for line in process.stdout or ():
                 if not DVC_ROUTINE.search(line.decode(errors="replace")):
                     sys.stdout.buffer.write(line)
                     sys.stdout.flush()
+            process.wait()
         except KeyboardInterrupt:  # Ctrl-C reaches DVC too, which stops its stage: wait for it
-            for line in process.stdout:
+            for line in process.stdout or ():
                 sys.stdout.buffer.write(line)
             process.wait()
+        reader.join()
+    if process.returncode != 0:
+        after_failure(errors.decode(errors="replace"))
     return process.returncode
 
 
+def after_failure(dvc_errors: str) -> None:
+    """Say what happened and what to run; put back the last good outputs of the stage that failed."""
+    if LOCKED.search(dvc_errors):
+        print("genlab: another DVC command holds this workspace's lock (a `dvc repro` or `make run` still "
+              "running?); DVC ran and deleted nothing: run it again once that one has finished", file=sys.stderr)
+        return
+    failed = FAILED_STAGE.findall(dvc_errors)
+    if not failed:
+        return
+    from genlab import workspace
+
+    stage = failed[-1]
+    try:
+        done = workspace.restore_last_good(".", stage)
+    except Exception as error:  # the failure itself is the news; say how to get the outputs back
+        print(f"genlab: could not put {stage}'s last good outputs back ({error}); `dvc checkout {stage}` does",
+              file=sys.stderr)
+        return
+    if done.describe():
+        print(done.describe(), file=sys.stderr)
+    print(f"genlab: {stage} failed (the error is above); the workspace holds the last good outputs of every "
+          f"stage. Fix the cause and run `make run` again: finished stages are not rerun, and an "
+          f"interrupted training resumes from its last saved epoch", file=sys.stderr)
+
+
+def check_params(path: str = "params.yaml") -> int:
+    """params.yaml checked before DVC reads it: genlab's errors name the key and what is allowed, where
+    DVC's own (for a model name it cannot use as a stage key) would not; a user's npz file is read once to
+    check that every network fits its images, before any stage trains on them."""
+    from genlab.data import DataError, load_npz
+    from genlab.params import ParamsError, load_params
+
+    try:
+        params = load_params(path)
+        if params.data.source == "npz":
+            images, _ = load_npz(params.data.path)
+            problems = params.image_problems(images.shape[1:], f"{images.shape[1]}x{images.shape[2]} images in "
+                                                               f"{params.data.path}")
+            if problems:
+                raise ParamsError(f"{path}: the networks do not fit the data:\n" +
+                                  "\n".join(f"  - {problem}" for problem in problems))
+    except (ParamsError, DataError) as error:
+        print(f"error ({type(error).__name__}): {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":  # python -m genlab.console repro: what `make run` runs
-    sys.exit(dvc(sys.argv[1:]))
+    sys.exit(check_params() or dvc(sys.argv[1:]))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 
 class ParamsError(ValueError):
@@ -44,7 +44,19 @@ Fraction = Annotated[Number, Field(gt=0, lt=1)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 # Names become paths, DVC stage names and command-line arguments: a letter or digit first, no dots.
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+
+
+def _model_name(name: str) -> str:
+    if not (1 <= len(name) <= 64 and re.match(NAME_PATTERN, name)):
+        raise ValueError(f"{name!r} cannot name a model: DVC makes it the stage key train@<name> and "
+                         "`dvc exp run -S models.<name>.<key>` splits at dots, so use 1-64 letters, digits, "
+                         "'_' and '-', a letter or digit first")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
 
 Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "leaky_relu"]
 Loss = Literal["mse", "mae", "msle", "binary_crossentropy", "categorical_crossentropy"]
@@ -67,6 +79,7 @@ LOSS_OUTPUT_ACTIVATIONS: dict[str, tuple[str, ...]] = {
 # Pixels per image of the embedded and Keras sources (an npz file's shape is known only once loaded).
 SOURCE_IMAGE_SHAPES: dict[str, tuple[int, int]] = {"digits": (8, 8), "mnist_sample": (28, 28), "mnist": (28, 28),
                                                    "fashion_mnist": (28, 28)}
+SOURCE_SIZES: dict[str, int] = {"digits": 1797, "mnist_sample": 5000, "mnist": 70_000, "fashion_mnist": 70_000}
 
 
 class Section(BaseModel):
@@ -486,7 +499,7 @@ class Params(Section):
     restore: RestoreParams = RestoreParams()
     compare: CompareParams = CompareParams()
     tracking: TrackingParams = TrackingParams()
-    models: dict[Name, ModelParams] = Field(min_length=1)
+    models: dict[ModelName, ModelParams] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _judge_name_is_taken(self) -> Params:
@@ -496,21 +509,38 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _samples_fit_training_split(self) -> Params:
+        """The data floor compares num_samples training images with the test split: checked here for the
+        known sources (before any training), in evaluate for an npz file."""
+        total = SOURCE_SIZES.get(self.data.source)
+        if total is not None:
+            train = math.floor(min(total, self.data.max_samples or total) * self.data.split.train) + 1
+            if self.evaluate.num_samples > train:
+                raise ValueError(f"evaluate.num_samples: {self.evaluate.num_samples} is more than the about {train} "
+                                 f"images of the training split ({self.data.source}); the data floor compares that "
+                                 f"many training images with the test split")
+        return self
+
+    @model_validator(mode="after")
     def _models_fit_images(self) -> Params:
         shape = SOURCE_IMAGE_SHAPES.get(self.data.source)  # an npz file's shape is checked once it is loaded
-        checked = ({f"models.{name}": model for name, model in self.models.items()} | {"judge": self.judge}
-                   | {"restore": self.restore})
-        problems = [f"{key}.{problem} ({self.data.source})" for key, model in checked.items()
-                    if shape is not None and (problem := model.image_problem(shape))]
+        problems = self.image_problems(shape, self.data.source) if shape is not None else []
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def image_problems(self, image_shape: tuple[int, int], origin: str) -> list[str]:
+        """What does not fit images of this shape: every model's network, the judge's, the restoration's."""
+        checked = ({f"models.{name}": model for name, model in self.models.items()} | {"judge": self.judge}
+                   | {"restore": self.restore})
+        return [f"{key}.{problem} ({origin})" for key, model in checked.items()
+                if (problem := model.image_problem(tuple(image_shape)))]
 
 
 def _format(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
+        location = ".".join(str(part) for part in item["loc"] if part != "[key]")  # a mapping key: its name
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "missing key (required)"

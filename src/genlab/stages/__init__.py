@@ -8,6 +8,8 @@ line on stderr and a non-zero exit, instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -46,20 +48,63 @@ def _terminate(signum, frame) -> None:
 
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a stage's main; a user error prints `error: ...` and exits with status 2; SIGTERM or Ctrl-C
-    stop it cleanly (a training keeps its last completed epoch for the rerun to resume from)."""
+    stop it cleanly (a training keeps its last completed epoch for the rerun to resume from). Whatever
+    the failure, a stage run by DVC puts its last good outputs back in place (genlab.workspace)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)
     except KeyboardInterrupt as error:
-        print(f"interrupted ({error or 'Ctrl-C'}): nothing was written; a training resumes from its last "
+        print(f"interrupted ({error or 'Ctrl-C'}): nothing new was written; a training resumes from its last "
               f"completed epoch when the stage runs again (dvc repro)", file=sys.stderr)
+        put_back_last_good()
         sys.exit(128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT))
+    except SystemExit as error:  # argparse's usage errors
+        if error.code not in (0, None):
+            put_back_last_good()
+        raise
     except Exception as error:
-        if not isinstance(error, _user_errors()):
+        message = _user_message(error)
+        if message is None:  # a bug: its traceback, after the outputs are back
+            put_back_last_good()
             raise
-        name = type(error).__name__
-        print(f"error ({name}): {error}", file=sys.stderr)
+        print(message, file=sys.stderr)
+        put_back_last_good()
         sys.exit(EXIT_USER_ERROR)
+
+
+# what a full disk, a read-only folder or a quota says when a stage writes its outputs
+_NOT_WRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+
+
+def _user_message(error: Exception) -> str | None:
+    """The one line a user error gets, or None for anything else."""
+    if isinstance(error, OSError) and error.errno in _NOT_WRITABLE:
+        where = error.filename or f"the outputs of {os.environ.get('DVC_STAGE', 'this stage')}"
+        return f"error (OSError): cannot write {where}: {error.strerror}; nothing half-written was kept"
+    if isinstance(error, _user_errors()):
+        return f"error ({type(error).__name__}): {error}"
+    return None
+
+
+def put_back_last_good() -> None:
+    """Under DVC (which deleted this stage's outputs before running it), put the last good ones back."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:  # run by hand: nothing was deleted, and the atomic writes kept what was there
+        return
+    from genlab import workspace
+
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        done = workspace.restore_last_good(os.environ.get("DVC_ROOT", "."), stage)
+    except Exception as error:  # never hide the failure that brought us here
+        print(f"{stage}: could not put the last good outputs back ({error}); `dvc checkout {stage}` does",
+              file=sys.stderr)
+        return
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if done.describe():
+        print(done.describe(), file=sys.stderr)
 
 
 def argument_parser(description: str | None, reads_prepared_data: bool = True) -> argparse.ArgumentParser:
