@@ -28,12 +28,58 @@ from genlab import sandbox
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def full_repro(root: Path) -> tuple[float, dict[str, float]]:
-    """Wall time of `dvc repro` from scratch, and the seconds from each stage's start to the next's."""
+class PeakMemory:
+    """Polls the process tree of a running command every 50 ms and keeps each stage's peak resident set
+    size (its `python -m genlab.stages.<stage> [model]` process, named as DVC names the stage)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peaks, self.done = pid, {}, threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def stage_of(command: list[str]) -> str | None:
+        module = next((part for part in command if part.startswith("genlab.stages.")), None)
+        if module is None:
+            return None
+        stage = module.removeprefix("genlab.stages.")
+        following = command[command.index(module) + 1:]
+        return f"{stage}@{following[0]}" if following and not following[0].startswith("-") else stage
+
+    def _poll(self) -> None:
+        import psutil
+
+        while not self.done.wait(0.05):
+            try:
+                children = psutil.Process(self.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for child in children:
+                try:
+                    stage = self.stage_of(child.cmdline())
+                    if stage:
+                        self.peaks[stage] = max(self.peaks.get(stage, 0), child.memory_info().rss)
+                except psutil.Error:
+                    continue
+
+    def stop(self) -> dict[str, float]:
+        """Each stage's peak RSS in MB."""
+        self.done.set()
+        self.thread.join()
+        return {stage: peak / 2**20 for stage, peak in self.peaks.items()}
+
+
+def full_repro(root: Path, force: bool = False) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Wall time of `dvc repro` (forced: every stage, as from scratch), the seconds from each stage's start
+    to the next's, and each stage's peak resident memory in MB."""
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
-    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=sandbox.environment(root), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(["dvc", "repro", *(["-f"] if force else [])], cwd=root,
+                               env=sandbox.environment(root), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    memory = PeakMemory(process.pid)
     for line in process.stdout:
         found = re.match(r"Running stage '([^']+)'", line)
         if found:
@@ -42,7 +88,7 @@ def full_repro(root: Path) -> tuple[float, dict[str, float]]:
         raise RuntimeError("dvc repro failed")
     total = time.perf_counter() - started
     ends = [moment for _, moment in marks[1:]] + [started + total]
-    return total, {stage: end - begun for (stage, begun), end in zip(marks, ends)}
+    return total, {stage: end - begun for (stage, begun), end in zip(marks, ends)}, memory.stop()
 
 
 def noop_repro(root: Path, repeats: int) -> list[float]:
@@ -117,20 +163,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as scratch:
         root = sandbox.copy_project(PROJECT, Path(scratch))
-        total, stages = full_repro(root)
+        total, stages, peaks = full_repro(root)
         sandbox.commit(root, "after repro")
         noop = noop_repro(root, args.repeats)
         overhead = tracking_overhead(root, args.model, args.repeats)
 
     without, with_ = statistics.median(overhead["without"]), statistics.median(overhead["with"])
     report = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "full_repro_seconds": total,
-              "stage_seconds": stages, "noop_repro_seconds": noop, "train_seconds": overhead,
+              "stage_seconds": stages, "stage_peak_rss_mb": peaks, "noop_repro_seconds": noop, "train_seconds": overhead,
               "tracking_overhead": with_ / without - 1}
     print(f"# genlab benchmark ({os.cpu_count()} CPUs)\n")
     print(f"Full default `dvc repro`: **{total:.1f} s** (target < 180 s)\n")
-    print("| stage | seconds | share |\n|:--|--:|--:|")
+    print("| stage | seconds | share | peak RSS (MB) |\n|:--|--:|--:|--:|")
     for stage, seconds in stages.items():
-        print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
+        print(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} | {peaks.get(stage, float('nan')):.0f} |")
     print(f"\nNo-op `dvc repro`: median **{statistics.median(noop):.2f} s** of {[round(t, 2) for t in noop]} "
           f"(target < 5 s)\n")
     print(f"Tracking overhead, train@{args.model} in one process, alternating: without MLflow median "

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from genlab import sandbox
-from pipeline_project import ENCODERS, MODELS, stages_run
+from pipeline_project import ENCODERS, MODELS, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -339,3 +339,23 @@ def test_changing_one_model_reruns_only_its_stages(project):
     exp_runs = mlflow_rows(root, "select r.name, t.value from runs r join tags t on r.run_uuid = t.run_uuid "
                                  "where t.key = 'genlab.dvc_exp_name'")
     assert {name for name, _ in exp_runs} == {"ae_b", "comparison"}
+
+
+def test_an_experiment_run_before_comes_back_from_the_run_cache(project):
+    """Back to a configuration that already ran: DVC restores train, evaluate and compare from its
+    run-cache instead of training again, and the outputs point at the MLflow runs that made them."""
+    root, info = project
+    original = tiny_params()["models"]["ae_b"]["latent_dim"]
+    done = sandbox.run(["dvc", "exp", "run", "-S", f"models.ae_b.latent_dim={original}"], root)
+    assert stages_run(done.stdout) == set(), done.stdout
+    for stage in ("train@ae_b", "evaluate@ae_b", "compare"):
+        assert f"Stage '{stage}' is cached - skipping run" in done.stdout
+    first = sandbox.run(["git", "show", f"{info['commit']}:reports/eval/ae_b.json"], root).stdout
+    assert (root / "reports/eval/ae_b.json").read_text() == first  # the first repro's evaluation, byte for byte
+    run_id = json.loads((root / "models/ae_b/run.json").read_text())["run_id"]
+    ((status, experiment_name),) = mlflow_rows(
+        root, "select r.status, (select value from tags t where t.run_uuid = r.run_uuid "
+              "and t.key = 'genlab.dvc_exp_name') from runs r where r.run_uuid = ?", run_id)
+    assert status == "FINISHED" and experiment_name is None  # the first repro's run, not the experiment's
+    metrics = {key for (key,) in mlflow_rows(root, "select key from metrics where run_uuid = ?", run_id)}
+    assert {"test/fid", "train/loss"} <= metrics
