@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,8 +34,6 @@ class PeakMemory:
     size (its `python -m genlab.stages.<stage> [model]` process, named as DVC names the stage)."""
 
     def __init__(self, pid: int) -> None:
-        import threading
-
         self.pid, self.peaks, self.done = pid, {}, threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -71,14 +70,13 @@ class PeakMemory:
         return {stage: peak / 2**20 for stage, peak in self.peaks.items()}
 
 
-def full_repro(root: Path, force: bool = False) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Wall time of `dvc repro` (forced: every stage, as from scratch), the seconds from each stage's start
-    to the next's, and each stage's peak resident memory in MB."""
+def full_repro(root: Path) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Wall time of `dvc repro` from scratch, the seconds from each stage's start to the next's, and each
+    stage's peak resident memory in MB."""
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
-    process = subprocess.Popen(["dvc", "repro", *(["-f"] if force else [])], cwd=root,
-                               env=sandbox.environment(root), text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=sandbox.environment(root), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     memory = PeakMemory(process.pid)
     for line in process.stdout:
         found = re.match(r"Running stage '([^']+)'", line)

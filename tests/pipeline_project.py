@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -77,3 +78,13 @@ def tiny_mnist_params() -> dict:
 def stages_run(output: str) -> set[str]:
     """The stages a `dvc repro` or `dvc exp run` output says it ran."""
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+OUTPUT_FOLDERS = ("data/prepared", "models", "reports")  # every stage's outputs live under these
+
+
+def output_digests(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """md5 of every file under the stages' output folders, but for those under a folder named in `skip`."""
+    return {str(path.relative_to(root)): hashlib.md5(path.read_bytes()).hexdigest()
+            for folder in OUTPUT_FOLDERS for path in sorted((root / folder).rglob("*"))
+            if path.is_file() and not set(skip) & set(path.parts)}

@@ -6,7 +6,6 @@ changed; two `dvc repro` at once in one workspace, and a model name DVC cannot u
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -22,13 +21,12 @@ import yaml
 
 import services
 from genlab import sandbox, workspace
-from pipeline_project import PROJECT, stages_run, tiny_params
+from pipeline_project import PROJECT, output_digests, tiny_params
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "ae_a"
 MODEL_EDITED = {f"train@{MODEL}", "compare"}  # what an edit of models.<MODEL> changes (compare reads `models`)
-OUTPUTS = ("data/prepared", "models", "reports")  # every stage's outputs live under these
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,7 @@ def root(tmp_path_factory) -> Path:
     return folder
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """md5 of every file under the outputs' folders."""
-    return {str(path.relative_to(root)): hashlib.md5(path.read_bytes()).hexdigest()
-            for folder in OUTPUTS for path in sorted((root / folder).rglob("*")) if path.is_file()}
+snapshot = output_digests  # every output file's md5
 
 
 def dvc_status(root: Path) -> set[str]:

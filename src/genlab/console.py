@@ -145,14 +145,9 @@ def after_failure(dvc_errors: str) -> None:
     from genlab import workspace
 
     stage = failed[-1]
-    try:
-        done = workspace.restore_last_good(".", stage)
-    except Exception as error:  # the failure itself is the news; say how to get the outputs back
-        print(f"genlab: could not put {stage}'s last good outputs back ({error}); `dvc checkout {stage}` does",
-              file=sys.stderr)
-        return
-    if done.describe():
-        print(done.describe(), file=sys.stderr)
+    told = workspace.put_back(".", stage)
+    if told:
+        print(told, file=sys.stderr)
     print(f"genlab: {stage} failed (the error is above); the workspace holds the last good outputs of every "
           f"stage. Fix the cause and run `make run` again: finished stages are not rerun, and an "
           f"interrupted training resumes from its last saved epoch", file=sys.stderr)

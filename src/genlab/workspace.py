@@ -160,8 +160,7 @@ def _put_back(sources: _Sources, output: LockedOutput, listing: list[tuple[str, 
         if moved:
             _remove(aside)
             aside.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(target, aside) if aside.parent.stat().st_dev == target.parent.stat().st_dev \
-                else shutil.move(target, aside)
+            shutil.move(target, aside)  # a rename on the same file system
         os.replace(built, target)
         return moved
     finally:
@@ -191,3 +190,12 @@ def restore_last_good(root: str | Path, stage: str) -> Restoration:
         except (LookupError, OSError) as error:
             result.lost[output.path] = getattr(error, "strerror", None) or str(error)
     return result
+
+
+def put_back(root: str | Path, stage: str) -> str:
+    """`restore_last_good`, told as the console's lines; a failure to restore is told, never raised, so that
+    it cannot hide the stage's own failure."""
+    try:
+        return restore_last_good(root, stage).describe()
+    except Exception as error:
+        return f"{stage}: could not put the last good outputs back ({error}); `dvc checkout {stage}` does"

@@ -95,16 +95,12 @@ def put_back_last_good() -> None:
 
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        done = workspace.restore_last_good(os.environ.get("DVC_ROOT", "."), stage)
-    except Exception as error:  # never hide the failure that brought us here
-        print(f"{stage}: could not put the last good outputs back ({error}); `dvc checkout {stage}` does",
-              file=sys.stderr)
-        return
+        told = workspace.put_back(os.environ.get("DVC_ROOT", "."), stage)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if done.describe():
-        print(done.describe(), file=sys.stderr)
+    if told:
+        print(told, file=sys.stderr)
 
 
 def argument_parser(description: str | None, reads_prepared_data: bool = True) -> argparse.ArgumentParser:
