@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from genlab import sandbox
+from genlab import forkserver, sandbox
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -70,12 +70,17 @@ class PeakMemory:
         return {stage: peak / 2**20 for stage, peak in self.peaks.items()}
 
 
-def full_repro(root: Path) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Wall time of `dvc repro` from scratch, the seconds from each stage's start to the next's, and each
-    stage's peak resident memory in MB."""
+def full_repro(root: Path, warm: bool = True) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Wall time of a forced `dvc repro`, the seconds from each stage's start to the next's, and each
+    stage's peak resident memory in MB. `warm`: the stages run as forks of genlab's warm server (the
+    default; the kernel's peak RSS of each fork, which counts the libraries it shares with the server);
+    otherwise each in a process of its own (GENLAB_FORKSERVER=0; polled)."""
+    report = root / "stage-report.jsonl"
+    report.unlink(missing_ok=True)
+    env = sandbox.environment(root) | {forkserver.SWITCH_ENV: "1" if warm else "0", forkserver.REPORT_ENV: str(report)}
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
-    process = subprocess.Popen(["dvc", "repro"], cwd=root, env=sandbox.environment(root), text=True,
+    process = subprocess.Popen(["dvc", "repro", "--force"], cwd=root, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     memory = PeakMemory(process.pid)
     for line in process.stdout:
@@ -86,7 +91,11 @@ def full_repro(root: Path) -> tuple[float, dict[str, float], dict[str, float]]:
         raise RuntimeError("dvc repro failed")
     total = time.perf_counter() - started
     ends = [moment for _, moment in marks[1:]] + [started + total]
-    return total, {stage: end - begun for (stage, begun), end in zip(marks, ends)}, memory.stop()
+    peaks = memory.stop()
+    if report.exists():
+        peaks = {line["stage"]: line["max_rss_mb"] for line in map(json.loads, report.read_text().splitlines())}
+        report.unlink()
+    return total, {stage: end - begun for (stage, begun), end in zip(marks, ends)}, peaks
 
 
 def print_stages(total: float, stages: dict[str, float], peaks: dict[str, float]) -> None:

@@ -70,16 +70,22 @@ class _NativeStderrFilter:
 _installed: _NativeStderrFilter | None = None
 
 
+def quiet_environment() -> None:
+    """The settings TensorFlow and MLflow read when they are imported: C++ INFO and WARNING lines off (errors
+    still show) and, unless verbose, MLflow's INFO lines (a new store's migrations, "Created version 3 of
+    model ..."; the stage prints its own result line; MLflow's warnings and errors still show)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose():
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model copies files
+
+
 def quiet_native_logs() -> None:
     """Keep TensorFlow's start-up and tf.data notices, and MLflow's INFO lines, out of this process's stderr
     (not when verbose)."""
     global _installed
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING lines off; errors still show
+    quiet_environment()
     if _installed is None and not verbose():
-        # MLflow's INFO lines (a new store's migrations, "Created version 3 of model ..."): the stage prints
-        # its own result line; MLflow's warnings and errors still show
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model copies files
         _installed = _NativeStderrFilter(noise_pattern())
 
 

@@ -163,61 +163,112 @@ class LatentSpace:
 
 def latent_search(space: LatentSpace, degradation: Degradation, steps: int, restarts: int, learning_rate: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """PULSE for one degradation: the best restart's images (N, H, W) and codes (N, dim); see `latent_searches`."""
+    return latent_searches(space, [degradation], steps, restarts, learning_rate, seed)[0]
+
+
+SEARCH_BATCH_VALUES = 1 << 22  # at most this many pixels (rows x pixels per image) searched together
+
+
+def latent_searches(space: LatentSpace, degradations: list[Degradation], steps: int, restarts: int,
+                    learning_rate: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """PULSE: for every image and `restarts` starts at once, Adam on w to minimise the consistency loss of
     decode(w), projected back onto the sphere |w| = sqrt(dim) after every step; the whole loop is one
-    compiled TensorFlow function. Returns the best restart's images (N, H, W) and codes (N, dim)."""
+    compiled TensorFlow function. Several degradations (the tasks) are searched together in one batch, one
+    compiled loop for all of them (each code still gets only its own image's gradient, and each task the
+    starts it would get alone), as many as SEARCH_BATCH_VALUES allows. Per degradation, the best restart's
+    images (N, H, W) and codes (N, dim)."""
+    found, batch, size = [], [], 0
+    for degradation in degradations:
+        values = restarts * len(degradation.observed) * int(np.prod(degradation.image_shape))
+        if batch and size + values > SEARCH_BATCH_VALUES:
+            found += _search_together(space, batch, steps, restarts, learning_rate, seed)
+            batch, size = [], 0
+        batch.append(degradation)
+        size += values
+    return found + (_search_together(space, batch, steps, restarts, learning_rate, seed) if batch else [])
+
+
+def _search_together(space: LatentSpace, degradations: list[Degradation], steps: int, restarts: int,
+                     learning_rate: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     import keras
     import tensorflow as tf
 
-    count, radius = len(degradation.observed), float(np.sqrt(space.dim))
+    radius = float(np.sqrt(space.dim))
 
     def on_sphere(w):
         return radius * tf.math.l2_normalize(w, axis=-1)
 
-    starts = np.random.default_rng(seed).standard_normal((restarts * count, space.dim)).astype(np.float32)
-    observed = np.concatenate([degradation.observed] * restarts)  # restart r of image i is row r * N + i
-    mask = None if degradation.mask is None else np.concatenate([degradation.mask] * restarts)
+    # rows: task by task; within a task, restart r of image i is row r * N + i
+    counts = [len(degradation.observed) for degradation in degradations]
+    bounds = [int(bound) for bound in np.cumsum([0] + [restarts * count for count in counts])]
+    starts = np.concatenate([np.random.default_rng(seed).standard_normal((restarts * count, space.dim))
+                             for count in counts]).astype(np.float32)
+    observed = [np.concatenate([degradation.observed] * restarts) for degradation in degradations]
+    masks = [None if degradation.mask is None else np.concatenate([degradation.mask] * restarts)
+             for degradation in degradations]
     w = tf.Variable(on_sphere(starts))
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build([w])
 
-    def loss_of(codes):
-        return degradation.consistency(space.decode(codes), observed, mask, ops=keras.ops)
+    def losses_of(codes):
+        images = space.decode(codes)
+        return [degradation.consistency(images[bounds[index]:bounds[index + 1]], observed[index], masks[index],
+                                        ops=keras.ops) for index, degradation in enumerate(degradations)]
 
     @tf.function
     def search():
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(loss_of(w))  # a sum: each image's code gets its own gradient
+                loss = tf.add_n([tf.reduce_sum(losses) for losses in losses_of(w)])  # each code: its own gradient
             optimizer.apply_gradients([(tape.gradient(loss, w), w)])
             w.assign(on_sphere(w))
-        return loss_of(w)
+        return losses_of(w)
 
-    losses = np.asarray(search()).reshape(restarts, count)
-    best = losses.argmin(axis=0)
-    codes = np.asarray(w).reshape(restarts, count, space.dim)[best, np.arange(count)]
-    images = np.asarray(space.decode(codes))
-    return np.clip(images, 0.0, 1.0).astype(np.float32), codes
+    found = []
+    for index, losses in enumerate(search()):
+        count = counts[index]
+        best = np.asarray(losses).reshape(restarts, count).argmin(axis=0)
+        codes = np.asarray(w)[bounds[index]:bounds[index + 1]].reshape(restarts, count, space.dim)[best, np.arange(count)]
+        images = np.asarray(space.decode(codes))
+        found.append((np.clip(images, 0.0, 1.0).astype(np.float32), codes))
+    return found
 
 
 # --- the restorers of a model -----------------------------------------------------------------------
 
 
-def methods(model, settings) -> dict[str, Callable[[Degradation], np.ndarray]]:
-    """The ways `model` restores a degradation: search, guided, encode (whichever it has), each returning
-    (N, H, W) images in [0, 1] (an inpainting's seen pixels are put back by `Degradation.keep_seen`)."""
+def methods(model, settings) -> dict[str, Callable[[list[Degradation]], list[tuple[np.ndarray, float]]]]:
+    """The ways `model` restores degradations: search, guided, encode (whichever it has), each returning per
+    degradation (N, H, W) images in [0, 1] (an inpainting's seen pixels are put back by
+    `Degradation.keep_seen`) and the seconds it took. The search does all tasks in one batch; each is given
+    an equal share of its time."""
     found = {}
     if hasattr(model, "latent_space"):
-        def search(degradation):
-            return latent_search(model.latent_space(), degradation, settings.search_steps, settings.search_restarts,
-                                 settings.search_learning_rate, settings.seed)[0]
+        def search(degradations):
+            started = time.perf_counter()
+            restored = latent_searches(model.latent_space(), degradations, settings.search_steps,
+                                       settings.search_restarts, settings.search_learning_rate, settings.seed)
+            share = (time.perf_counter() - started) / len(degradations)
+            return [(images, share) for images, _ in restored]
         found["search"] = search
     if hasattr(model, "guided_restore"):
-        found["guided"] = lambda degradation: model.guided_restore(degradation, settings.seed,
-                                                                   settings.diffusion_sampler)
+        found["guided"] = _one_at_a_time(lambda degradation: model.guided_restore(degradation, settings.seed,
+                                                                                  settings.diffusion_sampler))
     if hasattr(model, "reconstruct"):
-        found["encode"] = lambda degradation: np.clip(model.reconstruct(degradation.shown), 0.0, 1.0)
+        found["encode"] = _one_at_a_time(lambda degradation: np.clip(model.reconstruct(degradation.shown), 0.0, 1.0))
     return found
+
+
+def _one_at_a_time(restore: Callable[[Degradation], np.ndarray]):
+    def each(degradations):
+        timed = []
+        for degradation in degradations:
+            started = time.perf_counter()
+            restored = restore(degradation)
+            timed.append((restored, time.perf_counter() - started))
+        return timed
+    return each
 
 
 def restore_all(model, images: np.ndarray, settings) -> tuple[dict[str, Degradation], dict[tuple[str, str], tuple]]:
@@ -228,10 +279,8 @@ def restore_all(model, images: np.ndarray, settings) -> tuple[dict[str, Degradat
                     for task in settings.tasks}
     restorations = {}
     for method, restore in methods(model, settings).items():
-        for task, degradation in degradations.items():
-            started = time.perf_counter()
-            restored = restore(degradation)
-            restorations[task, method] = (restored, time.perf_counter() - started)
+        for task, restored in zip(degradations, restore(list(degradations.values()))):
+            restorations[task, method] = restored
     return degradations, restorations
 
 

@@ -14,11 +14,17 @@ import signal
 import sys
 from collections.abc import Callable
 
-from genlab import console
+from genlab import console, forkserver
 
 # `python -m genlab.stages.<stage>` imports this package before the stage's module, and so before TensorFlow,
 # while sys.argv[0] is still "-m": TensorFlow's start-up lines out of the stage's log (GENLAB_VERBOSE=1: in).
 # A process that imports the stages as a library (pytest, a notebook) keeps its stderr as it is.
+if sys.argv[:1] in (["-m"], ["-c"]):
+    console.quiet_environment()
+# DVC's command `python -m genlab.stages.<stage> ...` runs in a fork of a warm process that has imported
+# TensorFlow, MLflow and the rest once (genlab.forkserver); this command waits for it and exits with its status.
+if sys.argv[:1] == ["-m"] and forkserver.wanted():
+    forkserver.hand_over()  # returns only where no server answers: the stage then runs in this process
 if sys.argv[:1] in (["-m"], ["-c"]):
     console.quiet_native_logs()
 

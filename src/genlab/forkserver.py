@@ -1,0 +1,308 @@
+"""A warm process for the stage commands: the libraries imported once, a fork for every stage.
+
+Each stage process used to spend about 7.5 s importing TensorFlow, Keras, MLflow, pandas, SciPy and
+matplotlib before doing any work: 160 s of a 466-s `dvc repro` of the defaults. Now the command DVC
+runs, `python -m genlab.stages.<stage> ...`, hands its command line, working directory, environment,
+umask and standard streams to a server that has imported those libraries already. The server forks;
+the child runs the stage module exactly as `python -m` would, in the command's folder, with the
+command's environment, writing to the command's stdout and stderr. genlab's own modules are imported
+afresh in every child, so an edit of src/ is what runs.
+
+For DVC, the command stays the stage's process: it waits for the child, passes SIGINT, SIGTERM and
+SIGHUP on to it, and exits with the child's status (or dies of the child's signal). If the command is
+killed, the child kills itself at once (it watches the connection), so `kill -9` of a stage command, or
+of DVC's whole process group, stops the stage as it did when the command was the stage.
+
+The first stage command starts the server (`python -m genlab.forkserver`, in a session of its own), which
+leaves after `IDLE_SECONDS` without a stage (`pkill -f genlab.forkserver` ends it sooner; it holds
+about 700 MB). One server serves every project of one Python environment;
+its address is a hash of the interpreter, its installed libraries, this file's code, the environment
+variables that libraries read when they are imported, and the namespaces, root and control group a fork
+inherits, so a command in other surroundings gets a server of its own.
+`GENLAB_FORKSERVER=0` runs each stage in a process of its own instead. TensorFlow starts its thread pools
+at its first operation, which the server never runs: a child starts as fresh as a new process, and a CPU
+training in it gives the same weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+SWITCH_ENV = "GENLAB_FORKSERVER"  # "0": every stage in a process of its own
+REPORT_ENV = "GENLAB_STAGE_REPORT"  # a file: the command appends its stage's seconds and peak memory (benchmarks)
+IDLE_SECONDS = 600
+START_SECONDS = 120  # how long a command waits for a server it started to answer
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What the stages import; the SQLAlchemy store is MLflow's SQLite/PostgreSQL client (0.9 s on its own).
+PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "tqdm", "filelock", "requests", "scipy.spatial.distance",
+           "scipy.stats", "scipy.ndimage", "sklearn.model_selection", "sklearn.datasets", "skimage.morphology",
+           "skimage.metrics", "matplotlib.pyplot", "tensorflow", "keras", "mlflow", "mlflow.pyfunc",
+           "mlflow.store.tracking.sqlalchemy_store", "great_expectations")
+# Variables a library reads once, when it is imported: a client with other values needs a server of its own.
+# (PYTHONPATH is left out: it says where genlab is, and a child imports genlab afresh from the command's path.)
+IMPORT_TIME_ENV = ("PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONWARNINGS", "TF_", "KERAS_", "CUDA_",
+                   "XLA_", "OMP_", "MKL_", "OPENBLAS_", "MPL", "GX_", "LANG", "LC_", "HOME", "LD_", "TZ",
+                   "MLFLOW_LOGGING_LEVEL", "MLFLOW_CONFIGURE_LOGGING")
+CHILD_ENV = "GENLAB_FORKSERVER_CHILD"  # set in a child until its stage package is imported: run here, do not hand over
+
+
+def wanted() -> bool:
+    """Whether this stage command goes through the server: unless GENLAB_FORKSERVER=0, and never in a child."""
+    if os.environ.pop(CHILD_ENV, None) is not None:
+        return False
+    return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def address() -> str:
+    """The server's name, an abstract socket (no file to clean up), for this interpreter, its installed
+    libraries, this file's code and the import-time settings."""
+    settings = sorted((key, value) for key, value in os.environ.items() if key.startswith(IMPORT_TIME_ENV))
+    libraries = [entry for entry in sys.path if entry.endswith(("site-packages", "dist-packages", ".zip"))
+                 or entry.startswith(sys.base_prefix)]
+    with open(__file__, "rb") as source:
+        code = hashlib.sha256(source.read()).hexdigest()
+    key = json.dumps([sys.executable, libraries, code, os.getuid(), settings, _surroundings()])
+    return "genlab-forkserver-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _surroundings() -> list[str]:
+    """What a fork inherits from the server and not from the command: its mounts and other namespaces (a
+    command in `unshare -m` sees its own mounts), its root and its control group (a memory limit)."""
+    found = []
+    for name in ("ns/mnt", "ns/pid", "ns/user", "ns/uts", "ns/ipc", "ns/cgroup", "root"):
+        try:
+            found.append(os.readlink(f"/proc/self/{name}"))
+        except OSError:
+            found.append("")
+    try:
+        with open("/proc/self/cgroup") as groups:
+            found.append(groups.read())
+    except OSError:
+        found.append("")
+    return found
+
+
+# -- the command's side ------------------------------------------------------------------------------------
+
+
+def hand_over() -> None:
+    """Run this `python -m <module> ...` command in a child of the warm server and exit with its status.
+    Returns only where there is no server to use (the caller then runs the stage itself)."""
+    try:
+        module = sys.orig_argv[sys.orig_argv.index("-m") + 1]
+    except (ValueError, IndexError):
+        return
+    request = {"module": module, "argv": sys.argv[1:], "path": sys.path, "cwd": os.getcwd(),
+               "env": dict(os.environ), "umask": _umask()}
+    started = time.perf_counter()
+    connection = _connect_and_send(request)
+    if connection is None:
+        print("genlab: the warm stage server did not answer; running this stage in a process of its own",
+              file=sys.stderr)
+        return
+    for sig in RELAYED:  # passed on to the child, which stops the way the stage would have stopped
+        signal.signal(sig, lambda signum, frame: _send(connection, {"signal": signum}))
+    status = _receive(connection)
+    if status is None:
+        print("genlab: the warm stage server stopped before the stage ended; rerun it (GENLAB_FORKSERVER=0 runs "
+              "stages without it)", file=sys.stderr)
+        sys.exit(1)
+    _report(status, time.perf_counter() - started)
+    if "signal" in status:  # die of the same signal, as the stage process would have
+        if status["signal"] != signal.SIGKILL:
+            signal.signal(status["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), status["signal"])
+        sys.exit(128 + status["signal"])  # a signal whose default is not to end a process
+    sys.exit(status["exit"])
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _connect_and_send(request: dict) -> socket.socket | None:
+    """Connect (starting the server if none listens), send the request with our standard streams, and wait
+    for the server to say it forked; None if no server answers in START_SECONDS."""
+    name, started, deadline = address(), False, time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            connection.connect("\0" + name)
+            socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
+            if _receive(connection, timeout=START_SECONDS) is not None:  # {"pid": ...}: the stage runs
+                return connection
+        except (ConnectionRefusedError, FileNotFoundError):
+            if not started:
+                subprocess.Popen([sys.executable, "-m", "genlab.forkserver", name], cwd="/", start_new_session=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                started = True
+        except OSError:  # the server closed as we came (its idle time was up): start another
+            started = False
+        connection.close()
+        time.sleep(0.05)
+    return None
+
+
+def _report(status: dict, seconds: float) -> None:
+    """With GENLAB_STAGE_REPORT set, one JSON line per stage: its name, seconds and peak resident memory."""
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a") as report:
+            report.write(json.dumps({"stage": os.environ.get("DVC_STAGE", " ".join(sys.orig_argv[2:])),
+                                     "seconds": seconds, "max_rss_mb": status["max_rss_kb"] / 1024}) + "\n")
+
+
+def _send(connection: socket.socket, message: dict) -> None:
+    try:
+        connection.send(json.dumps(message).encode())
+    except OSError:
+        pass
+
+
+def _receive(connection: socket.socket, timeout: float | None = None) -> dict | None:
+    connection.settimeout(timeout)
+    try:
+        message = connection.recv(4096)
+    except (OSError, TimeoutError):
+        return None
+    return json.loads(message) if message else None
+
+
+# -- the server's side -------------------------------------------------------------------------------------
+
+
+def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
+    """Listen on `name`, import the libraries, then fork a child per request until idle. Returns 0 in the
+    server when it leaves; in a child, runs the stage and returns its exit status."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        listener.bind("\0" + name)
+    except OSError:  # another command started a server at the same moment: that one serves
+        return 0
+    listener.listen(64)  # requests wait in the backlog while the imports run
+    _preload()
+    children: dict[int, socket.socket] = {}
+    wakeup_read, wakeup_write = os.pipe()
+    os.set_blocking(wakeup_write, False)
+    signal.set_wakeup_fd(wakeup_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    last = time.monotonic()
+    while children or time.monotonic() - last < idle_seconds:
+        ready, _, _ = select.select([listener, wakeup_read], [], [], 5.0)
+        if wakeup_read in ready:
+            os.read(wakeup_read, 4096)
+        while children:  # the children that ended: their status to their commands
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            connection = children.pop(pid)
+            ended = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
+                     else {"exit": os.waitstatus_to_exitcode(status)})
+            _send(connection, ended | {"max_rss_kb": usage.ru_maxrss})
+            connection.close()
+            last = time.monotonic()
+        if listener in ready:
+            connection, _ = listener.accept()
+            try:
+                message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+                request = json.loads(message)
+            except (OSError, ValueError):
+                connection.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                os.close(wakeup_read)
+                os.close(wakeup_write)
+                return _run_child(request, fds, connection)
+            for fd in fds:
+                os.close(fd)
+            _send(connection, {"pid": pid})
+            children[pid] = connection
+            last = time.monotonic()
+    return 0
+
+
+def _preload() -> None:
+    import importlib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - an optional library missing: the stage imports what it needs itself
+            pass
+
+
+def _run_child(request: dict, fds: list[int], connection: socket.socket) -> int:
+    """In the forked child: become the command (streams, folder, environment, arguments) and run its module,
+    importing genlab from the command's path."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=stream.isatty())
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"] | {CHILD_ENV: "1"})
+    sys.path[:] = request["path"]
+    for module in [name for name in sys.modules if name == "genlab" or name.startswith("genlab.")]:
+        del sys.modules[module]
+    sys.argv[:] = ["-m", *request["argv"]]
+    import numpy
+
+    numpy.random.seed()  # fresh entropy, as a new process has (random reseeds itself after a fork)
+    threading.Thread(target=_watch, args=(connection,), name="genlab-forkserver-watch", daemon=True).start()
+    import runpy
+
+    try:
+        runpy._run_module_as_main(request["module"])  # what `python -m` calls
+    except SystemExit as ended:
+        return _exit_code(ended.code)
+    except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - a bug: its traceback, as `python -m` prints it
+        sys.excepthook(*sys.exc_info())
+        return 1
+    return 0
+
+
+def _exit_code(code) -> int:
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _watch(connection: socket.socket) -> None:
+    """The command's signals, raised here; the command gone (killed): die at once, as its process would have."""
+    while True:
+        message = _receive(connection)
+        if message is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "signal" in message:
+            os.kill(os.getpid(), message["signal"])
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))

@@ -1,0 +1,175 @@
+"""genlab.forkserver: a stage command run in a fork of the warm server behaves as its own process would,
+for DVC and for the person at the terminal: streams, folder, arguments, environment, umask, exit status,
+tracebacks, and the signals (SIGINT, SIGTERM passed on; SIGKILL of the command kills the stage too).
+
+The commands are `python -m probe_stages.probe ...`, a package made here with the same two-line hand-over
+as genlab.stages, so that the server is the real one (the first test waits for its imports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from genlab import forkserver
+
+PROBE = '''
+import json, os, signal, sys, time
+from pathlib import Path
+
+out = Path(os.environ["PROBE_OUT"])
+mode = sys.argv[1]
+facts = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "argv": sys.argv, "umask": os.umask(0o022),
+         "x": os.environ.get("PROBE_X"), "keras_loaded": "keras" in sys.modules, "version": VERSION}
+(out / "facts.json").write_text(json.dumps(facts))
+print("to stdout", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+if mode == "exit":
+    sys.exit(int(sys.argv[2]))
+if mode == "bug":
+    raise RuntimeError("a bug in the stage")
+if mode == "sleep":
+    signal.signal(signal.SIGTERM, lambda *_: (out.joinpath("got").write_text("SIGTERM"), sys.exit(143)))
+    try:
+        (out / "ready").write_text("")
+        time.sleep(60)
+    except KeyboardInterrupt:
+        out.joinpath("got").write_text("SIGINT")
+        sys.exit(130)
+'''
+
+
+@pytest.fixture
+def probe(tmp_path):
+    """A package of probe commands and the environment that runs them; call it with the probe's arguments."""
+    package = tmp_path / "code" / "probe_stages"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent('''
+        import sys
+        from genlab import forkserver
+        if sys.argv[:1] == ["-m"] and forkserver.wanted():
+            forkserver.hand_over()
+        '''))
+    (package / "probe.py").write_text("VERSION = 1\n" + PROBE)
+    out = tmp_path / "out"
+    out.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    source = str(Path(forkserver.__file__).resolve().parents[1])
+    env = {key: value for key, value in os.environ.items() if key != forkserver.SWITCH_ENV}
+    env |= {"PYTHONPATH": os.pathsep.join([str(tmp_path / "code"), source]), "PROBE_OUT": str(out),
+            "PROBE_X": "from the command"}
+
+    def start(*args: str, extra: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "probe_stages.probe", *args], cwd=work, env=env | (extra or {}),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.umask(0o027))
+
+    start.out, start.work, start.package = out, work, package
+    return start
+
+
+def facts(probe) -> dict:
+    return json.loads((probe.out / "facts.json").read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return bool(stat) and stat.split()[2] != "Z"
+
+
+def wait_for(path: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_the_stage_runs_in_a_fork_of_the_warm_server_as_the_command_itself_would(probe):
+    command = probe("exit", "3", "--flag")
+    stdout, stderr = command.communicate(timeout=300)
+    found = facts(probe)
+    assert command.returncode == 3
+    assert stdout == "to stdout\n" and "to stderr" in stderr
+    assert found["pid"] != command.pid and found["ppid"] != command.pid  # a child of the server, not of the command
+    assert found["keras_loaded"]  # the server had imported it: the stage did not pay for it
+    assert found["cwd"] == str(probe.work)
+    assert found["argv"][1:] == ["exit", "3", "--flag"] and found["argv"][0].endswith("probe.py")  # as `python -m`
+    assert found["x"] == "from the command" and found["umask"] == 0o027
+    server = found["ppid"]
+    second = probe("exit", "0")
+    second.communicate(timeout=60)
+    assert second.returncode == 0 and facts(probe)["ppid"] == server  # one server serves them all
+
+
+def test_every_child_imports_the_stage_code_afresh(probe):
+    probe("exit", "0").communicate(timeout=300)
+    assert facts(probe)["version"] == 1
+    (probe.package / "probe.py").write_text("VERSION = 2\n" + PROBE)
+    probe("exit", "0").communicate(timeout=60)
+    assert facts(probe)["version"] == 2
+
+
+def test_a_bug_prints_its_traceback_and_exits_1(probe):
+    command = probe("bug")
+    _, stderr = command.communicate(timeout=300)
+    assert command.returncode == 1
+    assert "Traceback" in stderr and "RuntimeError: a bug in the stage" in stderr
+
+
+@pytest.mark.parametrize("sig, told, status", [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "SIGINT", 130)])
+def test_sigterm_and_ctrl_c_reach_the_stage_and_its_status_comes_back(probe, sig, told, status):
+    command = probe("sleep")
+    wait_for(probe.out / "ready")
+    command.send_signal(sig)
+    command.communicate(timeout=60)
+    assert (probe.out / "got").read_text() == told  # the stage's own handler ran: it could clean up
+    assert command.returncode == status
+
+
+def test_a_stage_dies_with_its_command_when_the_command_is_killed(probe):
+    """`kill -9` of the command (as the OOM killer, or a test killing DVC's process group, would) leaves no
+    stage running on its own in the server."""
+    command = probe("sleep")
+    wait_for(probe.out / "ready")
+    child = facts(probe)["pid"]
+    command.kill()
+    command.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while alive(child):
+        assert time.monotonic() < deadline, "the stage outlived its killed command"
+        time.sleep(0.05)
+
+
+def test_a_stage_killed_by_a_signal_kills_its_command_with_the_same_signal(probe):
+    command = probe("sleep")
+    wait_for(probe.out / "ready")
+    os.kill(facts(probe)["pid"], signal.SIGKILL)  # the stage itself, say by the kernel's OOM killer
+    command.communicate(timeout=60)
+    assert command.returncode == -signal.SIGKILL  # DVC sees what it would have seen
+
+
+def test_the_report_has_the_stage_s_peak_memory(probe, tmp_path):
+    report = tmp_path / "report.jsonl"
+    probe("exit", "0", extra={forkserver.REPORT_ENV: str(report), "DVC_STAGE": "probe@x"}).communicate(timeout=300)
+    line = json.loads(report.read_text())
+    assert line["stage"] == "probe@x" and line["seconds"] > 0
+    assert line["max_rss_mb"] > 100  # it counts the libraries the fork shares with the server
+
+
+def test_genlab_forkserver_0_runs_the_stage_in_the_command_s_own_process(probe):
+    command = probe("exit", "0", extra={forkserver.SWITCH_ENV: "0"})
+    command.communicate(timeout=300)
+    found = facts(probe)
+    assert command.returncode == 0 and found["pid"] == command.pid and not found["keras_loaded"]
