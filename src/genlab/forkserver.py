@@ -51,7 +51,8 @@ PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "tqdm", "filelock", "requests"
 # (PYTHONPATH is left out: it says where genlab is, and a child imports genlab afresh from the command's path.)
 IMPORT_TIME_ENV = ("PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONWARNINGS", "TF_", "KERAS_", "CUDA_",
                    "XLA_", "OMP_", "MKL_", "OPENBLAS_", "MPL", "GX_", "LANG", "LC_", "HOME", "LD_", "TZ",
-                   "MLFLOW_LOGGING_LEVEL", "MLFLOW_CONFIGURE_LOGGING")
+                   "MLFLOW_LOGGING_LEVEL", "MLFLOW_CONFIGURE_LOGGING", "GENLAB_FORKSERVER_TAG")  # the tag: a server of
+# its own on request (the pipeline benchmark's warm side starts from a cold server)
 CHILD_ENV = "GENLAB_FORKSERVER_CHILD"  # set in a child until its stage package is imported: run here, do not hand over
 
 
@@ -59,7 +60,7 @@ def wanted() -> bool:
     """Whether this stage command goes through the server: unless GENLAB_FORKSERVER=0, and never in a child."""
     if os.environ.pop(CHILD_ENV, None) is not None:
         return False
-    return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return sys.platform == "linux" and os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def address() -> str:
@@ -70,8 +71,13 @@ def address() -> str:
                  or entry.startswith(sys.base_prefix)]
     with open(__file__, "rb") as source:
         code = hashlib.sha256(source.read()).hexdigest()
-    key = json.dumps([sys.executable, libraries, code, os.getuid(), settings, _surroundings()])
+    key = json.dumps([sys.executable, _interpreter_flags(), libraries, code, os.getuid(), settings, _surroundings()])
     return "genlab-forkserver-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _interpreter_flags() -> list[str]:
+    """The command's interpreter options (-u, -X dev, -W ...), which its server is started with too."""
+    return subprocess._args_from_interpreter_flags()  # what multiprocessing passes on to its processes
 
 
 def _surroundings() -> list[str]:
@@ -134,20 +140,24 @@ def _umask() -> int:
 def _connect_and_send(request: dict) -> socket.socket | None:
     """Connect (starting the server if none listens), send the request with our standard streams, and wait
     for the server to say it forked; None if no server answers in START_SECONDS."""
-    name, started, deadline = address(), False, time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
+    name, started, lost, deadline = address(), False, 0, time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline and lost < 3:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             connection.connect("\0" + name)
             socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
             if _receive(connection, timeout=START_SECONDS) is not None:  # {"pid": ...}: the stage runs
                 return connection
-        except (ConnectionRefusedError, FileNotFoundError):
+            lost += 1  # the server closed as we came (its idle time was up): start another
+            started = False
+        except ConnectionRefusedError:
             if not started:
-                subprocess.Popen([sys.executable, "-m", "genlab.forkserver", name], cwd="/", start_new_session=True,
+                subprocess.Popen([sys.executable, *_interpreter_flags(), "-m", "genlab.forkserver", name], cwd="/",
+                                 start_new_session=True,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 started = True
-        except OSError:  # the server closed as we came (its idle time was up): start another
+        except OSError:
+            lost += 1
             started = False
         connection.close()
         time.sleep(0.05)
