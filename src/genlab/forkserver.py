@@ -47,7 +47,7 @@ PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "tqdm", "filelock", "requests"
            "scipy.stats", "scipy.ndimage", "sklearn.model_selection", "sklearn.datasets", "skimage.morphology",
            "skimage.metrics", "matplotlib.pyplot", "tensorflow", "keras", "mlflow", "mlflow.pyfunc",
            "mlflow.store.tracking.sqlalchemy_store", "great_expectations")
-# Variables a library reads once, when it is imported: a client with other values needs a server of its own.
+# Variables a library reads once, when it is imported: a command with other values needs a server of its own.
 # (PYTHONPATH is left out: it says where genlab is, and a child imports genlab afresh from the command's path.)
 IMPORT_TIME_ENV = ("PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONWARNINGS", "TF_", "KERAS_", "CUDA_",
                    "XLA_", "OMP_", "MKL_", "OPENBLAS_", "MPL", "GX_", "LANG", "LC_", "HOME", "LD_", "TZ",
@@ -105,7 +105,9 @@ def hand_over() -> None:
     Returns only where there is no server to use (the caller then runs the stage itself)."""
     try:
         module = sys.orig_argv[sys.orig_argv.index("-m") + 1]
-    except (ValueError, IndexError):
+        for fd in (0, 1, 2):  # a closed standard stream cannot be handed over: run here
+            os.fstat(fd)
+    except (ValueError, IndexError, OSError):
         return
     request = {"module": module, "argv": sys.argv[1:], "path": sys.path, "cwd": os.getcwd(),
                "env": dict(os.environ), "umask": _umask()}
