@@ -173,3 +173,36 @@ def test_genlab_forkserver_0_runs_the_stage_in_the_command_s_own_process(probe):
     command.communicate(timeout=300)
     found = facts(probe)
     assert command.returncode == 0 and found["pid"] == command.pid and not found["keras_loaded"]
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # one that another user may run (the venv's may sit under /root)
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not SYSTEM_PYTHON.exists(), reason="needs root to act as another user")
+def test_another_user_s_request_is_refused(probe):
+    """A fork runs as the server's user: a request from another user's process (the abstract socket is
+    reachable by any local user) is closed unanswered, and nothing runs."""
+    probe("exit", "0").communicate(timeout=300)  # the server is up
+    (probe.out / "facts.json").unlink()
+    env = {key: value for key, value in os.environ.items() if key != forkserver.SWITCH_ENV}
+    env["PYTHONPATH"] = str(Path(forkserver.__file__).resolve().parents[1])
+    name = subprocess.run([sys.executable, "-c", "from genlab import forkserver; print(forkserver.address())"],
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    request = {"module": "probe_stages.probe", "argv": ["exit", "0"], "path": [str(probe.package.parent)],
+               "cwd": "/", "env": {"PROBE_OUT": str(probe.out)}, "umask": 0o022}
+    intruder = textwrap.dedent(f'''
+        import json, socket
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        connection.connect("\\0" + {name!r})
+        connection.settimeout(30)
+        try:
+            socket.send_fds(connection, [json.dumps({request!r}).encode()], [0, 1, 2])
+            print("answered" if connection.recv(4096) else "closed")
+        except (ConnectionResetError, BrokenPipeError):
+            print("closed")
+        ''')
+    done = subprocess.run([str(SYSTEM_PYTHON), "-c", intruder], capture_output=True, text=True, timeout=60, cwd="/",
+                          preexec_fn=lambda: os.setuid(65534))
+    assert done.stdout.strip() == "closed", done.stderr  # no {"pid": ...}
+    time.sleep(1)
+    assert not (probe.out / "facts.json").exists()

@@ -32,6 +32,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -203,6 +204,7 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
     except OSError:  # another command started a server at the same moment: that one serves
         return 0
     listener.listen(64)  # requests wait in the backlog while the imports run
+    listener.setblocking(False)
     _preload()
     children: dict[int, socket.socket] = {}
     wakeup_read, wakeup_write = os.pipe()
@@ -225,9 +227,16 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
             connection.close()
             last = time.monotonic()
         if listener in ready:
-            connection, _ = listener.accept()
             try:
+                connection, _ = listener.accept()
+            except BlockingIOError:  # the command gave up between select and accept
+                continue
+            try:
+                if _peer_uid(connection) != os.getuid():  # only our own user's commands: a fork runs as us
+                    raise PermissionError("another user's command")
+                connection.settimeout(10)
                 message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+                connection.settimeout(None)
                 request = json.loads(message)
             except (OSError, ValueError):
                 connection.close()
@@ -244,6 +253,12 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
             children[pid] = connection
             last = time.monotonic()
     return 0
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    """The user id of the process at the other end (SO_PEERCRED: pid, uid, gid)."""
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
 
 
 def _preload() -> None:
