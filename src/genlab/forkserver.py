@@ -14,8 +14,9 @@ killed, the child kills itself at once (it watches the connection), so `kill -9`
 of DVC's whole process group, stops the stage as it did when the command was the stage.
 
 The first stage command starts the server (`python -m genlab.forkserver`, in a session of its own), which
-leaves after `IDLE_SECONDS` without a stage (`pkill -f genlab.forkserver` ends it sooner; it holds
-about 700 MB). One server serves every project of one Python environment;
+leaves after `IDLE_SECONDS` without a stage (it holds about 900 MB; `pkill -f genlab.forkserver` ends it
+sooner, between runs: a running stage, a fork, matches too). One server serves every project of one
+Python environment;
 its address is a hash of the interpreter, its installed libraries, this file's code, the environment
 variables that libraries read when they are imported, and the namespaces, root and control group a fork
 inherits, so a command in other surroundings gets a server of its own.
