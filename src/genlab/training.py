@@ -205,28 +205,43 @@ class _StopOnNonFinite(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochBatches(keras.utils.PyDataset):
-    """The training split in batches, reshuffled every epoch by a permutation that depends only on the
-    seed and the epoch's number: a run resumed at epoch k sees the same batches as one that never
-    stopped (Keras's own shuffling continues a random stream that a restart would begin again)."""
+class EpochBatches:
+    """The training split in batches, every epoch's, as one tf.data pipeline that gathers them from the
+    arrays in memory.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.start(0)
+    Each epoch's order is a permutation that depends only on the seed and the epoch's number: a run
+    resumed at epoch k sees the same batches as one that never stopped (Keras's own shuffling continues a
+    random stream that a restart would begin again). Keras reads the pipeline through one iterator for the
+    whole training, an epoch per execution of the train function (fit sets steps_per_execution to the
+    epoch's batches): a PyDataset, whose batches pass through Python one by one and whose iterator is
+    made again every epoch, cost a small model more than its training (benchmarks/README.md, issue 16)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int):
+        import tensorflow as tf
+
+        self.steps = math.ceil(len(x) / batch_size)
+        orders = tf.constant(np.stack([np.random.default_rng([seed, epoch]).permutation(len(x))
+                                       for epoch in range(epochs)]))
+        images, targets = tf.constant(x), tf.constant(y)
+        # the first epoch to serve, set when fit starts it (a resumed run starts after epoch 0)
+        self.first_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="first_epoch")
+        self.dataset = (tf.data.Dataset.range(epochs)
+                        .filter(lambda epoch: epoch >= self.first_epoch)
+                        .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(orders[epoch]).batch(batch_size))
+                        .map(lambda chosen: (tf.gather(images, chosen), tf.gather(targets, chosen)))
+                        .prefetch(2))
 
     def start(self, epoch: int) -> None:
-        """Serve epoch `epoch`'s order; called by fit's callbacks at the beginning of every epoch (Keras
-        fetches an epoch's batches after its on_epoch_begin, and resets the data once before training)."""
-        self.epoch = epoch
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+        """Called by fit's callbacks at the beginning of every epoch; the pipeline begins at the first."""
+        self.first_epoch.assign(epoch)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
 
-    def __getitem__(self, index: int):
-        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.x[chosen], self.y[chosen]
+def validation_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """The validation split in batches, in order: a pipeline without functions, whose iterator (made anew
+    every epoch by Keras's evaluate) costs about a millisecond."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
 class _EpochHook(keras.callbacks.Callback):
@@ -372,7 +387,11 @@ def fit(
     The console shows one progress bar named `name`, or Keras's epoch lines when console.verbose().
     """
     y_train, y_val = targets if targets is not None else (x_train, x_val)
-    batches = EpochBatches(x_train, y_train, batch_size, seed)
+    batches = EpochBatches(x_train, y_train, batch_size, seed, epochs)
+    # one execution of the train function per epoch: with one iterator for all epochs, an execution of
+    # more steps than an epoch has would run into the next epoch's batches
+    model.steps_per_execution = batches.steps
+    model.train_function = model.test_function = None  # traced again with that number of steps
     divergence = _StopOnNonFinite()
     epochs_hook = _EpochHook(on_epoch, batches)
     callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
@@ -396,7 +415,8 @@ def fit(
     if not console.verbose():
         callbacks.append(_EpochBar(epochs, name))
     started = time.perf_counter()
-    model.fit(batches, validation_data=(x_val, y_val), epochs=epochs, shuffle=False, callbacks=callbacks,
+    model.fit(batches.dataset, validation_data=validation_batches(x_val, y_val, batch_size), epochs=epochs,
+              steps_per_epoch=batches.steps, shuffle=False, callbacks=callbacks,
               verbose=2 if console.verbose() else 0)
     seconds = time.perf_counter() - started
     resumed = resumable.first_epoch if resumable is not None else 0
