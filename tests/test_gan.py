@@ -82,3 +82,40 @@ def test_samples_are_images_and_deterministic_for_a_seed(images, tmp_path):
 def test_early_stopping_is_refused_for_a_gan():
     with pytest.raises(ParamsError, match="early_stopping_patience must be null for a GAN"):
         parse_params({"data": {}, "models": {"g": {"family": "gan", "early_stopping_patience": 3}}})
+
+
+def test_a_generator_average_replaces_its_last_weights_after_training(images):
+    """ema_decay: the generator samples with its optimizer's moving average (Keras's fit finalizes the
+    model's own optimizer only; a GAN's two are its own), and the discriminator keeps its last weights."""
+    training.set_seed(0)
+    model = build_model(config(ema_decay=0.9, epochs=2), SHAPE)
+    averages = []
+    original = model.finalize_weights
+
+    def keep_averages():  # the moving averages and the last weights, just before fit replaces them
+        averages.extend(np.asarray(v) for v in model.g_optimizer._model_variables_moving_average)
+        averages.append([np.asarray(v) for v in model.generator.trainable_variables])
+        original()
+
+    model.finalize_weights = keep_averages
+    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    *moving, last = averages
+    assert len(moving) == len(model.generator.trainable_variables)
+    for variable, average, before in zip(model.generator.trainable_variables, moving, last):
+        np.testing.assert_array_equal(np.asarray(variable), average)
+    assert any(not np.array_equal(average, before) for average, before in zip(moving, last))
+
+
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_samples_at_a_temperature_decode_scaled_noise(family):
+    """temperature T: samples come from z ~ N(0, T^2 I), the same noise scaled, the same for the same seed."""
+    from genlab.params import VaeParams
+
+    training.set_seed(0)
+    made = config(temperature=2.0) if family == "gan" else VaeParams(
+        family="vae", hidden_units=(16,), latent_dim=4, epochs=1, seed=0, temperature=2.0)
+    model = build_model(made, SHAPE)
+    z = np.random.default_rng(5).standard_normal((6, 4)).astype(np.float32)
+    network = model.generator if family == "gan" else model.decoder
+    np.testing.assert_allclose(model.sample(6, seed=5), np.asarray(network(2.0 * z, training=False)), atol=1e-6)
+    np.testing.assert_array_equal(model.sample(6, seed=5), model.sample(6, seed=5))

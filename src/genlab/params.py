@@ -41,6 +41,8 @@ def _finite(value: float) -> float:
 Number = Annotated[float, BeforeValidator(_yaml_number), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[Number, Field(gt=0)]
 Fraction = Annotated[Number, Field(gt=0, lt=1)]
+# the scale of the prior's noise when sampling, z ~ N(0, T^2 I): below 1 trades variety for typical images
+Temperature = Annotated[Number, Field(gt=0, le=3)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 # Names become paths, DVC stage names and command-line arguments: a letter or digit first, no dots.
@@ -358,6 +360,7 @@ class VaeParams(ImageNetworkParams):
     decoder_std: PositiveNumber = 0.1  # the Gaussian decoder's fixed standard deviation per pixel
     beta: PositiveNumber = 1.0  # weight of the KL term (beta-VAE when not 1)
     num_importance_samples: Annotated[StrictInt, Field(ge=1, le=5000)] = 64  # k of the importance-weighted NLL
+    temperature: Temperature = 1.0  # samples decode z ~ N(0, T^2 I)
 
 
 class GanParams(ImageNetworkParams):
@@ -375,6 +378,9 @@ class GanParams(ImageNetworkParams):
     discriminator_filters: tuple[PositiveInt, ...] | None = None
     loss: Literal["non_saturating", "minimax"] = "non_saturating"  # the generator's objective
     adam_beta_1: Fraction = 0.5  # Adam's first-moment decay; 0.5 steadies the adversarial game
+    # a moving average of the generator's weights samples in place of its last weights (0: off)
+    ema_decay: Annotated[Number, Field(ge=0, lt=1)] = 0.0
+    temperature: Temperature = 1.0  # samples from z ~ N(0, T^2 I)
 
     def image_problem(self, image_shape: tuple[int, int]) -> str | None:
         if self.discriminator_filters is not None and len(self.discriminator_filters) != len(self.conv_filters):
@@ -411,7 +417,7 @@ class FlowParams(ImageNetworkParams):
     conv_filters: tuple[PositiveInt, ...] = (32, 32)
     num_levels: Annotated[StrictInt, Field(ge=2, le=65536)] = 256  # grey levels dequantised (uniform noise)
     logit_alpha: Annotated[Number, Field(gt=0, lt=0.5)] = 0.05  # squeeze into [alpha, 1 - alpha] before the logit
-    temperature: Annotated[Number, Field(gt=0, le=2)] = 0.8  # the noise scale when sampling
+    temperature: Temperature = 0.8  # the noise scale when sampling
 
     def image_problem(self, image_shape: tuple[int, int]) -> str | None:
         factor = 2 ** self.num_scales

@@ -418,6 +418,8 @@ def fit(
     model.fit(batches.dataset, validation_data=validation_batches(x_val, y_val, batch_size), epochs=epochs,
               steps_per_epoch=batches.steps, shuffle=False, callbacks=callbacks,
               verbose=2 if console.verbose() else 0)
+    if hasattr(model, "finalize_weights"):  # a GAN's generator: its moving average, as fit does for one optimizer
+        model.finalize_weights()
     seconds = time.perf_counter() - started
     resumed = resumable.first_epoch if resumable is not None else 0
     seconds += sum(entry["epoch_seconds"] for entry in epochs_hook.logs[:resumed])  # before the interruption

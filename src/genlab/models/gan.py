@@ -58,6 +58,12 @@ class Gan(keras.Model):
         """The discriminator's and the generator's optimizers (a learning-rate schedule sets both)."""
         return [self.d_optimizer, self.g_optimizer]
 
+    def finalize_weights(self) -> None:
+        """After training: the generator takes its optimizer's moving average of its weights, if it keeps one
+        (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"). Keras's fit does this
+        for a model's own optimizer only, and a GAN's are two of its own."""
+        self.g_optimizer.finalize_variable_values(self.generator.trainable_variables)
+
     def build_optimizers(self) -> None:
         """Create both optimizers' variables, so that saved weights load into them."""
         self.d_optimizer.build(self.discriminator.trainable_variables)
@@ -107,8 +113,9 @@ class Gan(keras.Model):
     # --- what the stages use -----------------------------------------------------------------
 
     def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images from z ~ N(0, I), the same for the same seed."""
-        z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
+        """`count` images from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
+        z = self.config.temperature * np.random.default_rng(seed).standard_normal(
+            (count, self.config.latent_dim)).astype(np.float32)
         return predict_in_batches(self.generator, z)
 
     def latent_space(self):
@@ -128,9 +135,10 @@ class Gan(keras.Model):
         return {"test_d_real": float(ops.mean(real)), "test_d_fake": float(ops.mean(fake))}
 
 
-def _optimizer(config: GanParams) -> keras.optimizers.Optimizer:
+def _optimizer(config: GanParams, ema_decay: float = 0.0) -> keras.optimizers.Optimizer:
     settings = {"beta_1": config.adam_beta_1} if config.optimizer == "adam" else {}
-    return make_optimizer(config.optimizer, config.learning_rate, clip_norm=config.gradient_clip_norm, **settings)
+    return make_optimizer(config.optimizer, config.learning_rate, ema_decay, clip_norm=config.gradient_clip_norm,
+                          **settings)
 
 
 def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Gan:
@@ -150,6 +158,6 @@ def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: 
 
     model = Gan(generator, discriminator, config, name="gan")
     model.build((None, config.latent_dim))
-    model.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config),
+    model.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config, config.ema_decay),
                   steps_per_execution=steps_per_execution)
     return model

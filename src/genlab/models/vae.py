@@ -110,8 +110,9 @@ class Vae(keras.Model):
         return predict_in_batches(self.decoder, codes, batch_size)
 
     def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images decoded from z ~ N(0, I), the same for the same seed."""
-        z = np.random.default_rng(seed).standard_normal((count, self.config.latent_dim)).astype(np.float32)
+        """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
+        z = self.config.temperature * np.random.default_rng(seed).standard_normal(
+            (count, self.config.latent_dim)).astype(np.float32)
         return self.decode(z)
 
     def latent_space(self):
