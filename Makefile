@@ -11,6 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 CONFIG ?=
 VERBOSE ?=
+AGAINST ?=
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -47,8 +48,9 @@ ui: $(STAMP)
 	@echo "MLflow UI: $$($(BIN)/python -m genlab.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
 
+# `make benchmark AGAINST=<git revision>`: that revision's forced `dvc repro` beside this tree's (issue 16: 1885289)
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/pipeline.py $(if $(AGAINST),--against $(AGAINST))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,9 +1,12 @@
 """Pipeline benchmarks on this machine: a forced `dvc repro` of the defaults with the stages as forks of
 genlab's warm server and then each in a process of its own (GENLAB_FORKSERVER=0), side by side, each
 stage's seconds and peak resident memory, and every model's FID over the floor from both runs; a no-op
-`dvc repro`; and the tracking overhead (the same training with and without MLflow).
+`dvc repro`; and the tracking overhead (the same training with and without MLflow). With `--against REV`,
+instead: the forced `dvc repro` (warm) of the project as it was at git revision REV and as it is now, side
+by side, each stage's seconds and peak memory and every model's FID over the floor from both (issue 16's
+before and after: `--against 1885289`).
 
-    .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--model ae_sigmoid_bce]
+    .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--model ae_sigmoid_bce] [--against REV]
 
 Runs in a scratch copy of the project (genlab.sandbox), never in your workspace, and
 prints a Markdown report; `--json PATH` also saves the raw figures. Targets (issues 2 and 16):
@@ -72,15 +75,16 @@ class PeakMemory:
         return {stage: peak / 2**20 for stage, peak in self.peaks.items()}
 
 
-def full_repro(root: Path, warm: bool = True) -> tuple[float, dict[str, float], dict[str, float]]:
+def full_repro(root: Path, warm: bool = True, tag: str = "") -> tuple[float, dict[str, float], dict[str, float]]:
     """Wall time of a forced `dvc repro`, the seconds from each stage's start to the next's, and each
     stage's peak resident memory in MB. `warm`: the stages run as forks of genlab's warm server (the
     default; the kernel's peak RSS of each fork, which counts the libraries it shares with the server);
-    otherwise each in a process of its own (GENLAB_FORKSERVER=0; polled)."""
+    otherwise each in a process of its own (GENLAB_FORKSERVER=0; polled). Each `tag` starts a server of its
+own, cold, in the run's first stage."""
     report = root / "stage-report.jsonl"
     report.unlink(missing_ok=True)
     env = sandbox.environment(root) | {forkserver.SWITCH_ENV: "1" if warm else "0", forkserver.REPORT_ENV: str(report),
-                                       "GENLAB_FORKSERVER_TAG": f"benchmark-{os.getpid()}"}  # a cold server
+                                       "GENLAB_FORKSERVER_TAG": f"benchmark-{os.getpid()}-{tag}"}  # a cold server
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
     process = subprocess.Popen(["dvc", "repro", "--force"], cwd=root, env=env, text=True,
@@ -106,8 +110,9 @@ def fid_to_floor(root: Path) -> dict[str, float]:
     return {path.stem: json.loads(path.read_text())["fid_to_floor"] for path in sorted((root / "reports/eval").glob("*.json"))}
 
 
-def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float]]]) -> None:
-    """The stage table, one column pair per side (seconds, peak RSS), and the ratio of the first two sides."""
+def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float]]], later_first: bool = True) -> None:
+    """The stage table, one column pair per side (seconds, peak RSS), and the ratio of the first two sides:
+    the first's seconds over the second's, or with `later_first` False the second's over the first's."""
     names = list(sides)
     print(f"# genlab benchmark ({os.cpu_count()} CPUs)\n")
     for name, (total, _, _) in sides.items():
@@ -122,7 +127,7 @@ def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float
             value = total if stage == "total" else timed.get(stage, float("nan"))
             seconds.append(value)
             cells.append(f"{value:.1f} | {'' if stage == 'total' else format(peaks.get(stage, float('nan')), '.0f')}")
-        ratio = f" | {seconds[0] / seconds[1]:.2f}" if len(seconds) > 1 else ""
+        ratio = f" | {(seconds[0] / seconds[1]) ** (1 if later_first else -1):.2f}" if len(seconds) > 1 else ""
         print(f"| {stage} | " + " | ".join(cells) + ratio + " |", flush=True)
 
 
@@ -196,14 +201,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="ae_sigmoid_bce", help="the model whose training is timed for overhead")
     parser.add_argument("--json", type=Path, help="also save the raw figures here")
+    parser.add_argument("--against", metavar="REV", help="a git revision whose project is run beside this one")
     args = parser.parse_args()
+    if args.against:
+        return before_and_after(args.against, args.json)
 
     with tempfile.TemporaryDirectory(prefix="genlab-bench-") as scratch:
         root = sandbox.copy_project(PROJECT, Path(scratch))
         sandbox.run(["dvc", "repro", "prepare"], root)  # the first stage of either side pays no one-off cost
         sides, quality = {}, {}
         for name, warm in (("warm", True), ("own process", False)):
-            sides[name] = full_repro(root, warm=warm)
+            sides[name] = full_repro(root, warm=warm, tag=name.replace(' ', '-'))
             quality[name] = fid_to_floor(root)
         print_stages(sides)
         print("\nEach model's FID over the data floor, both runs (the same seeds; a difference is run-to-run "
@@ -227,6 +235,30 @@ def main() -> None:
           f"{[round(t, 2) for t in overhead['with']]}: **{with_ / without - 1:+.1%}** (target < 10%)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def before_and_after(revision: str, json_path: Path | None) -> None:
+    """The forced `dvc repro` (warm) of the project at `revision`, then of this one, in scratch copies."""
+    sides, quality = {}, {}
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as scratch:
+        old_tree = Path(scratch) / "tree"
+        old_tree.mkdir()
+        archive = subprocess.run(["git", "archive", revision], cwd=PROJECT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        for name, source in ((revision, old_tree), ("now", PROJECT)):
+            root = sandbox.copy_project(source, Path(scratch) / name.replace("/", "_"))
+            sandbox.run(["dvc", "repro", "prepare"], root)
+            sides[name] = full_repro(root, warm=True, tag=name)
+            quality[name] = fid_to_floor(root)
+    print_stages(sides, later_first=False)  # the ratio: now over before
+    print("\nEach model's FID over the data floor, both runs:\n\n| model | " + " | ".join(quality)
+          + " |\n|:--|" + "--:|" * len(quality))
+    for model in quality["now"]:
+        print(f"| {model} | " + " | ".join(f"{found.get(model, float('nan')):.2f}" for found in quality.values()) + " |")
+    if json_path:
+        json_path.write_text(json.dumps({name: {"full_repro_seconds": total, "stage_seconds": timed,
+                                                "stage_peak_rss_mb": peaks, "fid_to_floor": quality[name]}
+                                         for name, (total, timed, peaks) in sides.items()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
