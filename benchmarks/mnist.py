@@ -70,7 +70,7 @@ def main() -> None:
             model["epochs"] = args.epochs or model["epochs"]
             model["warmup_epochs"] = min(model.get("warmup_epochs", 0), model["epochs"] - 1)
         root = sandbox.copy_project(PROJECT, scratch / "project", params)
-        total, stages = full_repro(root)
+        total, stages, peaks = full_repro(root)
         table = (root / "reports/compare/comparison.md").read_text()
         judge = json.loads((root / "reports/judge.json").read_text())
         per_epoch = {name: json.loads((root / f"models/{name}/training.json").read_text())["seconds_per_epoch"]
@@ -85,16 +85,17 @@ def main() -> None:
     print(f"Full `dvc repro`: **{total / 60:.1f} min** measured" + (
         f" with {args.epochs} epochs per model; **{sum(projected.values()) / 60:.1f} min** projected for the "
         "configured epochs" if args.epochs else "") + f"; judge test accuracy {judge['test_accuracy']:.4f}")
-    print("\n| stage | epochs | seconds per epoch | measured seconds | projected seconds |\n|:--|--:|--:|--:|--:|")
+    print("\n| stage | epochs | seconds per epoch | measured seconds | projected seconds | peak RSS (MB) |\n"
+          "|:--|--:|--:|--:|--:|--:|")
     for stage, seconds in stages.items():
         name = stage.partition("@")[2]
         epochs = f"{configured[name]}" if stage.startswith("train@") else ""
         rate = f"{per_epoch[name]:.2f}" if stage.startswith("train@") else ""
-        print(f"| {stage} | {epochs} | {rate} | {seconds:.0f} | {projected[stage]:.0f} |")
+        print(f"| {stage} | {epochs} | {rate} | {seconds:.0f} | {projected[stage]:.0f} | {peaks.get(stage, float('nan')):.0f} |")
     print("\n" + table)
     if args.json:
         args.json.write_text(json.dumps({"config": str(config.relative_to(PROJECT)), "full_repro_seconds": total,
-                                         "stage_seconds": stages, "projected_stage_seconds": projected,
+                                         "stage_seconds": stages, "projected_stage_seconds": projected, "stage_peak_rss_mb": peaks,
                                          "seconds_per_epoch": per_epoch, "epochs": args.epochs,
                                          "judge_test_accuracy": judge["test_accuracy"]}, indent=2) + "\n")
 
