@@ -80,7 +80,7 @@ def full_repro(root: Path, warm: bool = True, tag: str = "") -> tuple[float, dic
     stage's peak resident memory in MB. `warm`: the stages run as forks of genlab's warm server (the
     default; the kernel's peak RSS of each fork, which counts the libraries it shares with the server);
     otherwise each in a process of its own (GENLAB_FORKSERVER=0; polled). Each `tag` starts a server of its
-own, cold, in the run's first stage."""
+    own, cold, in the run's first stage."""
     report = root / "stage-report.jsonl"
     report.unlink(missing_ok=True)
     env = sandbox.environment(root) | {forkserver.SWITCH_ENV: "1" if warm else "0", forkserver.REPORT_ENV: str(report),
@@ -110,10 +110,12 @@ def fid_to_floor(root: Path) -> dict[str, float]:
     return {path.stem: json.loads(path.read_text())["fid_to_floor"] for path in sorted((root / "reports/eval").glob("*.json"))}
 
 
-def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float]]], later_first: bool = True) -> None:
-    """The stage table, one column pair per side (seconds, peak RSS), and the ratio of the first two sides:
-    the first's seconds over the second's, or with `later_first` False the second's over the first's."""
+def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float]]],
+                 ratio: tuple[str, str] | None = None) -> None:
+    """The stage table, one column pair per side (seconds, peak RSS), and a ratio column: the seconds of
+    the side `ratio[0]` over those of `ratio[1]` (by default the first two sides)."""
     names = list(sides)
+    numerator, denominator = (names.index(name) for name in (ratio or names[:2]))
     print(f"# genlab benchmark ({os.cpu_count()} CPUs)\n")
     for name, (total, _, _) in sides.items():
         print(f"Forced `dvc repro` of the defaults, {name}: **{total:.1f} s** (target 180 s)\n")
@@ -127,8 +129,15 @@ def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float
             value = total if stage == "total" else timed.get(stage, float("nan"))
             seconds.append(value)
             cells.append(f"{value:.1f} | {'' if stage == 'total' else format(peaks.get(stage, float('nan')), '.0f')}")
-        ratio = f" | {(seconds[0] / seconds[1]) ** (1 if later_first else -1):.2f}" if len(seconds) > 1 else ""
-        print(f"| {stage} | " + " | ".join(cells) + ratio + " |", flush=True)
+        shown = f" | {seconds[numerator] / seconds[denominator]:.2f}" if len(seconds) > 1 else ""
+        print(f"| {stage} | " + " | ".join(cells) + shown + " |", flush=True)
+
+
+def print_quality(quality: dict[str, dict[str, float]], heading: str) -> None:
+    """Each model's FID over the data floor, one column per side."""
+    print(f"\n{heading}\n\n| model | " + " | ".join(quality) + " |\n|:--|" + "--:|" * len(quality))
+    for model in list(quality.values())[-1]:
+        print(f"| {model} | " + " | ".join(f"{found.get(model, float('nan')):.2f}" for found in quality.values()) + " |")
 
 
 def noop_repro(root: Path, repeats: int) -> list[float]:
@@ -214,10 +223,8 @@ def main() -> None:
             sides[name] = full_repro(root, warm=warm, tag=name.replace(' ', '-'))
             quality[name] = fid_to_floor(root)
         print_stages(sides)
-        print("\nEach model's FID over the data floor, both runs (the same seeds; a difference is run-to-run "
-              "noise):\n\n| model | " + " | ".join(quality) + " |\n|:--|" + "--:|" * len(quality))
-        for model in quality["warm"]:
-            print(f"| {model} | " + " | ".join(f"{found[model]:.2f}" for found in quality.values()) + " |")
+        print_quality(quality, "Each model's FID over the data floor, both runs (the same seeds; a difference is "
+                               "run-to-run noise):")
         sandbox.commit(root, "after repro")
         noop = noop_repro(root, args.repeats)
         overhead = tracking_overhead(root, args.model, args.repeats)
@@ -250,11 +257,8 @@ def before_and_after(revision: str, json_path: Path | None) -> None:
             sandbox.run(["dvc", "repro", "prepare"], root)
             sides[name] = full_repro(root, warm=True, tag=name)
             quality[name] = fid_to_floor(root)
-    print_stages(sides, later_first=False)  # the ratio: now over before
-    print("\nEach model's FID over the data floor, both runs:\n\n| model | " + " | ".join(quality)
-          + " |\n|:--|" + "--:|" * len(quality))
-    for model in quality["now"]:
-        print(f"| {model} | " + " | ".join(f"{found.get(model, float('nan')):.2f}" for found in quality.values()) + " |")
+    print_stages(sides, ratio=("now", revision))
+    print_quality(quality, "Each model's FID over the data floor, both runs:")
     if json_path:
         json_path.write_text(json.dumps({name: {"full_repro_seconds": total, "stage_seconds": timed,
                                                 "stage_peak_rss_mb": peaks, "fid_to_floor": quality[name]}
