@@ -143,3 +143,36 @@ def test_patch_and_levels_must_divide_the_image():
             "family": "diffusion", "network": "conv", "conv_filters": [8, 16, 32], "patch_size": 2}}})
     parse_params({"data": {"source": "mnist_sample"}, "models": {"d": {
         "family": "diffusion", "network": "conv", "conv_filters": [8, 16], "patch_size": 2}}})  # 28 -> 14 -> 7
+
+
+@pytest.mark.parametrize("network", [dict(), dict(network="conv", conv_filters=(8, 16), patch_size=2)])
+def test_bfloat16_products_with_float32_weights_train_sample_and_reload(images, tmp_path, network):
+    training.set_seed(0)
+    model = build_model(config(precision="bfloat16", **network), SHAPE)
+    assert keras.config.dtype_policy().name == "float32"  # only the noise predictor was built in bfloat16
+    hidden = [layer for layer in model.network.layers if layer.trainable_weights and layer.name != "eps"]
+    assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
+    assert model.network.get_layer("eps").dtype_policy.name == "float32"  # the output, as mixed precision advises
+    assert {variable.dtype for variable in model.trainable_variables} == {"float32"}
+    result = training.fit(model, images, images[:32], epochs=6, batch_size=32)
+    assert np.all(np.isfinite(result.history["loss"])) and result.history["loss"][-1] < result.history["loss"][0]
+    samples = model.sample(4, seed=1)
+    assert samples.dtype == np.float32 and np.all(np.isfinite(samples))
+    save_model(model, model.config, SHAPE, tmp_path)
+    loaded, _ = load_model(tmp_path)
+    np.testing.assert_array_equal(loaded.sample(4, seed=1), samples)
+
+
+def test_auto_precision_takes_bfloat16_only_where_the_cpu_multiplies_it(tmp_path, monkeypatch):
+    assert training.compute_precision("float32") == "float32"
+    assert training.compute_precision("bfloat16") == "mixed_bfloat16"
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(training, "CPUINFO", cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert training.compute_precision("auto") == "float32"
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert training.compute_precision("auto") == "mixed_bfloat16"
+    cpuinfo.unlink()  # not Linux
+    assert training.compute_precision("auto") == "float32"
+    with pytest.raises(ParamsError, match="precision"):
+        parse_params({"models": {"d": {"family": "diffusion", "precision": "float16"}}})

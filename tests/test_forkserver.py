@@ -73,6 +73,7 @@ def probe(tmp_path):
                                 preexec_fn=lambda: os.umask(0o027))
 
     start.out, start.work, start.package = out, work, package
+    start("exit", "0").communicate(timeout=300)  # where no server runs yet, this one starts it: the rest are forks
     return start
 
 
@@ -111,6 +112,20 @@ def test_the_stage_runs_in_a_fork_of_the_warm_server_as_the_command_itself_would
     second = probe("exit", "0")
     second.communicate(timeout=60)
     assert second.returncode == 0 and facts(probe)["ppid"] == server  # one server serves them all
+
+
+def test_a_command_that_finds_no_server_starts_one_and_runs_its_own_stage_meanwhile(probe):
+    cold = {"GENLAB_FORKSERVER_TAG": f"cold-{os.getpid()}-{time.time()}"}  # a server of its own, not started yet
+    first = probe("exit", "4", extra=cold)
+    stdout, _ = first.communicate(timeout=120)
+    found = facts(probe)
+    assert first.returncode == 4 and stdout == "to stdout\n"
+    assert found["pid"] == first.pid and not found["keras_loaded"]  # the command itself, while the server imports
+    second = probe("exit", "0", extra=cold)
+    second.communicate(timeout=300)
+    found = facts(probe)
+    assert second.returncode == 0 and found["pid"] != second.pid and found["keras_loaded"]  # a fork of that server
+    os.kill(found["ppid"], signal.SIGTERM)  # not left idling for the rest of the suite
 
 
 def test_every_child_imports_the_stage_code_afresh(probe):

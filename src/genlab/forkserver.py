@@ -13,13 +13,14 @@ SIGHUP on to it, and exits with the child's status (or dies of the child's signa
 killed, the child kills itself at once (it watches the connection), so `kill -9` of a stage command, or
 of DVC's whole process group, stops the stage as it did when the command was the stage.
 
-The first stage command starts the server (`python -m genlab.forkserver`, in a session of its own), which
-leaves after `IDLE_SECONDS` without a stage (it holds about 900 MB; `pkill -f genlab.forkserver` ends it
-sooner, between runs: a running stage, a fork, matches too). One server serves every project of one
-Python environment;
-its address is a hash of the interpreter, its installed libraries, this file's code, the environment
-variables that libraries read when they are imported, and the namespaces, root and control group a fork
-inherits, so a command in other surroundings gets a server of its own.
+A stage command that finds no server starts one (`python -m genlab.forkserver`, in a session of its own)
+and runs its own stage itself while the server imports, on the other core; the stages that follow are
+forks (the first of them waits for the imports to finish). The server leaves after `IDLE_SECONDS` without
+a stage (it holds about 900 MB; `pkill -f genlab.forkserver` ends it sooner, between runs: a running stage,
+a fork, matches too). One server serves every project of one Python environment; its address is a hash of
+the interpreter, its installed libraries, this file's code, the environment variables that libraries read
+when they are imported, and the namespaces, root and control group a fork inherits, so a command in other
+surroundings gets a server of its own.
 `GENLAB_FORKSERVER=0` runs each stage in a process of its own instead. TensorFlow starts its thread pools
 at its first operation, which the server never runs: a child starts as fresh as a new process, and a CPU
 training in it gives the same weights bit for bit.
@@ -27,9 +28,11 @@ training in it gives the same weights bit for bit.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -115,6 +118,10 @@ def hand_over() -> None:
                "env": dict(os.environ), "umask": _umask()}
     started = time.perf_counter()
     connection = _connect_and_send(request)
+    if connection is STARTED:  # run here while the new server imports: it serves the stages that follow
+        atexit.register(lambda: _report({"max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
+                                        time.perf_counter() - started))
+        return
     if connection is None:
         print("genlab: the warm stage server did not answer; running this stage in a process of its own",
               file=sys.stderr)
@@ -141,10 +148,15 @@ def _umask() -> int:
     return mask
 
 
-def _connect_and_send(request: dict) -> socket.socket | None:
-    """Connect (starting the server if none listens), send the request with our standard streams, and wait
-    for the server to say it forked; None if no server answers in START_SECONDS."""
-    name, started, lost, deadline = address(), False, 0, time.monotonic() + START_SECONDS
+STARTED = object()  # _connect_and_send's answer when it found no server and started one
+
+
+def _connect_and_send(request: dict) -> socket.socket | object | None:
+    """Connect, send the request with our standard streams, and wait for the server to say it forked. Where
+    no server listens, start one and return STARTED: its imports take longer than most stages, so this
+    command runs its own stage meanwhile, on the other core, and the stages that follow are forks. None if
+    the server was lost three times or answered nothing in START_SECONDS."""
+    name, lost, deadline = address(), 0, time.monotonic() + START_SECONDS
     while time.monotonic() < deadline and lost < 3:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -152,17 +164,15 @@ def _connect_and_send(request: dict) -> socket.socket | None:
             socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
             if _receive(connection, timeout=START_SECONDS) is not None:  # {"pid": ...}: the stage runs
                 return connection
-            lost += 1  # the server closed as we came (its idle time was up): start another
-            started = False
+            lost += 1  # the server closed as we came (its idle time was up)
         except ConnectionRefusedError:
-            if not started:
-                subprocess.Popen([sys.executable, *_interpreter_flags(), "-m", "genlab.forkserver", name], cwd="/",
-                                 start_new_session=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                started = True
+            connection.close()
+            subprocess.Popen([sys.executable, *_interpreter_flags(), "-m", "genlab.forkserver", name], cwd="/",
+                             start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return STARTED
         except OSError:
             lost += 1
-            started = False
         connection.close()
         time.sleep(0.05)
     return None

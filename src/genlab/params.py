@@ -445,6 +445,9 @@ class DiffusionParams(ImageNetworkParams):
     num_inference_steps: Annotated[StrictInt, Field(ge=1, le=4000)] = 50  # DDIM's steps
     ema_decay: Annotated[Number, Field(ge=0, lt=1)] = 0.995  # exponential moving average of weights; 0: off
     min_snr_gamma: PositiveNumber | None = None  # weight the loss by min(SNR, gamma) / SNR (null: Ho et al.'s)
+    # the noise predictor's arithmetic: float32, or Keras's mixed precision with bfloat16 products (float32
+    # weights); auto: bfloat16 on a CPU that multiplies it natively (genlab.training.compute_precision)
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"
 
     def image_problem(self, image_shape: tuple[int, int]) -> str | None:
         factor = self.patch_size * 2 ** (len(self.conv_filters) - 1)

@@ -7,6 +7,13 @@ import sys
 from collections.abc import Iterable
 
 DELAY_SECONDS = 2.0
+_silenced = False
+
+
+def silence() -> None:
+    """No bars from this process from now on (a process beside a stage, whose bars would garble the stage's)."""
+    global _silenced
+    _silenced = True
 
 
 def bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None, unit: str = "it"):
@@ -14,4 +21,4 @@ def bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit=unit, delay=DELAY_SECONDS, mininterval=1.0,
-                file=sys.stderr, dynamic_ncols=True)
+                file=sys.stderr, dynamic_ncols=True, disable=_silenced)

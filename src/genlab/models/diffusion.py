@@ -25,7 +25,7 @@ from keras import ops
 
 from genlab import progress
 from genlab.params import DiffusionParams
-from genlab.training import PerImageObjective, make_optimizer
+from genlab.training import PerImageObjective, compute_precision, dtype_policy, make_optimizer
 
 PROGRESS_STEPS = 10  # DDIM steps of the progress grid logged during training (50 steps cost 7% of training)
 
@@ -156,7 +156,8 @@ def build_dense_network(dims: int, hidden_units: tuple[int, ...], time_embedding
     for index, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation="swish", name=f"hidden_{index}")(
             keras.layers.Concatenate()([h, embedding]))
-    return keras.Model([x_t, t], keras.layers.Dense(dims, name="eps")(h), name="noise_predictor")
+    # the output in float32, as Keras's mixed precision advises (the same arithmetic under float32)
+    return keras.Model([x_t, t], keras.layers.Dense(dims, name="eps", dtype="float32")(h), name="noise_predictor")
 
 
 def residual_block(h, embedding, filters: int, name: str):
@@ -194,7 +195,8 @@ def build_unet(image_shape: tuple[int, int], conv_filters: tuple[int, ...], time
         h = keras.layers.UpSampling2D(2, name=f"upsample_{level}")(h)
         h = residual_block(keras.layers.Concatenate()([h, skips[level]]), embedding, conv_filters[level],
                            name=f"up_{level}")
-    eps = keras.layers.Conv2D(patch_size**2, 3, padding="same", name="eps")(h)  # (B, H/p, W/p, p*p)
+    # (B, H/p, W/p, p*p), in float32 as Keras's mixed precision advises (the same arithmetic under float32)
+    eps = keras.layers.Conv2D(patch_size**2, 3, padding="same", name="eps", dtype="float32")(h)
     eps = keras.layers.Permute((1, 3, 2, 4))(keras.layers.Reshape((rows, columns, patch_size, patch_size))(eps))
     return keras.Model([x_t, t], keras.layers.Reshape((dims,))(eps), name="noise_predictor")
 
@@ -335,10 +337,11 @@ class Ddpm(PerImageObjective):
 
 def build(config: DiffusionParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Ddpm:
     """The compiled DDPM described by `config`, for images of `image_shape`."""
-    if config.network_for(image_shape) == "conv":
-        network = build_unet(image_shape, config.conv_filters, config.time_embedding_dim, config.patch_size)
-    else:
-        network = build_dense_network(int(np.prod(image_shape)), config.hidden_units, config.time_embedding_dim)
+    with dtype_policy(compute_precision(config.precision)):  # the noise predictor's arithmetic
+        if config.network_for(image_shape) == "conv":
+            network = build_unet(image_shape, config.conv_filters, config.time_embedding_dim, config.patch_size)
+        else:
+            network = build_dense_network(int(np.prod(image_shape)), config.hidden_units, config.time_embedding_dim)
     model = Ddpm(network, config, image_shape, name="diffusion")
     model([np.zeros((1, model.dims), np.float32), np.zeros((1,), np.int32)])  # build it
     # Keras's weight EMA, warmed up: training ends with the averaged weights in the model

@@ -9,9 +9,9 @@ reconstruction errors overall and per class, their worst and best images and a l
 each family adds its own metrics (the VAE's bound and importance-weighted NLL, the flow's
 exact NLL). Then image-to-image (genlab.restoration, settings `restore:`): the model restores
 upsampled, inpainted and noisy test images, and the judge says whether each keeps its digit.
-Restoration is a part of this stage rather than a `restore@<model>` of its own because a stage
-process spends ~5 s importing TensorFlow and MLflow, nine more of them would add ~45 s to every
-run, and restoring reuses the model, the judge and the test images this stage has loaded already.
+Restoration is a part of this stage rather than a `restore@<model>` of its own: it reuses the test images
+and their morphometry, and it runs beside the rest of the stage, in a second process on the other core
+(genlab.parallel), where DVC would run a stage of its own after this one.
 Continues the model's MLflow run (its id is saved with the model) and writes the DVC metrics JSON
 (`--metrics`, `--restore`) and the figures plus the rows that `compare` lines up (`--out`).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genlab import bias, data, metrics, morphometry, plots, progress, restoration, tracking
+from genlab import bias, data, metrics, morphometry, parallel, plots, progress, restoration, tracking
 from genlab.files import atomic_dir, read_json, write_json
 from genlab.params import EvaluateParams, ParamsError, load_params, model_params
 from genlab.stages import argument_parser, run_stage
@@ -215,6 +215,18 @@ def bias_report(test_probabilities: np.ndarray, sample_probabilities: np.ndarray
                for measure in morphometry.MEASURES})
 
 
+def restore_saved_model(model_dir: str, judge_dir: str, seed: int, *report_args):
+    """genlab.restoration's report of the saved model, in the process beside the stage: with a model and a
+    judge of its own, loaded there (a fork cannot share the stage's TensorFlow)."""
+    from genlab import judge as judges
+    from genlab.models import load_model
+    from genlab.training import set_seed
+
+    set_seed(seed)
+    model, _ = load_model(model_dir)
+    return restoration.report(model, judges.load(judge_dir), *report_args)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
@@ -254,56 +266,59 @@ def main(argv: list[str] | None = None) -> None:
     from genlab.models import load_model
     from genlab.training import set_seed
 
-    set_seed(model_params(params, args.model).seed)
-    model, config = load_model(args.model_dir)
     x_test, y_test = prepared.test.x, prepared.test.y
     subgroup_thresholds = read_json(args.audit)["subgroups"]
+    thresholds = (subgroup_thresholds["thin_stroke_threshold"], subgroup_thresholds["thick_stroke_threshold"])
     test_measures = morphometry.measure(x_test)
-    groups = morphometry.subgroups(test_measures, (subgroup_thresholds["thin_stroke_threshold"],
-                                                   subgroup_thresholds["thick_stroke_threshold"]),
-                                   params.audit.upright_degrees)
-    results = {key: training_summary[key] for key in ("num_params", "num_hyperparameters", "train_seconds",
-                                                      "epochs_trained") if key in training_summary}
-    figures, rows = {}, {}
-    phases = progress.bar(desc=f"evaluate {args.model}", total=8, unit="phase")
-
-    def done(phase: str) -> None:
-        phases.set_postfix_str(phase, refresh=False)
-        phases.update()
-
-    reconstructions = None
-    if hasattr(model, "reconstruct"):
-        grid = data.grid_indices(y_test, params.train.grid_images)
-        found, drawn, lined_up, reconstructions = reconstruction_report(
-            model, x_test, y_test, grid, prepared.num_classes, params.evaluate.num_extreme_images, args.model, groups)
-        results, figures, rows = results | found, figures | drawn, rows | lined_up
-    done("reconstructions")
-    found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
-    results, figures, rows = results | found, figures | drawn, rows | lined_up
-    done("sampling")
-    judge = judges.load(args.judge)
-    test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
-    if reconstructions is not None:  # does the rebuilt test image still show its digit? (the judge's view)
-        results["judge_accuracy_on_reconstructions"] = judge.accuracy(reconstructions, y_test)
-    done("judge")
-    results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
-    done("sample quality")
-    results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
-    done("bias")
-    family_results = model.family_metrics(x_test)
-    results |= family_results
-    family_keys = list(family_results)
-    done("family metrics")
-    if hasattr(model, "family_images"):
-        figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
-                    for name, shown in model.family_images(x_test, y_test).items()}
-    done("figures")
+    groups = morphometry.subgroups(test_measures, thresholds, params.audit.upright_degrees)
     subset = restoration.stratified_subset(y_test, params.restore.num_images)
-    restored, restoration_grids = restoration.report(
-        model, judge, x_test[subset], y_test[subset], test_measures.iloc[subset],
-        bias.shares(prepared.train.y, prepared.num_classes),
-        (subgroup_thresholds["thin_stroke_threshold"], subgroup_thresholds["thick_stroke_threshold"]),
-        params.audit.upright_degrees, params.restore, data.grid_indices(y_test[subset], params.train.grid_images))
+    seed = model_params(params, args.model).seed
+    # The restorations need nothing of the measures below: they run beside them, in a process of their own on
+    # the other core (genlab.parallel), forked before this stage's first TensorFlow operation.
+    with parallel.Beside(restore_saved_model, args.model_dir, args.judge, seed, x_test[subset], y_test[subset],
+                         test_measures.iloc[subset], bias.shares(prepared.train.y, prepared.num_classes), thresholds,
+                         params.audit.upright_degrees, params.restore,
+                         data.grid_indices(y_test[subset], params.train.grid_images)) as restoring:
+        set_seed(seed)
+        model, config = load_model(args.model_dir)
+        results = {key: training_summary[key] for key in ("num_params", "num_hyperparameters", "train_seconds",
+                                                          "epochs_trained") if key in training_summary}
+        figures, rows = {}, {}
+        phases = progress.bar(desc=f"evaluate {args.model}", total=8, unit="phase")
+
+        def done(phase: str) -> None:
+            phases.set_postfix_str(phase, refresh=False)
+            phases.update()
+
+        reconstructions = None
+        if hasattr(model, "reconstruct"):
+            grid = data.grid_indices(y_test, params.train.grid_images)
+            found, drawn, lined_up, reconstructions = reconstruction_report(
+                model, x_test, y_test, grid, prepared.num_classes, params.evaluate.num_extreme_images, args.model,
+                groups)
+            results, figures, rows = results | found, figures | drawn, rows | lined_up
+        done("reconstructions")
+        found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
+        results, figures, rows = results | found, figures | drawn, rows | lined_up
+        done("sampling")
+        judge = judges.load(args.judge)
+        test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
+        if reconstructions is not None:  # does the rebuilt test image still show its digit? (the judge's view)
+            results["judge_accuracy_on_reconstructions"] = judge.accuracy(reconstructions, y_test)
+        done("judge")
+        results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
+        done("sample quality")
+        results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
+        done("bias")
+        family_results = model.family_metrics(x_test)
+        results |= family_results
+        family_keys = list(family_results)
+        done("family metrics")
+        if hasattr(model, "family_images"):
+            figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
+                        for name, shown in model.family_images(x_test, y_test).items()}
+        done("figures")
+        restored, restoration_grids = restoring.result()
     restore_metrics, restore_timings, restore_tables = restoration_outputs(restored)
     figures |= {f"restore_{task}.png": plots.image_rows(rows, f"{args.model}: {task.replace('_', ' ')}")
                 for task, rows in restoration_grids.items()}
