@@ -48,7 +48,7 @@ ui: $(STAMP)
 	@echo "MLflow UI: $$($(BIN)/python -m genlab.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
 
-# `make benchmark AGAINST=<git revision>`: that revision's forced `dvc repro` beside this tree's (issue 16: 1885289)
+# `make benchmark AGAINST=<git revision>`: that revision's forced `dvc repro` beside this tree's (issue 16: 0ed5aa4)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py $(if $(AGAINST),--against $(AGAINST))
 

@@ -35,6 +35,9 @@ def sleep_then_write(path: str) -> None:
     Path(path).write_text("outlived the stage")
 
 
+forked = pytest.mark.skipif(not parallel.worthwhile(), reason="a second process does not pay here (one core, a GPU)")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -44,23 +47,34 @@ def alive(pid: int) -> bool:
     return status.exists() and status.read_text().split()[2] != "Z"
 
 
+@forked
 def test_the_value_comes_back_from_another_process_that_draws_no_bars():
     value, pid, bars_off = parallel.Beside(square_and_pid, 7).result()
     assert value == 49 and pid != os.getpid() and bars_off
     assert not progress.bar(range(1), desc="here").disable  # the stage still draws its own
 
 
+def test_where_a_second_process_does_not_pay_the_stage_runs_it_itself(monkeypatch):
+    monkeypatch.setattr(parallel, "worthwhile", lambda: False)  # one core, a GPU, not Linux
+    with parallel.Beside(square_and_pid, 3) as beside:
+        value, pid, _ = beside.result()
+    assert value == 9 and pid == os.getpid()
+
+
+@forked
 def test_its_error_is_raised_in_the_stage_with_its_type_and_where_it_happened():
     with pytest.raises(ParamsError, match="restore.tasks: no such task") as raised:
         parallel.Beside(fail_with_a_user_error).result()
     assert any("fail_with_a_user_error" in note for note in raised.value.__notes__)
 
 
+@forked
 def test_a_process_that_dies_without_a_word_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="ended with exit code -9"):
         parallel.Beside(die_at_once).result()
 
 
+@forked
 def test_leaving_the_block_early_stops_it(tmp_path):
     written = tmp_path / "written"
     with pytest.raises(KeyError):
@@ -70,6 +84,7 @@ def test_leaving_the_block_early_stops_it(tmp_path):
     assert not alive(worker) and not written.exists()
 
 
+@forked
 def test_it_dies_with_the_stage_even_when_the_stage_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time

@@ -9,6 +9,9 @@ before the stage runs its first TensorFlow operation: TensorFlow's thread pools,
 survive a fork. What it needs of TensorFlow (a model, the judge) it loads itself. It draws no progress
 bars (they would garble the stage's), dies with the stage even when the stage is killed (SIGKILL
 included), and its error is raised in the stage when the stage asks for the result.
+
+Only where it pays and is safe: on Linux with two cores or more and no GPU (a second process would take
+a GPU's memory again). Elsewhere the function runs in the stage itself, when the stage asks for the result.
 """
 
 from __future__ import annotations
@@ -17,17 +20,30 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL: seen without starting TensorFlow
+
+
+def worthwhile() -> bool:
+    """Whether a process beside the stage pays here: Linux, two cores or more for this process, no GPU."""
+    return (sys.platform == "linux" and len(os.sched_getaffinity(0)) >= 2
+            and not any(os.path.exists(device) for device in GPU_DEVICES))
 
 
 class Beside:
-    """A function running in a forked process; `result()` waits for its return value or raises its error."""
+    """A function running in a forked process; `result()` waits for its return value or raises its error.
+    Where a second process does not pay (`worthwhile`), `result()` calls the function here instead."""
 
     def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        self._process = None
+        if not worthwhile():
+            self._later = function, args
+            return
         context = multiprocessing.get_context("fork")
         self._receiving, sending = context.Pipe(duplex=False)
         self._process = context.Process(target=_run, args=(sending, os.getpid(), function, args), daemon=True,
@@ -36,6 +52,9 @@ class Beside:
         sending.close()
 
     def result(self) -> Any:
+        if self._process is None:
+            function, args = self._later
+            return function(*args)
         try:
             outcome, value = self._receiving.recv()
         except EOFError:  # it died without a word: killed (out of memory?) or crashed
@@ -51,6 +70,8 @@ class Beside:
 
     def cancel(self) -> None:
         """Stop it (the stage failed or was interrupted before it asked for the result)."""
+        if self._process is None:
+            return
         if self._process.is_alive():
             self._process.kill()
         self._process.join()
