@@ -216,6 +216,9 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
             recorded = dict(item.split("=") for item in tags[f"genlab.dvc_lock.{stage.replace('@', '/')}"].split())
             assert recorded == {dep["path"]: dep["md5"] for dep in lock[stage]["deps"]}
         assert "genlab.version.tensorflow" in tags and "genlab.version.keras" in tags
+        if name == "ddpm_f":  # `precision` as this machine resolved it: the project's default, float32
+            params = dict(mlflow_rows(root, "select key, value from params where run_uuid = ?", runs[name]))
+            assert (params["precision"], params["precision_used"]) == ("float32", "float32")
         (uri,) = mlflow_rows(root, "select artifact_uri from runs where run_uuid = ?", runs[name])[0]
         artifacts = Path(uri.removeprefix("file://"))
         assert artifacts.is_relative_to(root / "mlartifacts")

@@ -27,7 +27,7 @@ if sys.argv[:1] in (["-m"], ["-c"]):
 # DVC's command `python -m genlab.stages.<stage> ...` runs in a fork of a warm process that has imported
 # TensorFlow, MLflow and the rest once (genlab.forkserver); this command waits for it and exits with its status.
 if sys.argv[:1] == ["-m"] and forkserver.wanted():
-    forkserver.hand_over()  # returns only where no server answers: the stage then runs in this process
+    forkserver.hand_over()  # returns where the stage runs in this process (no server yet, or none answered)
 if sys.argv[:1] in (["-m"], ["-c"]):
     console.quiet_native_logs()
 AS_COMMAND = sys.argv[:1] == ["-m"]  # a stage command's process (or its fork), which ends with the stage

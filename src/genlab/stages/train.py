@@ -112,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         num_params = training.trainable_parameters(model)
         tracking.log_splits(prepared, args.data, data_md5, ("train", "validation"))
         if resumed_run is None:
-            tracking.log_params(config.model_dump() | hyperparameter_count(config) | {"num_params": num_params,
-                                                       "image_shape": prepared.image_shape,
-                                                       "replicas": strategy.num_replicas_in_sync})
+            # `precision: auto` as this machine resolved it (float32 or mixed_bfloat16)
+            resolved = ({"precision_used": training.compute_precision(config.precision)}
+                        if hasattr(config, "precision") else {})
+            tracking.log_params(config.model_dump() | hyperparameter_count(config) | resolved
+                                | {"num_params": num_params, "image_shape": prepared.image_shape,
+                                   "replicas": strategy.num_replicas_in_sync})
             log_grid(0)
         try:
             result = training.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
