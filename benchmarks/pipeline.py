@@ -4,7 +4,7 @@ stage's seconds and peak resident memory, and every model's FID over the floor f
 `dvc repro`; and the tracking overhead (the same training with and without MLflow). With `--against REV`,
 instead: the forced `dvc repro` (warm) of the project as it was at git revision REV and as it is now, side
 by side, each stage's seconds and peak memory and every model's FID over the floor from both (issue 16's
-before and after: `--against 1885289`).
+before and after: `--against 0ed5aa4`, the code when it was taken up).
 
     .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--model ae_sigmoid_bce] [--against REV]
 

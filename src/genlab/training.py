@@ -167,6 +167,12 @@ def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int
     return np.concatenate([np.asarray(batch) for batch in batches])
 
 
+def prior_noise(count: int, dims: int, seed: int, temperature: float = 1.0) -> np.ndarray:
+    """`count` draws of z ~ N(0, T^2 I) in `dims` dimensions at temperature T, the same for the same seed:
+    what the VAE, the GAN and the flow sample from."""
+    return temperature * np.random.default_rng(seed).standard_normal((count, dims)).astype(np.float32)
+
+
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags: bfloat16 matrix products in hardware
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -175,9 +181,9 @@ def compute_precision(precision: str) -> str:
     """The Keras dtype policy of a network's arithmetic for a model's `precision` setting: "float32", or
     "mixed_bfloat16" (mixed precision: products in bfloat16, weights and their updates in float32). `auto` takes
     bfloat16 only where it pays: on a CPU that multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16 in
-    /proc/cpuinfo) and with no GPU. There it halves a compute-bound network's training (DDPM on the digits:
-    22 s against 43 s, the same FID); a CPU without those instructions emulates bfloat16 at half float32's
-    speed (benchmarks/README.md)."""
+    /proc/cpuinfo) and with no GPU. There a compute-bound network trains faster (DDPM on the digits: 25-26 s
+    against 34 s, back to back, the same FID); a CPU without those instructions emulates bfloat16 at about
+    half float32's speed (benchmarks/README.md)."""
     if precision != "auto":
         return "mixed_bfloat16" if precision == "bfloat16" else "float32"
     import tensorflow as tf

@@ -32,7 +32,7 @@ from keras import ops
 
 from genlab.models.autoencoder import optimizer
 from genlab.params import FlowParams
-from genlab.training import PerImageObjective
+from genlab.training import PerImageObjective, prior_noise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -263,7 +263,7 @@ class RealNvp(PerImageObjective):
     def sample(self, count: int, seed: int, temperature: float | None = None) -> np.ndarray:
         """`count` images from z ~ N(0, T^2 I) through the inverse flow, the same for the same seed."""
         temperature = self.config.temperature if temperature is None else temperature
-        z = temperature * np.random.default_rng(seed).standard_normal((count, self.dims)).astype(np.float32)
+        z = prior_noise(count, self.dims, seed, temperature)
         dequantised = np.concatenate([np.asarray(self.from_logit(self.inverse(z[start:start + 1024])))
                                       for start in range(0, count, 1024)])
         return self.quantise(dequantised).reshape(count, *self.image_shape)

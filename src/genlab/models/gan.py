@@ -19,7 +19,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk
 from genlab.params import GanParams
-from genlab.training import make_optimizer, predict_in_batches, replica_share
+from genlab.training import make_optimizer, predict_in_batches, prior_noise, replica_share
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -114,9 +114,8 @@ class Gan(keras.Model):
 
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
-        z = self.config.temperature * np.random.default_rng(seed).standard_normal(
-            (count, self.config.latent_dim)).astype(np.float32)
-        return predict_in_batches(self.generator, z)
+        return predict_in_batches(self.generator, prior_noise(count, self.config.latent_dim, seed,
+                                                              self.config.temperature))
 
     def latent_space(self):
         """The generator over its noise z: what PULSE searches."""

@@ -22,7 +22,7 @@ from keras import ops
 
 from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk, optimizer
 from genlab.params import VaeParams
-from genlab.training import predict_in_batches, replica_share
+from genlab.training import predict_in_batches, prior_noise, replica_share
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -111,9 +111,7 @@ class Vae(keras.Model):
 
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
-        z = self.config.temperature * np.random.default_rng(seed).standard_normal(
-            (count, self.config.latent_dim)).astype(np.float32)
-        return self.decode(z)
+        return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
 
     def latent_space(self):
         """The decoder over the prior's z (PULSE's search)."""
