@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,10 @@ from pathlib import Path
 
 out = Path(os.environ["PROBE_OUT"])
 mode = sys.argv[1]
-facts = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "argv": sys.argv, "umask": os.umask(0o022),
+shared = "genlab.params" in sys.modules  # kept from the server's imports, not imported by this stage
+import genlab.params
+facts = {"params": [shared, getattr(genlab.params, "MARK", None), genlab.params.__file__],
+         "pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "argv": sys.argv, "umask": os.umask(0o022),
          "x": os.environ.get("PROBE_X"), "keras_loaded": "keras" in sys.modules, "version": VERSION}
 (out / "facts.json").write_text(json.dumps(facts))
 print("to stdout", flush=True)
@@ -74,6 +78,10 @@ def probe(tmp_path):
 
     start.out, start.work, start.package = out, work, package
     start("exit", "0").communicate(timeout=300)  # where no server runs yet, this one starts it: the rest are forks
+    deadline = time.monotonic() + 300
+    while not json.loads((out / "facts.json").read_text())["keras_loaded"]:  # forked before its imports ended
+        assert time.monotonic() < deadline, "the server never finished its imports"
+        start("exit", "0").communicate(timeout=300)
     return start
 
 
@@ -124,8 +132,16 @@ def test_a_command_that_finds_no_server_starts_one_and_runs_its_own_stage_meanwh
     second = probe("exit", "0", extra=cold)
     second.communicate(timeout=300)
     found = facts(probe)
-    assert second.returncode == 0 and found["pid"] != second.pid and found["keras_loaded"]  # a fork of that server
-    os.kill(found["ppid"], signal.SIGTERM)  # not left idling for the rest of the suite
+    assert second.returncode == 0 and found["pid"] != second.pid  # a fork of that server,
+    assert not found["keras_loaded"]  # made between two of its imports (TensorFlow last): it did not wait for them
+    server = found["ppid"]
+    deadline = time.monotonic() + 300
+    while not found["keras_loaded"]:  # the stages after the imports have TensorFlow from the server
+        assert time.monotonic() < deadline, "the server never finished its imports"
+        probe("exit", "0", extra=cold).communicate(timeout=300)
+        found = facts(probe)
+        assert found["ppid"] == server
+    os.kill(server, signal.SIGTERM)  # not left idling for the rest of the suite
 
 
 def test_every_child_imports_the_stage_code_afresh(probe):
@@ -134,6 +150,30 @@ def test_every_child_imports_the_stage_code_afresh(probe):
     (probe.package / "probe.py").write_text("VERSION = 2\n" + PROBE)
     probe("exit", "0").communicate(timeout=60)
     assert facts(probe)["version"] == 2
+
+
+def test_a_child_keeps_the_server_s_genlab_definitions_until_their_sources_change(probe, tmp_path):
+    copy = tmp_path / "copy"  # a genlab of its own, for a server of its own
+    shutil.copytree(Path(forkserver.__file__).parent, copy / "genlab", ignore=shutil.ignore_patterns("__pycache__"))
+    own = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "code"), str(copy)]),
+           "GENLAB_FORKSERVER_TAG": f"shared-{os.getpid()}-{time.time()}"}
+    probe("exit", "0", extra=own).communicate(timeout=120)  # starts that server, and runs here meanwhile
+    deadline = time.monotonic() + 300
+    while not facts(probe)["params"][0]:  # genlab's modules come after the libraries
+        assert time.monotonic() < deadline, "no child ever had the server's genlab.params"
+        probe("exit", "0", extra=own).communicate(timeout=300)
+    found = facts(probe)
+    server = found["ppid"]
+    assert found["params"] == [True, None, str(copy / "genlab" / "params.py")]  # the server's, not imported again
+    params = copy / "genlab" / "params.py"
+    params.write_text(params.read_text() + "\nMARK = 2\n")
+    probe("exit", "0", extra=own).communicate(timeout=60)
+    found = facts(probe)
+    assert found["ppid"] == server and found["params"] == [False, 2, str(params)]  # the edit is what runs
+    probe("exit", "0", extra={"GENLAB_FORKSERVER_TAG": own["GENLAB_FORKSERVER_TAG"]}).communicate(timeout=60)
+    found = facts(probe)  # the same server, for a command that finds genlab in another folder: that one's
+    assert found["ppid"] == server and found["params"][0] is False and "copy" not in found["params"][2]
+    os.kill(server, signal.SIGTERM)
 
 
 def test_a_bug_prints_its_traceback_and_exits_1(probe):

@@ -6,7 +6,9 @@ runs, `python -m genlab.stages.<stage> ...`, hands its command line, working dir
 umask and standard streams to a server that has imported those libraries already. The server forks;
 the child runs the stage module exactly as `python -m` would, in the command's folder, with the
 command's environment, writing to the command's stdout and stderr. genlab's own modules are imported
-afresh in every child, so an edit of src/ is what runs.
+afresh in every child, so an edit of src/ is what runs; the few that only define things (`SHARED_GENLAB`:
+params.py's pydantic schemas take 0.4 s to build) the server imports too, and a child keeps them while the
+command would import the same files, unchanged since the server read them.
 
 For DVC, the command stays the stage's process: it waits for the child, passes SIGINT, SIGTERM and
 SIGHUP on to it, and exits with the child's status (or dies of the child's signal). If the command is
@@ -15,12 +17,13 @@ of DVC's whole process group, stops the stage as it did when the command was the
 
 A stage command that finds no server starts one (`python -m genlab.forkserver`, in a session of its own)
 and runs its own stage itself while the server imports, on the other core; the stages that follow are
-forks (the first of them waits for the imports to finish). The server leaves after `IDLE_SECONDS` without
-a stage (it holds about 900 MB; `pkill -f genlab.forkserver` ends it sooner, between runs: a running stage,
-a fork, matches too). One server serves every project of one Python environment; its address is a hash of
-the interpreter, its installed libraries, this file's code, the environment variables that libraries read
-when they are imported, and the namespaces, root and control group a fork inherits, so a command in other
-surroundings gets a server of its own.
+forks. One that comes while the server imports is forked between two libraries (TensorFlow, the longest,
+comes last) and imports what it still lacks itself: the audit, which needs no TensorFlow, does not wait.
+The server leaves after `IDLE_SECONDS` without a stage (it holds about 900 MB; `pkill -f genlab.forkserver`
+ends it sooner, between runs: a running stage, a fork, matches too). One server serves every project of
+one Python environment; its address is a hash of the interpreter, its installed libraries, this file's
+code, the environment variables that libraries read when they are imported, and the namespaces, root and
+control group a fork inherits, so a command in other surroundings gets a server of its own.
 `GENLAB_FORKSERVER=0` runs each stage in a process of its own instead. TensorFlow starts its thread pools
 at its first operation, which the server never runs: a child starts as fresh as a new process, and a CPU
 training in it gives the same weights bit for bit.
@@ -50,8 +53,13 @@ RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # What the stages import; the SQLAlchemy store is MLflow's SQLite/PostgreSQL client (0.9 s on its own).
 PRELOAD = ("numpy", "pandas", "yaml", "pydantic", "tqdm", "filelock", "requests", "scipy.spatial.distance",
            "scipy.stats", "scipy.ndimage", "sklearn.model_selection", "sklearn.datasets", "skimage.morphology",
-           "skimage.metrics", "matplotlib.pyplot", "tensorflow", "keras", "mlflow", "mlflow.pyfunc",
-           "mlflow.store.tracking.sqlalchemy_store", "great_expectations")
+           "skimage.metrics", "matplotlib.pyplot", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
+           "mlflow.tracing.processor.base_mlflow", "git", "great_expectations", "tensorflow", "keras",
+           "mlflow.pyfunc")
+# genlab's modules that only define things, imported by the server too; a child keeps them while their
+# sources are the ones the command would import, as the server read them (otherwise it imports them afresh)
+SHARED_GENLAB = ("genlab", "genlab.files", "genlab.params", "genlab.data")
+_shared: dict[str, tuple] = {}  # module -> (file, mtime, size) of what the server imported
 # Variables a library reads once, when it is imported: a command with other values needs a server of its own.
 # (PYTHONPATH is left out: it says where genlab is, and a child imports genlab afresh from the command's path.)
 IMPORT_TIME_ENV = ("PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONWARNINGS", "TF_", "KERAS_", "CUDA_",
@@ -208,7 +216,11 @@ def _receive(connection: socket.socket, timeout: float | None = None) -> dict | 
 
 def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
     """Listen on `name`, import the libraries, then fork a child per request until idle. Returns 0 in the
-    server when it leaves; in a child, runs the stage and returns its exit status."""
+    server when it leaves; in a child, runs the stage and returns its exit status.
+
+    A request that comes while the libraries are imported is forked between two of them (TensorFlow, the
+    longest, last): the stage imports the rest itself, and a stage without TensorFlow (the audit after
+    the data's preparation) does not wait for it."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         listener.bind("\0" + name)
@@ -216,12 +228,16 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
         return 0
     listener.listen(64)  # requests wait in the backlog while the imports run
     listener.setblocking(False)
-    _preload()
     children: dict[int, socket.socket] = {}
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_write, False)
     signal.set_wakeup_fd(wakeup_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    served = _Served(listener, children, (wakeup_read, wakeup_write))
+    for _ in _preload():
+        while (status := served.take()) is not served.NONE:
+            if status is not None:
+                return status  # in a child: the stage's exit status
     last = time.monotonic()
     while children or time.monotonic() - last < idle_seconds:
         ready, _, _ = select.select([listener, wakeup_read], [], [], 5.0)
@@ -238,32 +254,50 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
             connection.close()
             last = time.monotonic()
         if listener in ready:
-            try:
-                connection, _ = listener.accept()
-            except BlockingIOError:  # the command gave up between select and accept
-                continue
-            try:
-                if _peer_uid(connection) != os.getuid():  # only our own user's commands: a fork runs as us
-                    raise PermissionError("another user's command")
-                connection.settimeout(10)
-                message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
-                connection.settimeout(None)
-                request = json.loads(message)
-            except (OSError, ValueError):
-                connection.close()
-                continue
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                os.close(wakeup_read)
-                os.close(wakeup_write)
-                return _run_child(request, fds, connection)
-            for fd in fds:
-                os.close(fd)
-            _send(connection, {"pid": pid})
-            children[pid] = connection
+            status = served.take()
+            if status is not None and status is not served.NONE:
+                return status
             last = time.monotonic()
     return 0
+
+
+class _Served:
+    """The server's side of a request: accept it, check its user, fork; the parent keeps the connection
+    of each child, the child runs the stage."""
+
+    NONE = object()  # take()'s answer when no request was waiting
+
+    def __init__(self, listener: socket.socket, children: dict, closed_in_child: tuple[int, int]) -> None:
+        self.listener, self.children, self.closed_in_child = listener, children, closed_in_child
+
+    def take(self):
+        """Fork for one waiting request: None in the server (or for a refused request), the stage's exit
+        status in the child, NONE when no request was waiting."""
+        try:
+            connection, _ = self.listener.accept()
+        except BlockingIOError:  # none, or the command gave up between select and accept
+            return self.NONE
+        try:
+            if _peer_uid(connection) != os.getuid():  # only our own user's commands: a fork runs as us
+                raise PermissionError("another user's command")
+            connection.settimeout(10)
+            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            connection.settimeout(None)
+            request = json.loads(message)
+        except (OSError, ValueError):
+            connection.close()
+            return None
+        pid = os.fork()
+        if pid == 0:
+            self.listener.close()
+            for fd in self.closed_in_child:
+                os.close(fd)
+            return _run_child(request, fds, connection)
+        for fd in fds:
+            os.close(fd)
+        _send(connection, {"pid": pid})
+        self.children[pid] = connection
+        return None
 
 
 def _peer_uid(connection: socket.socket) -> int:
@@ -272,7 +306,9 @@ def _peer_uid(connection: socket.socket) -> int:
     return struct.unpack("3i", credentials)[1]
 
 
-def _preload() -> None:
+def _preload():
+    """Import the libraries the stages use, one at a time (a generator: the server forks for the requests
+    waiting between two), then genlab's shared modules."""
     import importlib
 
     import matplotlib
@@ -283,6 +319,45 @@ def _preload() -> None:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - an optional library missing: the stage imports what it needs itself
             pass
+        if module == "mlflow":
+            try:  # the installed distributions' modules (0.7 s), which MLflow maps each time it logs a model
+                from mlflow.utils import requirements_utils
+
+                requirements_utils._init_modules_to_packages_map()
+            except Exception:  # noqa: BLE001 - another MLflow: it maps them itself
+                pass
+        yield module
+    try:
+        for module in SHARED_GENLAB:
+            importlib.import_module(module)
+        _shared.update(_sources(SHARED_GENLAB))
+    except Exception:  # noqa: BLE001 - a broken edit of genlab: every child imports genlab afresh and says so
+        _shared.clear()
+    yield "genlab"
+
+
+def _sources(modules) -> dict[str, tuple]:
+    """Each module's source file with its modification time and size, as Python's own cache checks them."""
+    found = {}
+    for name in modules:
+        path = sys.modules[name].__file__
+        stat = os.stat(path)
+        found[name] = (path, stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def _kept_genlab(path: list[str]) -> set[str]:
+    """The server's shared genlab modules, where the command's `path` finds genlab in the same folder and
+    none of their sources changed since the server imported them; otherwise none."""
+    import importlib.machinery
+
+    try:
+        spec = importlib.machinery.PathFinder.find_spec("genlab", path)
+        same_folder = (_shared and spec is not None
+                       and list(spec.submodule_search_locations or []) == list(sys.modules["genlab"].__path__))
+        return set(_shared) if same_folder and _sources(_shared) == _shared else set()
+    except (OSError, KeyError, ImportError):
+        return set()
 
 
 def _run_child(request: dict, fds: list[int], connection: socket.socket) -> int:
@@ -302,7 +377,8 @@ def _run_child(request: dict, fds: list[int], connection: socket.socket) -> int:
     os.environ.clear()
     os.environ.update(request["env"] | {CHILD_ENV: "1"})
     sys.path[:] = request["path"]
-    for module in [name for name in sys.modules if name == "genlab" or name.startswith("genlab.")]:
+    kept = _kept_genlab(request["path"])
+    for module in [name for name in sys.modules if name.partition(".")[0] == "genlab" and name not in kept]:
         del sys.modules[module]
     sys.argv[:] = ["-m", *request["argv"]]
     import numpy
