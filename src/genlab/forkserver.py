@@ -7,7 +7,7 @@ umask and standard streams to a server that has imported those libraries already
 the child runs the stage module exactly as `python -m` would, in the command's folder, with the
 command's environment, writing to the command's stdout and stderr. genlab's own modules are imported
 afresh in every child, so an edit of src/ is what runs; the few that only define things (`SHARED_GENLAB`:
-params.py's pydantic schemas take 0.4 s to build) the server imports too, and a child keeps them while the
+params.py's pydantic schemas, 0.1 s) the server imports too, and a child keeps them while the
 command would import the same files, unchanged since the server read them.
 
 For DVC, the command stays the stage's process: it waits for the child, passes SIGINT, SIGTERM and
@@ -233,10 +233,10 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
     os.set_blocking(wakeup_write, False)
     signal.set_wakeup_fd(wakeup_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    served = _Served(listener, children, (wakeup_read, wakeup_write))
+    closed_in_child = (wakeup_read, wakeup_write)
     for _ in _preload():
-        while (status := served.take()) is not served.NONE:
-            if status is not None:
+        while select.select([listener], [], [], 0)[0]:  # the requests waiting between two imports
+            if (status := _fork_for_request(listener, children, closed_in_child)) is not None:
                 return status  # in a child: the stage's exit status
     last = time.monotonic()
     while children or time.monotonic() - last < idle_seconds:
@@ -254,50 +254,40 @@ def serve(name: str, idle_seconds: float = IDLE_SECONDS) -> int:
             connection.close()
             last = time.monotonic()
         if listener in ready:
-            status = served.take()
-            if status is not None and status is not served.NONE:
+            if (status := _fork_for_request(listener, children, closed_in_child)) is not None:
                 return status
             last = time.monotonic()
     return 0
 
 
-class _Served:
-    """The server's side of a request: accept it, check its user, fork; the parent keeps the connection
-    of each child, the child runs the stage."""
-
-    NONE = object()  # take()'s answer when no request was waiting
-
-    def __init__(self, listener: socket.socket, children: dict, closed_in_child: tuple[int, int]) -> None:
-        self.listener, self.children, self.closed_in_child = listener, children, closed_in_child
-
-    def take(self):
-        """Fork for one waiting request: None in the server (or for a refused request), the stage's exit
-        status in the child, NONE when no request was waiting."""
-        try:
-            connection, _ = self.listener.accept()
-        except BlockingIOError:  # none, or the command gave up between select and accept
-            return self.NONE
-        try:
-            if _peer_uid(connection) != os.getuid():  # only our own user's commands: a fork runs as us
-                raise PermissionError("another user's command")
-            connection.settimeout(10)
-            message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
-            connection.settimeout(None)
-            request = json.loads(message)
-        except (OSError, ValueError):
-            connection.close()
-            return None
-        pid = os.fork()
-        if pid == 0:
-            self.listener.close()
-            for fd in self.closed_in_child:
-                os.close(fd)
-            return _run_child(request, fds, connection)
-        for fd in fds:
-            os.close(fd)
-        _send(connection, {"pid": pid})
-        self.children[pid] = connection
+def _fork_for_request(listener: socket.socket, children: dict, closed_in_child: tuple[int, int]) -> int | None:
+    """Accept a waiting request, check its user and fork: in the child, run the stage and return its exit
+    status; in the server, keep the child's connection and return None (also when none was waiting)."""
+    try:
+        connection, _ = listener.accept()
+    except BlockingIOError:  # the command gave up between select and accept
         return None
+    try:
+        if _peer_uid(connection) != os.getuid():  # only our own user's commands: a fork runs as us
+            raise PermissionError("another user's command")
+        connection.settimeout(10)
+        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        connection.settimeout(None)
+        request = json.loads(message)
+    except (OSError, ValueError):
+        connection.close()
+        return None
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        for fd in closed_in_child:
+            os.close(fd)
+        return _run_child(request, fds, connection)
+    for fd in fds:
+        os.close(fd)
+    _send(connection, {"pid": pid})
+    children[pid] = connection
+    return None
 
 
 def _peer_uid(connection: socket.socket) -> int:
@@ -326,14 +316,14 @@ def _preload():
                 requirements_utils._init_modules_to_packages_map()
             except Exception:  # noqa: BLE001 - another MLflow: it maps them itself
                 pass
-        yield module
+        yield
     try:
         for module in SHARED_GENLAB:
             importlib.import_module(module)
         _shared.update(_sources(SHARED_GENLAB))
     except Exception:  # noqa: BLE001 - a broken edit of genlab: every child imports genlab afresh and says so
         _shared.clear()
-    yield "genlab"
+    yield
 
 
 def _sources(modules) -> dict[str, tuple]:
