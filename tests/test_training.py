@@ -1,4 +1,4 @@
-"""Shared training helpers: the learning-rate schedule, gradient clipping."""
+"""Shared training helpers: the learning-rate schedule, gradient clipping, the validation pass."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 from genlab import training  # noqa: E402
 from genlab.models import build_model  # noqa: E402
-from genlab.params import AutoencoderParams, GanParams  # noqa: E402
+from genlab.params import AutoencoderParams, GanParams, JudgeParams, VaeParams  # noqa: E402
 
 
 def test_the_schedule_warms_up_then_follows_half_a_cosine():
@@ -81,3 +81,53 @@ def test_a_run_with_a_schedule_resumed_after_a_kill_ends_with_the_same_weights(i
     assert result.resumed_at_epoch == 2
     assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), resumed.get_weights()))
     assert float(resumed.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+
+
+def _trained_history(config, images: np.ndarray, labels: np.ndarray | None, keras_validation: bool, monkeypatch):
+    from genlab import judge as judges
+
+    with monkeypatch.context() as patched:
+        if keras_validation:
+            patched.setattr(training._Validation, "applies", staticmethod(lambda model: False))
+        training.set_seed(0)
+        if labels is None:
+            model = build_model(config, (8, 8))
+            targets = None
+        else:
+            model = judges.build(config, (8, 8), 10).classifier
+            targets = labels[:64], labels[64:]
+        # 32 validation images in batches of 12: a short last batch, as the digits' split has
+        return training.fit(model, images[:64], images[64:], epochs=3, batch_size=12, targets=targets).history
+
+
+@pytest.mark.parametrize("config", [
+    AutoencoderParams(family="autoencoder", hidden_units=(8,), latent_dim=2),  # Keras's compiled loss
+    VaeParams(family="vae", hidden_units=(8,), latent_dim=2),  # a test step that draws noise
+    GanParams(family="gan", latent_dim=2, generator_units=(8,), discriminator_units=(8,)),  # four trackers
+    JudgeParams(hidden_units=(8,), conv_filters=(), augment_shift=0, dropout=0.0),  # a compiled metric besides
+], ids=["autoencoder", "vae", "gan", "judge"])
+def test_the_validation_pass_gives_keras_s_evaluate_values_to_the_last_bit(config, images, monkeypatch):
+    labels = np.arange(len(images)) % 10 if isinstance(config, JudgeParams) else None
+    ours = _trained_history(config, images, labels, keras_validation=False, monkeypatch=monkeypatch)
+    keras_own = _trained_history(config, images, labels, keras_validation=True, monkeypatch=monkeypatch)
+    assert any(key.startswith("val_") for key in ours) and list(ours) == list(keras_own)
+    assert ours == keras_own
+
+
+def test_a_test_step_that_returns_other_values_than_its_metrics_is_refused(images):
+    class Odd(training.PerImageObjective):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def per_image_loss(self, batch, training=False):
+            return keras.ops.mean(keras.ops.square(self.dense(keras.ops.reshape(batch, (-1, 64)))), axis=-1)
+
+        def test_step(self, data):
+            super().test_step(data)
+            return {"something_else": keras.ops.zeros(())}
+
+    model = Odd()
+    model.compile(optimizer="sgd")
+    with pytest.raises(TypeError, match=r"Odd.test_step returns \['something_else'\], not its metrics' results \['loss'\]"):
+        training.fit(model, images[:32], images[32:48], epochs=1, batch_size=16)

@@ -285,6 +285,53 @@ def validation_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
+class _Validation(keras.callbacks.Callback):
+    """The validation split's `val_<metric>` values at the end of every epoch, the first callback to see
+    the epoch's logs: what Keras's fit(validation_data=...) computes (the metrics reset, the test step
+    over the batches in order, the metrics' results) in one call of one traced function.
+
+    Keras's evaluate does the same arithmetic in a Python loop around it: a new iterator, the callbacks'
+    test hooks, and each metric reset and read by eager operations, one at a time. That costs a small
+    model 10-15 ms an epoch on the 2-core machine, more than the pass itself (benchmarks/README.md).
+    Only on one device without XLA (`applies`); elsewhere fit passes the split to Keras."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int):
+        super().__init__()
+        self.split, self.batch_size, self.function = (x, y), batch_size, None
+
+    @staticmethod
+    def applies(model: keras.Model) -> bool:
+        import tensorflow as tf
+
+        one_device = not tf.distribute.has_strategy() and model.distribute_strategy is tf.distribute.get_strategy()
+        return one_device and not model.jit_compile
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        model, size = self.model, self.batch_size
+        x, y = (tf.constant(values) for values in self.split)
+        steps = math.ceil(len(self.split[0]) / size)
+        reported = []  # the names a test step returns, seen when the function is traced
+
+        @tf.function
+        def validate():
+            for metric in model.metrics:
+                metric.reset_state()
+            for step in tf.range(steps):  # a loop in the graph: one test step traced, whatever the split's size
+                reported[:] = model.test_step((x[step * size:(step + 1) * size], y[step * size:(step + 1) * size]))
+            results = model.get_metrics_result()
+            if set(reported) != set(results):  # Keras's evaluate would return the last step's values instead
+                raise TypeError(f"{type(model).__name__}.test_step returns {sorted(reported)}, not its metrics' "
+                                f"results {sorted(results)}")
+            return results
+
+        self.function = validate
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs.update({f"val_{name}": float(value) for name, value in sorted(self.function().items())})  # as evaluate
+
+
 class _EpochHook(keras.callbacks.Callback):
     """Times each epoch (validation included), keeps its logs, and hands the finite ones, with
     `epoch_seconds`, to `on_epoch`."""
@@ -436,6 +483,10 @@ def fit(
     divergence = _StopOnNonFinite()
     epochs_hook = _EpochHook(on_epoch, batches)
     callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
+    validation_data = validation_batches(x_val, y_val, batch_size)
+    if _Validation.applies(model):  # first: every other callback sees the epoch's validation values
+        callbacks.insert(0, _Validation(x_val, y_val, batch_size))
+        validation_data = None
     if learning_rate_schedule != "constant" or warmup_epochs:
         callbacks.append(_LearningRateSchedule(model, epochs, learning_rate_schedule, warmup_epochs))
     if backup_dir is not None and early_stopping_patience:
@@ -456,7 +507,7 @@ def fit(
     if not console.verbose():
         callbacks.append(_EpochBar(epochs, name))
     started = time.perf_counter()
-    model.fit(batches.dataset, validation_data=validation_batches(x_val, y_val, batch_size), epochs=epochs,
+    model.fit(batches.dataset, validation_data=validation_data, epochs=epochs,
               steps_per_epoch=batches.steps, shuffle=False, callbacks=callbacks,
               verbose=2 if console.verbose() else 0)
     if hasattr(model, "finalize_weights"):  # a GAN's generator: its moving average, as fit does for one optimizer
