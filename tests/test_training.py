@@ -131,3 +131,34 @@ def test_a_test_step_that_returns_other_values_than_its_metrics_is_refused(image
     model.compile(optimizer="sgd")
     with pytest.raises(TypeError, match=r"Odd.test_step returns \['something_else'\], not its metrics' results \['loss'\]"):
         training.fit(model, images[:32], images[32:48], epochs=1, batch_size=16)
+
+
+@pytest.mark.parametrize("settings", [{}, {"amsgrad": True}, {"beta_1": 0.5, "global_clipnorm": 1.0}],
+                         ids=["default", "amsgrad", "gan-like"])
+def test_genlab_s_adam_takes_keras_s_steps_to_the_last_bit(settings):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in ((5, 3), (3,), (2, 2))]
+    gradients = [[rng.standard_normal(weight.shape).astype(np.float32) for weight in start] for _ in range(4)]
+
+    def trained(optimizer_class, compiled: bool):
+        weights = [keras.Variable(weight) for weight in start]
+        optimizer = optimizer_class(learning_rate=0.01, **settings)
+        optimizer.build(weights)
+        def step(gradient):
+            optimizer.apply(gradient, weights)
+
+        step = tf.function(step) if compiled else step
+        for index, gradient in enumerate(gradients):
+            if index == 2:  # as the learning-rate schedule sets it between epochs
+                optimizer.learning_rate.assign(0.005)
+            step([tf.constant(value) for value in gradient])
+        return [weight.numpy() for weight in weights]
+
+    for compiled in (False, True):
+        ours, keras_own = trained(training.Adam, compiled), trained(keras.optimizers.Adam, compiled)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, keras_own))
+        assert not np.array_equal(ours[0], start[0])
+    assert isinstance(training.make_optimizer("adam", 0.01), training.Adam)
+    assert isinstance(training.make_optimizer("adam", 0.01, ema_decay=0.9), training.Adam)
