@@ -146,6 +146,7 @@ def test_genlab_s_adam_takes_keras_s_steps_to_the_last_bit(settings):
         weights = [keras.Variable(weight) for weight in start]
         optimizer = optimizer_class(learning_rate=0.01, **settings)
         optimizer.build(weights)
+
         def step(gradient):
             optimizer.apply(gradient, weights)
 

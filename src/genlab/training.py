@@ -89,23 +89,23 @@ class Adam(keras.optimizers.Adam):
         try:
             return super().apply(grads, trainable_variables)
         finally:
-            self._step_scalars = {}
+            self._step_scalars = None  # an update_step outside apply computes its own
 
     def _step_size(self, variable, learning_rate):
         from keras import ops
 
         key = (variable.dtype, getattr(variable, "device", None))
         scalars = getattr(self, "_step_scalars", None)
-        if scalars is None or key not in scalars:  # as Keras's update_step computes it
-            lr = ops.cast(learning_rate, variable.dtype)
-            local_step = ops.cast(self.iterations + 1, variable.dtype)
-            beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
-            beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
-            alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-            if scalars is None:
-                return alpha
+        if scalars is not None and key in scalars:
+            return scalars[key]
+        lr = ops.cast(learning_rate, variable.dtype)  # as Keras's update_step computes it
+        local_step = ops.cast(self.iterations + 1, variable.dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        if scalars is not None:
             scalars[key] = alpha
-        return scalars[key]
+        return alpha
 
     def update_step(self, gradient, variable, learning_rate):
         from keras import ops
@@ -532,10 +532,11 @@ def fit(
     divergence = _StopOnNonFinite()
     epochs_hook = _EpochHook(on_epoch, batches)
     callbacks: list[keras.callbacks.Callback] = [divergence, epochs_hook]
-    validation_data = validation_batches(x_val, y_val, batch_size)
+    validation_data = None  # the split goes to _Validation, or to Keras's evaluate where it does not apply
     if _Validation.applies(model):  # first: every other callback sees the epoch's validation values
         callbacks.insert(0, _Validation(x_val, y_val, batch_size))
-        validation_data = None
+    else:
+        validation_data = validation_batches(x_val, y_val, batch_size)
     if learning_rate_schedule != "constant" or warmup_epochs:
         callbacks.append(_LearningRateSchedule(model, epochs, learning_rate_schedule, warmup_epochs))
     if backup_dir is not None and early_stopping_patience:
