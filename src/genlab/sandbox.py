@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -30,9 +31,15 @@ def environment(root: Path) -> dict[str, str]:
 
 def run(args: list[str], root: Path, timeout: float = 1800, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess:
-    """Run a command in the copy (with `env` added to its environment); raise with its output when it fails."""
-    done = subprocess.run(args, cwd=root, env=environment(root) | (env or {}), capture_output=True, text=True,
-                          timeout=timeout)
+    """Run a command in the copy (with `env` added to its environment); raise with its output when it fails.
+
+    Its output goes to files, not pipes: a daemon that the command leaves behind (`dvc queue start`'s
+    workers) inherits them, and reading a pipe would wait for the daemon to exit."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(args, cwd=root, env=environment(root) | (env or {}), stdout=out, stderr=err, text=True,
+                              timeout=timeout)
+        out.seek(0), err.seek(0)
+        done.stdout, done.stderr = out.read(), err.read()
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
