@@ -1,10 +1,11 @@
 # genlab: `make run` sets up .venv once (reinstalling only when pyproject.toml changes),
 # runs the whole pipeline with DVC and prints where the reports are.
 # `make run CONFIG=configs/mnist_sample.yaml` first makes params.yaml that configuration
-# (python -m genlab.configs: it validates it, and never overwrites edits of your own).
+# (python -m genlab.config.presets: it validates it, and never overwrites edits of your own).
 # `make run VERBOSE=1` shows Keras's epoch lines and TensorFlow's log instead of one progress bar per training.
 PYTHON ?= python3.11
-VENV := .venv
+# one environment per interpreter: .venv for the default, .venv-<python> for another (make test PYTHON=python3.13)
+VENV ?= $(if $(filter python3.11,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
@@ -20,7 +21,7 @@ export GENLAB_VERBOSE := 1   # make run VERBOSE=1: Keras's epoch lines and all o
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test ui setup clean-venv benchmark
+.PHONY: run test lint ui setup clean-venv benchmark
 
 setup: $(STAMP)
 
@@ -35,17 +36,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 ifneq ($(CONFIG),)
-	@$(BIN)/python -m genlab.configs $(CONFIG)
+	@$(BIN)/python -m genlab.config.presets $(CONFIG)
 endif
-	@$(BIN)/python -m genlab.console repro
-	@$(BIN)/python -m genlab.summary
+	@$(BIN)/python -m genlab.runtime.console repro
+	@$(BIN)/python -m genlab.runtime.summary
 
-test: $(STAMP)
+# the linter first (ruff, configured in pyproject.toml): a second, not a reason to wait for the suite
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # The UI binds to loopback only unless HOST says otherwise (HOST=0.0.0.0 exposes the store to the network).
 ui: $(STAMP)
-	@echo "MLflow UI: $$($(BIN)/python -m genlab.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
+	@echo "MLflow UI: $$($(BIN)/python -m genlab.runtime.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
 
 # `make benchmark AGAINST=<git revision>`: that revision's forced `dvc repro` beside this tree's (issue 16: 0ed5aa4)

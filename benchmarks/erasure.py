@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from genlab import sandbox
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' scratch project
+import sandbox
 
 PROJECT = Path(__file__).resolve().parents[1]
 SUBGROUP_NUM_SAMPLES = 800  # thin strokes removed from every class leave 824 of the digits' 1257 training images
@@ -85,9 +87,10 @@ def cell_row(details: dict, label: int | None, subgroup: str) -> dict:
 
 def remeasured(biased: Path, balanced: Path, models: list[str], label: int) -> dict[str, dict]:
     """The biased models' restorations judged by the balanced run's judge (same test split, same settings)."""
-    from genlab import restoration
-    from genlab.models import load_model
     from restore import restoration_inputs  # benchmarks/restore.py: evaluate's inputs of a project
+
+    from genlab.evaluation import restoration
+    from genlab.models.registry import load_model
 
     _, judge, options = restoration_inputs(biased, judge_root=balanced)
     found = {}
@@ -120,7 +123,8 @@ def main() -> None:
     cell = (None if args.subgroup_class == "all" else int(args.subgroup_class), args.subgroup)
     num_classes = yaml.safe_load(args.config.read_text())["data"].get("num_classes", 10)
     removed = {index: {args.subgroup: 0} for index in (range(num_classes) if cell[0] is None else [cell[0]])}
-    variants = {"balanced": {}, "fraction": {"keep_fraction": {label: args.keep}}, "subgroup": {"keep_subgroup": removed}}
+    variants = {"balanced": {}, "fraction": {"keep_fraction": {label: args.keep}},
+                "subgroup": {"keep_subgroup": removed}}
     variants = {name: overrides for name, overrides in variants.items() if name in {"balanced", *args.variants}}
     with tempfile.TemporaryDirectory() as scratch:
         roots = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.projects)}
@@ -157,7 +161,8 @@ def print_class_table(rows, fair, models, label, keep) -> None:
         print(f"| {name} | {biased['method']} | {balanced['judge_accuracy']:.2f} / {biased['judge_accuracy']:.2f} | "
               f"{shown(balanced['kept'])} | {shown(biased['kept'])} | {shown(fair[name]['kept'])} | "
               f"{biased['gap']:+.2f} ({biased['noise']:.2f}) | "
-              + (f"{errors['to']} ({errors['share_of_errors']:.0%} of {errors['errors']})" if errors else "none") + " |")
+              + (f"{errors['to']} ({errors['share_of_errors']:.0%} of {errors['errors']})" if errors else "none")
+              + " |")
 
 
 def print_subgroup_table(cells, models, cell) -> None:

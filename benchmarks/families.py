@@ -21,13 +21,15 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from genlab import sandbox
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' scratch project
+import sandbox
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("ae_sigmoid_bce", "vae", "gan", "flow", "diffusion")
@@ -48,14 +50,15 @@ def plain_sampler(model, count: int, seed: int):
 
 
 def measure(root: Path, name: str, repeats: int) -> dict[str, float]:
-    from genlab import data, training
-    from genlab.models import build_model, load_model
-    from genlab.params import load_params
+    from genlab.config.params import load_params
+    from genlab.data import splits
+    from genlab.models.registry import build_model, load_model
     from genlab.stages import train
+    from genlab.training import devices
 
     params = load_params(root / "params.yaml")
     config = params.models[name]
-    prepared = data.load_prepared(root / "data/prepared")
+    prepared = splits.load_prepared(root / "data/prepared")
     images = len(prepared.train.y) * config.epochs
     argv = [name, "--params", str(root / "params.yaml"), "--data", str(root / "data/prepared"),
             "--out", str(root / f"bench/{name}"), "--history", str(root / f"bench/{name}.csv"),
@@ -64,7 +67,7 @@ def measure(root: Path, name: str, repeats: int) -> dict[str, float]:
     plain_times, genlab_times = [], []
     for _ in range(repeats):  # alternating, so that a slow spell of the machine hits both sides
         started = time.perf_counter()
-        training.set_seed(config.seed)
+        devices.set_seed(config.seed)
         model = build_model(config, prepared.image_shape)
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(prepared.train.x, prepared.train.x, validation_data=(prepared.validation.x,) * 2,

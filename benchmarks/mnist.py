@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,14 +31,17 @@ import numpy as np
 import yaml
 from pipeline import full_repro
 
-from genlab import data, sandbox
+from genlab.data import sources
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' scratch project
+import sandbox
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
 def mnist_stand_in(path: Path, seed: int = 0) -> Path:
     """70,000 real MNIST digits (the sample's 5,000, shifted copies) in Keras's mnist.npz layout."""
-    x, y = data.load_mnist_sample()
+    x, y = sources.load_mnist_sample()
     rng = np.random.default_rng(seed)
     chosen = rng.integers(0, len(y), size=70000)
     shifts = rng.integers(-2, 3, size=(70000, 2))
@@ -50,7 +54,8 @@ def mnist_stand_in(path: Path, seed: int = 0) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="configs/mnist.yaml on a stand-in of MNIST's size")
-    parser.add_argument("--mnist", type=Path, help="with --full: a real mnist.npz (Keras's file) instead of the stand-in")
+    parser.add_argument("--mnist", type=Path,
+                        help="with --full: a real mnist.npz (Keras's file) instead of the stand-in")
     parser.add_argument("--epochs", type=int, help="train every model this many epochs (>= 2) and project")
     parser.add_argument("--json", type=Path, help="also save the raw figures here")
     parser.add_argument("--keep", type=Path, help="copy the run's reports/ (and dvc.lock) into this folder")
@@ -91,11 +96,13 @@ def main() -> None:
         name = stage.partition("@")[2]
         epochs = f"{configured[name]}" if stage.startswith("train@") else ""
         rate = f"{per_epoch[name]:.2f}" if stage.startswith("train@") else ""
-        print(f"| {stage} | {epochs} | {rate} | {seconds:.0f} | {projected[stage]:.0f} | {peaks.get(stage, float('nan')):.0f} |")
+        print(f"| {stage} | {epochs} | {rate} | {seconds:.0f} | {projected[stage]:.0f} | "
+              f"{peaks.get(stage, float('nan')):.0f} |")
     print("\n" + table)
     if args.json:
         args.json.write_text(json.dumps({"config": str(config.relative_to(PROJECT)), "full_repro_seconds": total,
-                                         "stage_seconds": stages, "projected_stage_seconds": projected, "stage_peak_rss_mb": peaks,
+                                         "stage_seconds": stages, "projected_stage_seconds": projected,
+                                         "stage_peak_rss_mb": peaks,
                                          "seconds_per_epoch": per_epoch, "epochs": args.epochs,
                                          "judge_test_accuracy": judge["test_accuracy"]}, indent=2) + "\n")
 

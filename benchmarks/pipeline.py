@@ -29,7 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from genlab import forkserver, sandbox
+from genlab.runtime import forkserver
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' scratch project
+import sandbox
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +110,8 @@ def full_repro(root: Path, warm: bool = True, tag: str = "") -> tuple[float, dic
 
 def fid_to_floor(root: Path) -> dict[str, float]:
     """Each model's FID over the data floor, from the evaluate stages' metrics."""
-    return {path.stem: json.loads(path.read_text())["fid_to_floor"] for path in sorted((root / "reports/eval").glob("*.json"))}
+    return {path.stem: json.loads(path.read_text())["fid_to_floor"]
+            for path in sorted((root / "reports/eval").glob("*.json"))}
 
 
 def print_stages(sides: dict[str, tuple[float, dict[str, float], dict[str, float]]],
@@ -137,7 +141,8 @@ def print_quality(quality: dict[str, dict[str, float]], heading: str) -> None:
     """Each model's FID over the data floor, one column per side."""
     print(f"\n{heading}\n\n| model | " + " | ".join(quality) + " |\n|:--|" + "--:|" * len(quality))
     for model in list(quality.values())[-1]:
-        print(f"| {model} | " + " | ".join(f"{found.get(model, float('nan')):.2f}" for found in quality.values()) + " |")
+        print(f"| {model} | " + " | ".join(f"{found.get(model, float('nan')):.2f}" for found in quality.values())
+              + " |")
 
 
 def noop_repro(root: Path, repeats: int) -> list[float]:

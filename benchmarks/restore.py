@@ -2,7 +2,7 @@
 
 Reads the trained models, the judge, the prepared data and the audit's stroke thresholds of a
 project where `dvc repro` has run (read only: nothing is written there) and, in one process with
-TensorFlow imported and warmed up, times `genlab.restoration.report` per model with the project's
+TensorFlow imported and warmed up, times `genlab.evaluation.restoration.report` per model with the project's
 `restore:` settings: restoring each task by each of the model's methods, then measuring it (judge,
 PSNR/SSIM, morphometry, permutations). Target: all shipped digits models together in at most 60 s.
 
@@ -20,15 +20,17 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def restoration_inputs(root: Path, judge_root: Path | None = None):
-    """What evaluate@<model> hands `genlab.restoration.report` in the project at `root`: its params, the
+    """What evaluate@<model> hands `genlab.evaluation.restoration.report` in the project at `root`: its params, the
     judge (of `judge_root`, by default the same project) and the options (test subset, training shares,
     stroke thresholds, settings, grid)."""
-    from genlab import bias, data, judge as judges, morphometry, restoration
-    from genlab.files import read_json
-    from genlab.params import load_params
+    from genlab.config.params import load_params
+    from genlab.data import splits
+    from genlab.evaluation import bias, morphometry, restoration
+    from genlab.evaluation import judge as judges
+    from genlab.runtime.files import read_json
 
     params = load_params(root / "params.yaml")
-    prepared = data.load_prepared(root / "data/prepared")
+    prepared = splits.load_prepared(root / "data/prepared")
     judge = judges.load((judge_root or root) / "models/judge")
     thresholds = read_json(root / "reports/audit/metrics.json")["subgroups"]
     subset = restoration.stratified_subset(prepared.test.y, params.restore.num_images)
@@ -38,7 +40,7 @@ def restoration_inputs(root: Path, judge_root: Path | None = None):
                                stroke_thresholds=(thresholds["thin_stroke_threshold"],
                                                   thresholds["thick_stroke_threshold"]),
                                upright_degrees=params.audit.upright_degrees, settings=params.restore,
-                               grid=data.grid_indices(labels, params.train.grid_images))
+                               grid=splits.grid_indices(labels, params.train.grid_images))
 
 
 def main() -> None:
@@ -48,8 +50,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    from genlab import restoration
-    from genlab.models import load_model
+    from genlab.evaluation import restoration
+    from genlab.models.registry import load_model
 
     root = args.project.resolve()
     params, judge, options = restoration_inputs(root)
@@ -77,7 +79,8 @@ def main() -> None:
     for row in rows:
         shown = ", ".join(f"{key} {value:.1f} s" for key, value in row["per_1000"].items())
         print(f"| {row['model']} | {row['family']} | {row['seconds']:.1f} | {row['restoring_seconds']:.1f} | {shown} |")
-    print(f"| **all** | | **{total:.1f}** | {sum(row['restoring_seconds'] for row in rows):.1f} | target: at most 60 s |")
+    print(f"| **all** | | **{total:.1f}** | {sum(row['restoring_seconds'] for row in rows):.1f} | "
+          "target: at most 60 s |")
     if args.json:
         args.json.write_text(json.dumps({"images": len(images), "total_seconds": total, "models": rows}, indent=2))
 

@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def project(tmp_path_factory):
     """A real `dvc repro` of the tiny project in a temporary git repository, shared by the end-to-end,
     browser and sweep tests (which only add experiments to it)."""
-    from genlab import sandbox
+    import sandbox
     from pipeline_project import PROJECT, tiny_params
 
     root = sandbox.copy_project(PROJECT, tmp_path_factory.mktemp("genlab"), tiny_params())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from genlab import audit
+from genlab.evaluation import audit
 
 
 @pytest.fixture

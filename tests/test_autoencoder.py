@@ -7,9 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import MODELS, build_model, load_model, save_model  # noqa: E402
-from genlab.params import FAMILY_PARAMS, AutoencoderParams  # noqa: E402
+from genlab.config.params import FAMILY_PARAMS, AutoencoderParams  # noqa: E402
+from genlab.models import networks  # noqa: E402
+from genlab.models.registry import build_model, family_module, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 SHAPE = (8, 8)
 
@@ -45,7 +46,7 @@ def test_registry_rejects_unknown_family():
 
     with pytest.raises(ValueError, match="valid families: .*autoencoder"):
         build_model(Fake(), SHAPE)
-    assert set(MODELS) == set(FAMILY_PARAMS)
+    assert all(family_module(family).build for family in FAMILY_PARAMS)  # every schema has its family file
 
 
 def test_latent_not_smaller_than_image_is_rejected():
@@ -53,9 +54,10 @@ def test_latent_not_smaller_than_image_is_rejected():
         build_model(config(latent_dim=64), SHAPE)
 
 
-@pytest.mark.parametrize("loss, activation", [("mse", "linear"), ("mse", "sigmoid"), ("binary_crossentropy", "sigmoid")])
+@pytest.mark.parametrize("loss, activation",
+                         [("mse", "linear"), ("mse", "sigmoid"), ("binary_crossentropy", "sigmoid")])
 def test_training_step_is_finite_and_loss_falls(images, loss, activation):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(loss=loss, output_activation=activation), SHAPE)
     first = model.train_on_batch(images, images)
     assert np.isfinite(first)
@@ -65,10 +67,10 @@ def test_training_step_is_finite_and_loss_falls(images, loss, activation):
 
 
 def test_fit_records_history_and_calls_the_epoch_hook(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(epochs=4), SHAPE)
     seen = []
-    result = training.fit(model, images, images[:16], epochs=4, batch_size=16, on_epoch=lambda e, logs: seen.append(e))
+    result = fit.fit(model, images, images[:16], epochs=4, batch_size=16, on_epoch=lambda e, logs: seen.append(e))
     assert seen == [0, 1, 2, 3]
     assert set(result.history) == {"loss", "val_loss"} and len(result.history["loss"]) == 4
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -76,9 +78,9 @@ def test_fit_records_history_and_calls_the_epoch_hook(images):
 
 def test_same_seed_gives_identical_weights(images):
     def trained():
-        training.set_seed(7)
+        devices.set_seed(7)
         model = build_model(config(), SHAPE)
-        training.fit(model, images, images[:16], epochs=2, batch_size=16)
+        fit.fit(model, images, images[:16], epochs=2, batch_size=16)
         return [w.copy() for w in model.get_weights()]
 
     for a, b in zip(trained(), trained()):
@@ -86,24 +88,24 @@ def test_same_seed_gives_identical_weights(images):
 
 
 def test_diverging_loss_raises(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(loss="mse", output_activation="linear", optimizer="sgd", learning_rate=1e12), SHAPE)
-    with pytest.raises(training.TrainingDiverged, match="non-finite at epoch 1"):
-        training.fit(model, images, images[:16], epochs=5, batch_size=16)
+    with pytest.raises(fit.TrainingDiverged, match="non-finite at epoch 1"):
+        fit.fit(model, images, images[:16], epochs=5, batch_size=16)
 
 
 def test_early_stopping_stops(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(learning_rate=1e-9), SHAPE)  # nothing to learn: val loss never improves
-    result = training.fit(model, images, images[:16], epochs=50, batch_size=16, early_stopping_patience=2)
+    result = fit.fit(model, images, images[:16], epochs=50, batch_size=16, early_stopping_patience=2)
     assert result.stopped_early and len(result.history["loss"]) < 10
 
 
 def test_save_load_round_trip_reproduces_outputs(images, tmp_path):
-    training.set_seed(0)
+    devices.set_seed(0)
     cfg = config(hidden_units=(12,), latent_dim=5)
     model = build_model(cfg, SHAPE)
-    training.fit(model, images, images[:16], epochs=2, batch_size=16)
+    fit.fit(model, images, images[:16], epochs=2, batch_size=16)
     save_model(model, cfg, SHAPE, tmp_path)
     loaded, loaded_config = load_model(tmp_path)
     assert loaded_config == cfg
@@ -130,10 +132,10 @@ def test_the_lecture_study_at_784_pixels_has_about_200k_parameters():
     has 200K parameters!" (weights and biases; the fitted Gaussian of the codes is not trained)."""
     from pathlib import Path
 
-    from genlab.params import load_params
+    from genlab.config.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "configs" / "mnist_sample.yaml")
-    counted = {name: training.trainable_parameters(build_model(config, (28, 28)))
+    counted = {name: networks.trainable_parameters(build_model(config, (28, 28)))
                for name, config in params.models.items() if config.family == "autoencoder"}
     assert counted["ae_sigmoid_bce"] == (784 * 128 + 128) + (128 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
     assert counted == {"ae_first_choice": 218_192, "ae_linear_mse": 218_192, "ae_sigmoid_mse": 218_192,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from genlab import bias
+from genlab.evaluation import bias
 
 
 def test_shares_and_split_distances():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genlab import comparison
+from genlab.evaluation import comparison
 
 EVALUATIONS = {
     "ae": {"fid": 9.0, "fid_to_floor": 9.0, "data_floor_fid": 1.0, "precision": 0.5, "recall": 0.2,
@@ -19,8 +19,10 @@ EVALUATIONS = {
              "coverage": 0.9, "data_floor_coverage": 0.9, "data_floor_recall": 0.9, "classes_covered": 10,
              "sampling_seconds_per_1000": 2.0, "num_params": 90000, "train_seconds": 30.0},
 }
-SUMMARIES = {name: {"family": family, "diagnosis": "converged", "params": {"optimizer": "adam"}}
-             for name, family in (("ae", "autoencoder"), ("flow", "flow"), ("ddpm", "diffusion"))}
+SUMMARIES = {name: {"family": family, "likelihood": likelihood, "diagnosis": "converged",
+                    "params": {"optimizer": "adam"}}
+             for name, family, likelihood in (("ae", "autoencoder", "none"), ("flow", "flow", "exact"),
+                                              ("ddpm", "diffusion", "none"))}
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ def test_the_answer_changes_with_the_numbers():
     evaluations["flow"]["fid"] = 1.5
     evaluations["flow"]["fid_to_floor"] = 1.5
     del evaluations["flow"]["test_nll_bits_per_dim"]
-    summaries = dict(SUMMARIES) | {"flow": SUMMARIES["flow"] | {"family": "gan"}}
+    summaries = dict(SUMMARIES) | {"flow": SUMMARIES["flow"] | {"family": "gan", "likelihood": "none"}}
     answers = "\n".join(comparison.which_is_right_for_you(
         comparison.comparison_table(evaluations, summaries, "fid"), num_classes=10))
     assert "Best sample quality: flow** (gan)" in answers
@@ -97,7 +99,7 @@ def test_html_page_is_self_contained(table, tmp_path):
 
 
 def with_verdicts(evaluations, summaries, **settings):
-    from genlab.params import CompareParams
+    from genlab.config.params import CompareParams
 
     table = comparison.comparison_table(evaluations, summaries, "fid")
     return comparison.add_verdicts(table, 10, CompareParams(**settings))
@@ -112,7 +114,7 @@ def test_models_whose_samples_are_not_recognised_or_still_learning_are_not_recom
         "ae": EVALUATIONS["ae"] | {"classes_covered": 10, "judge_confidence": 0.8},
     }
     summaries = {"flow": SUMMARIES["flow"], "ae": SUMMARIES["ae"],
-                 "vae": {"family": "vae", "diagnosis": "still_learning", "params": {}}}
+                 "vae": {"family": "vae", "likelihood": "bound", "diagnosis": "still_learning", "params": {}}}
     table = with_verdicts(evaluations, summaries)
     verdicts = table.set_index("model")
     assert verdicts.loc["ae", "recommended"] and verdicts.loc["ae", "verdict"] == "recommended"

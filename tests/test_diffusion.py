@@ -7,10 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
+from genlab.config.params import DiffusionParams, ParamsError, parse_params  # noqa: E402
 from genlab.models.diffusion import ddim_step, ddpm_step, noise_schedule, predict_x0, q_sample  # noqa: E402
-from genlab.params import DiffusionParams, ParamsError, parse_params  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit, optimizers  # noqa: E402
 
 SHAPE = (8, 8)
 
@@ -71,16 +71,16 @@ def test_steps_recover_the_image_when_the_noise_prediction_is_exact():
 
 
 def test_training_gives_a_finite_loss_that_falls(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), SHAPE)
-    result = training.fit(model, images, images[:32], epochs=8, batch_size=32)
+    result = fit.fit(model, images, images[:32], epochs=8, batch_size=32)
     assert np.all(np.isfinite(result.history["loss"]))
     assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_two_step_sampling_is_deterministic_and_in_range(images, sampler):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(num_timesteps=2, num_inference_steps=2), SHAPE)
     samples = model.sample(6, seed=3, sampler=sampler)
     assert samples.shape == (6, *SHAPE) and samples.min() >= 0 and samples.max() <= 1
@@ -88,9 +88,9 @@ def test_two_step_sampling_is_deterministic_and_in_range(images, sampler):
 
 
 def test_trajectory_and_save_load_round_trip(images, tmp_path):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(ema_decay=0.9), SHAPE)
-    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=2, batch_size=32)
     shown = model.family_images(images, np.zeros(len(images)))
     assert len(shown["trajectory.png"]) == 4 and shown["trajectory.png"]["sample 1"].shape[1:] == SHAPE
     save_model(model, model.config, SHAPE, tmp_path)
@@ -108,7 +108,7 @@ def test_more_inference_steps_than_timesteps_is_refused():
 def test_the_weight_average_is_warmed_up():
     """Keras's EMA with decay 0.999 would keep 0.999^n of the initial weights after n steps; warmed up,
     step t averages with min(0.999, (1 + t) / (10 + t)), as TensorFlow's ExponentialMovingAverage does."""
-    optimizer = training.make_optimizer("sgd", 0.1, ema_decay=0.999)
+    optimizer = optimizers.make_optimizer("sgd", 0.1, ema_decay=0.999)
     weight = keras.Variable(np.zeros(1, np.float32))
     optimizer.build([weight])
     expected = 0.0
@@ -147,14 +147,14 @@ def test_patch_and_levels_must_divide_the_image():
 
 @pytest.mark.parametrize("network", [dict(), dict(network="conv", conv_filters=(8, 16), patch_size=2)])
 def test_bfloat16_products_with_float32_weights_train_sample_and_reload(images, tmp_path, network):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(precision="bfloat16", **network), SHAPE)
     assert keras.config.dtype_policy().name == "float32"  # only the noise predictor was built in bfloat16
     hidden = [layer for layer in model.network.layers if layer.trainable_weights and layer.name != "eps"]
     assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
     assert model.network.get_layer("eps").dtype_policy.name == "float32"  # the output, as mixed precision advises
     assert {variable.dtype for variable in model.trainable_variables} == {"float32"}
-    result = training.fit(model, images, images[:32], epochs=6, batch_size=32)
+    result = fit.fit(model, images, images[:32], epochs=6, batch_size=32)
     assert np.all(np.isfinite(result.history["loss"])) and result.history["loss"][-1] < result.history["loss"][0]
     samples = model.sample(4, seed=1)
     assert samples.dtype == np.float32 and np.all(np.isfinite(samples))
@@ -164,15 +164,15 @@ def test_bfloat16_products_with_float32_weights_train_sample_and_reload(images, 
 
 
 def test_auto_precision_takes_bfloat16_only_where_the_cpu_multiplies_it(tmp_path, monkeypatch):
-    assert training.compute_precision("float32") == "float32"
-    assert training.compute_precision("bfloat16") == "mixed_bfloat16"
+    assert devices.compute_precision("float32") == "float32"
+    assert devices.compute_precision("bfloat16") == "mixed_bfloat16"
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(training, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(devices, "CPUINFO", cpuinfo)
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
-    assert training.compute_precision("auto") == "float32"
+    assert devices.compute_precision("auto") == "float32"
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
-    assert training.compute_precision("auto") == "mixed_bfloat16"
+    assert devices.compute_precision("auto") == "mixed_bfloat16"
     cpuinfo.unlink()  # not Linux
-    assert training.compute_precision("auto") == "float32"
+    assert devices.compute_precision("auto") == "float32"
     with pytest.raises(ParamsError, match="precision"):
         parse_params({"models": {"d": {"family": "diffusion", "precision": "float16"}}})

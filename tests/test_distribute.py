@@ -4,7 +4,7 @@ Every family trains under `train.distribute: mirrored` on the CPU (one replica),
 survives a save/load round trip. The multi-replica arithmetic is checked on two logical CPU
 devices in a subprocess (TensorFlow fixes its devices at start): one SGD step of a custom
 train_step on two replicas gives the same weights as on one device, which holds only if each
-replica's loss is its share (genlab.training.replica_share) of the batch's mean.
+replica's loss is its share (genlab.training.fit.replica_share) of the batch's mean.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
-from genlab.params import FAMILY_PARAMS  # noqa: E402
 from pipeline_project import TINY_NETWORKS  # noqa: E402
+
+from genlab.config.params import FAMILY_PARAMS  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +35,21 @@ def digits() -> np.ndarray:
 def test_strategies_by_setting():
     import tensorflow as tf
 
-    assert isinstance(training.distribution_strategy("mirrored"), tf.distribute.MirroredStrategy)
-    assert training.distribution_strategy("mirrored").num_replicas_in_sync == 1  # the CPU, no GPU here
+    assert isinstance(devices.distribution_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert devices.distribution_strategy("mirrored").num_replicas_in_sync == 1  # the CPU, no GPU here
     if not tf.config.list_logical_devices("GPU"):
-        assert not isinstance(training.distribution_strategy("auto"), tf.distribute.MirroredStrategy)
-    assert not isinstance(training.distribution_strategy("none"), tf.distribute.MirroredStrategy)
+        assert not isinstance(devices.distribution_strategy("auto"), tf.distribute.MirroredStrategy)
+    assert not isinstance(devices.distribution_strategy("none"), tf.distribute.MirroredStrategy)
 
 
 @pytest.mark.parametrize("family", sorted(TINY_NETWORKS))
 def test_every_family_trains_samples_and_saves_under_mirrored_strategy(family, digits, tmp_path):
     config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=2, seed=0, **TINY_NETWORKS[family])
-    training.set_seed(0)
-    strategy = training.distribution_strategy("mirrored")
+    devices.set_seed(0)
+    strategy = devices.distribution_strategy("mirrored")
     with strategy.scope():
         model = build_model(config, (8, 8))
-    result = training.fit(model, digits, digits[:32], epochs=2, batch_size=32)
+    result = fit.fit(model, digits, digits[:32], epochs=2, batch_size=32)
     assert all(np.isfinite(value) for values in result.history.values() for value in values)
     samples = model.sample(4, seed=1)
     assert samples.shape == (4, 8, 8) and np.all(np.isfinite(samples))
@@ -63,7 +64,7 @@ TWO_REPLICAS = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from genlab.training import PerImageObjective
+    from genlab.models.networks import PerImageObjective
 
     class Rebuild(PerImageObjective):  # a deterministic per-image loss through the shared train_step
         def __init__(self):

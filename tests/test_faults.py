@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
+import sandbox
 import services
-from genlab import sandbox, tracking
+import yaml
 from pipeline_project import PROJECT
+
+from genlab import tracking
 
 # learning rates that make each tiny model's loss non-finite within an epoch (the GAN's logistic
 # losses grow only linearly with its logits, so it takes an absurd rate)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from genlab.files import atomic_dir, atomic_file, read_json, write_json
+from genlab.runtime.files import atomic_dir, atomic_file, read_json, write_json
 
 
 def test_an_error_inside_keeps_the_previous_folder_and_file(tmp_path):
@@ -33,7 +33,7 @@ def test_a_killed_writer_leaves_the_previous_output_and_the_next_write_clears_it
         (staging / "a.txt").write_text("first")
     writer = textwrap.dedent(f"""
         import time
-        from genlab.files import atomic_dir
+        from genlab.runtime.files import atomic_dir
         with atomic_dir({str(tmp_path / "out")!r}) as staging:
             (staging / "a.txt").write_text("half")
             print("writing", flush=True)

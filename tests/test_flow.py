@@ -10,10 +10,10 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
+from genlab.config.params import FlowParams  # noqa: E402
 from genlab.models.flow import checkerboard  # noqa: E402
-from genlab.params import FlowParams  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 
 def config(**overrides) -> FlowParams:
@@ -78,17 +78,17 @@ def test_bits_per_dim_of_an_untrained_flow_is_the_uniform_baseline_or_worse(imag
 
 
 def test_training_is_finite_and_nll_falls(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), (8, 8))
-    result = training.fit(model, images, images[:32], epochs=6, batch_size=32)
+    result = fit.fit(model, images, images[:32], epochs=6, batch_size=32)
     assert all(np.isfinite(result.history["loss"]))
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
 def test_samples_are_images_deterministic_and_survive_save_load(images, tmp_path):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), (8, 8))
-    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=2, batch_size=32)
     samples = model.sample(12, seed=4)
     assert samples.shape == (12, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     np.testing.assert_array_equal(samples, model.sample(12, seed=4))
@@ -158,8 +158,8 @@ def test_multi_scale_log_determinant_matches_the_jacobian(learned_split_prior):
 def test_the_scales_learn_from_the_first_step(images):
     """s = scale_factor * tanh(raw) with raw starting at 0: a scale factor starting at 0 as well gave both
     a zero gradient, and the couplings stayed volume-preserving for ever."""
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), (8, 8))
-    training.fit(model, images, images[:32], epochs=1, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=1, batch_size=32)
     last = model.couplings[0].network.layers[-1].kernel.numpy()  # (units, 2D): scales, then shifts
     assert np.abs(last[:, :64]).max() > 1e-4

@@ -7,10 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
+from genlab.config.params import GanParams, ParamsError, parse_params  # noqa: E402
 from genlab.models.gan import discriminator_loss, generator_loss  # noqa: E402
-from genlab.params import GanParams, ParamsError, parse_params  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 SHAPE = (8, 8)
 
@@ -51,7 +51,7 @@ def test_non_saturating_loss_keeps_its_gradient_where_minimax_saturates():
 
 @pytest.mark.parametrize("objective", ["non_saturating", "minimax"])
 def test_training_step_is_finite_and_logs_the_game(images, objective):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(loss=objective), SHAPE)
     logs = model.train_on_batch(images, images, return_dict=True)
     assert set(logs) == {"d_loss", "g_loss", "d_real", "d_fake"}
@@ -60,16 +60,16 @@ def test_training_step_is_finite_and_logs_the_game(images, objective):
 
 
 def test_discriminator_loss_falls_as_it_learns(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), SHAPE)
-    result = training.fit(model, images, images[:32], epochs=8, batch_size=32)
+    result = fit.fit(model, images, images[:32], epochs=8, batch_size=32)
     assert result.history["d_loss"][-1] < result.history["d_loss"][0]
 
 
 def test_samples_are_images_and_deterministic_for_a_seed(images, tmp_path):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), SHAPE)
-    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=2, batch_size=32)
     samples = model.sample(12, seed=5)
     assert samples.shape == (12, *SHAPE) and samples.min() >= 0 and samples.max() <= 1
     np.testing.assert_array_equal(samples, model.sample(12, seed=5))
@@ -87,7 +87,7 @@ def test_early_stopping_is_refused_for_a_gan():
 def test_a_generator_average_replaces_its_last_weights_after_training(images):
     """ema_decay: the generator samples with its optimizer's moving average (Keras's fit finalizes the
     model's own optimizer only; a GAN's two are its own), and the discriminator keeps its last weights."""
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(ema_decay=0.9, epochs=2), SHAPE)
     averages = []
     original = model.finalize_weights
@@ -98,10 +98,10 @@ def test_a_generator_average_replaces_its_last_weights_after_training(images):
         original()
 
     model.finalize_weights = keep_averages
-    training.fit(model, images, images[:32], epochs=2, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=2, batch_size=32)
     *moving, last = averages
     assert len(moving) == len(model.generator.trainable_variables)
-    for variable, average, before in zip(model.generator.trainable_variables, moving, last):
+    for variable, average in zip(model.generator.trainable_variables, moving):
         np.testing.assert_array_equal(np.asarray(variable), average)
     assert any(not np.array_equal(average, before) for average, before in zip(moving, last))
 
@@ -109,9 +109,9 @@ def test_a_generator_average_replaces_its_last_weights_after_training(images):
 @pytest.mark.parametrize("family", ["gan", "vae"])
 def test_samples_at_a_temperature_decode_scaled_noise(family):
     """temperature T: samples come from z ~ N(0, T^2 I), the same noise scaled, the same for the same seed."""
-    from genlab.params import VaeParams
+    from genlab.config.params import VaeParams
 
-    training.set_seed(0)
+    devices.set_seed(0)
     made = config(temperature=2.0) if family == "gan" else VaeParams(
         family="vae", hidden_units=(16,), latent_dim=4, epochs=1, seed=0, temperature=2.0)
     model = build_model(made, SHAPE)

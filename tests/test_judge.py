@@ -7,10 +7,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import judge as judges  # noqa: E402
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
-from genlab.params import AutoencoderParams, JudgeParams  # noqa: E402
+from genlab.config.params import AutoencoderParams, JudgeParams  # noqa: E402
+from genlab.evaluation import judge as judges  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,9 @@ def digits():
 def test_judge_learns_the_digits_and_survives_save_load(digits, tmp_path):
     x, y = digits
     config = JudgeParams(hidden_units=(64, 32), learning_rate=0.005, epochs=20, early_stopping_patience=None)
-    training.set_seed(0)
+    devices.set_seed(0)
     judge = judges.build(config, (8, 8), 10)
-    training.fit(judge.classifier, x[:1200], x[1200:1500], epochs=config.epochs, batch_size=64,
+    fit.fit(judge.classifier, x[:1200], x[1200:1500], epochs=config.epochs, batch_size=64,
                  targets=(y[:1200], y[1200:1500]))
     assert judge.accuracy(x[1500:], y[1500:]) > 0.9
     features, probabilities = judge.look(x[1500:])
@@ -48,10 +48,10 @@ def test_judge_is_convolutional_for_larger_images():
 def test_autoencoder_samples_from_a_gaussian_fitted_to_its_codes(digits, tmp_path):
     x, _ = digits
     config = AutoencoderParams(family="autoencoder", hidden_units=(16,), latent_dim=3, epochs=3)
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config, (8, 8))
-    training.fit(model, x[:512], x[512:600], epochs=3, batch_size=64)
-    model.fit_latent_prior(x[:512])
+    fit.fit(model, x[:512], x[512:600], epochs=3, batch_size=64)
+    model.after_training(x[:512])
     codes = model.encode(x[:512]).astype(np.float64)
     np.testing.assert_allclose(np.asarray(model.latent_mean), codes.mean(axis=0), atol=1e-5)
     scale = np.asarray(model.latent_scale, dtype=np.float64)
@@ -74,8 +74,8 @@ def test_a_model_is_a_logged_model_loaded_without_pickle_and_registered_as_champ
     x, _ = digits
     config = AutoencoderParams(family="autoencoder", hidden_units=(16,), latent_dim=3, epochs=1)
     model = build_model(config, (8, 8))
-    training.fit(model, x[:200], x[200:264], epochs=1, batch_size=64)
-    model.fit_latent_prior(x[:200])
+    fit.fit(model, x[:200], x[200:264], epochs=1, batch_size=64)
+    model.after_training(x[:200])
     (tmp_path / "model").mkdir()
     save_model(model, config, (8, 8), tmp_path / "model")
     experiment_id = tracking.setup("registry-test")

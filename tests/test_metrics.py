@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from genlab import metrics
+from genlab.evaluation import metrics
 
 
 def test_reconstruction_errors_by_hand():

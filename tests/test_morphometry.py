@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("skimage")
 
-from genlab import morphometry  # noqa: E402
+from genlab.evaluation import morphometry
 
 
 def bar(width: float, degrees: float, size: int = 96, height: int = 60) -> np.ndarray:

@@ -13,9 +13,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
-from genlab.params import FAMILY_PARAMS, ParamsError, check_image_shape, parse_params  # noqa: E402
+from genlab.config.params import FAMILY_PARAMS, ParamsError, check_image_shape, parse_params  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 SHAPE = (16, 16)
 SETTINGS = {
@@ -81,7 +81,7 @@ def test_unknown_network_is_refused_with_the_choices():
 
 @pytest.fixture(scope="module")
 def mnist() -> np.ndarray:
-    from genlab.data import load_mnist_sample
+    from genlab.data.sources import load_mnist_sample
 
     x, _ = load_mnist_sample()
     return (x[::10] / 255.0).astype(np.float32)  # 500 real images, 50 per class
@@ -91,10 +91,10 @@ def mnist() -> np.ndarray:
 def test_conv_families_learn_from_real_mnist(family, mnist, tmp_path):
     """Three epochs on 400 real 28x28 digits: a finite loss that falls (a GAN's: finite), deterministic samples
     that differ per seed and survive a save/load round trip."""
-    training.set_seed(0)
+    devices.set_seed(0)
     settings = dict(family=family, network="conv", batch_size=32, epochs=3, seed=0) | MNIST_SETTINGS[family]
     model = build_model(FAMILY_PARAMS[family](**settings), (28, 28))
-    result = training.fit(model, mnist[:400], mnist[400:], epochs=3, batch_size=32, seed=0)
+    result = fit.fit(model, mnist[:400], mnist[400:], epochs=3, batch_size=32, seed=0)
     losses = result.history[FIRST_LOSS[family]]
     assert all(np.isfinite(value) for values in result.history.values() for value in values)
     if family != "gan":

@@ -1,4 +1,4 @@
-"""genlab.parallel: work beside a stage, in a forked process: its value or its error comes back, it draws
+"""genlab.runtime.parallel: work beside a stage, in a forked process: its value or its error comes back, it draws
 no progress bars, and it never outlives the stage (a failure, Ctrl-C, SIGKILL). And `genlab.stages.leave`:
 a stage command ends without the interpreter's teardown, with everything it wrote in place."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from genlab import parallel, progress
-from genlab.params import ParamsError
+from genlab.config.params import ParamsError
+from genlab.runtime import parallel, progress
 
 
 def square_and_pid(value: int) -> tuple[int, int, bool]:
@@ -89,7 +89,7 @@ def test_it_dies_with_the_stage_even_when_the_stage_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from genlab import parallel
+        from genlab.runtime import parallel
         from test_parallel import sleep_then_write
         beside = parallel.Beside(sleep_then_write, {str(tmp_path / "written")!r})
         print(beside._process.pid, flush=True)
@@ -109,7 +109,7 @@ def test_it_dies_with_the_stage_even_when_the_stage_is_killed(tmp_path):
 STAGE = textwrap.dedent("""
     import sys, threading, time
     from pathlib import Path
-    from genlab.stages import run_stage
+    from genlab.runtime.stage import run_stage
 
     class Teardown:
         def __del__(self, marker=str(Path(sys.argv[1]) / "teardown"), write=open):

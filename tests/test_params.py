@@ -11,7 +11,7 @@ import pydantic
 import pytest
 import yaml
 
-from genlab.params import (
+from genlab.config.params import (
     AutoencoderParams,
     DataParams,
     Params,
@@ -169,13 +169,15 @@ BAD_CASES = [
     ("significance_one", set_key("audit.significance", 1), ["audit.significance:", "less than 1"]),
     ("grid_images_zero", set_key("train.grid_images", 0),
      ["train.grid_images:", "greater than or equal to 1", "(got 0)"]),
-    ("window_above_one", set_key("train.diagnosis.window", 1.5), ["train.diagnosis.window:", "less than or equal to 1"]),
+    ("window_above_one", set_key("train.diagnosis.window", 1.5),
+     ["train.diagnosis.window:", "less than or equal to 1"]),
     ("rank_by_unknown", set_key("compare.rank_by", "test_mae"),
      ["compare.rank_by:", "'restore_ssim' or 'restore_identity_kept'", "(got 'test_mae')"]),
     ("experiment_empty", set_key("tracking.experiment", ""), ["tracking.experiment:", "at least 1 character"]),
     ("log_model_weights_text", set_key("tracking.log_model_weights", "yes"),
      ["tracking.log_model_weights:", "valid boolean"]),
-    ("section_not_mapping", set_key("validation", [0.01]), ["validation:", "expected a mapping with keys", "'max_class_kl'"]),
+    ("section_not_mapping", set_key("validation", [0.01]),
+     ["validation:", "expected a mapping with keys", "'max_class_kl'"]),
 ]
 
 
@@ -434,7 +436,7 @@ def test_digits_with_a_path_is_refused(baseline):
 
 
 def test_npz_bottleneck_is_checked_against_the_loaded_images():
-    from genlab.params import check_image_shape
+    from genlab.config.params import check_image_shape
 
     config = parse_params({"data": {}, "models": {"m": {"family": "autoencoder", "latent_dim": 4}}}).models["m"]
     check_image_shape("m", config, (3, 3))
@@ -443,7 +445,7 @@ def test_npz_bottleneck_is_checked_against_the_loaded_images():
 
 
 def test_hyperparameters_are_the_keys_set_plus_the_shared_training_ones_inherited():
-    from genlab.params import TrainingParams, hyperparameter_count
+    from genlab.config.params import TrainingParams, hyperparameter_count
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     first = params.models["ae_first_choice"]  # 10 keys besides family, of which 5 shared training settings

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sandbox
 import yaml
-
-from genlab import sandbox
 from pipeline_project import ENCODERS, MODELS, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +149,7 @@ def test_every_model_restores_every_task_and_is_measured_for_erasure(project):
         assert restored["num_images"] == 40 and set(restored) == {"num_images", "summary", *tasks}
         for task in tasks:
             assert set(restored[task]) == RESTORE_METHODS[name], (name, task)
-            for method, found in restored[task].items():
+            for found in restored[task].values():
                 assert 0 < found["psnr"] < 100 and -1 <= found["ssim"] <= 1 and found["consistency"] >= 0
                 assert 0 <= found["identity_kept"] <= 1 and 0 <= found["worst_class_kept"] <= found["identity_kept"]
                 assert found["judge_accuracy"] > 0.8 and 0 <= found["kept_share_correlation_chance"] <= 1
@@ -262,7 +262,8 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     for name, run in model_runs(client).items():
         keys = set(run.data.metrics)
         assert len(keys) <= 36, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
-        assert {key.split("/")[0] for key in keys} == {"train", "test", "bias", "restore", "timing"}, (name, sorted(keys))
+        assert ({key.split("/")[0] for key in keys}
+                == {"train", "test", "bias", "restore", "timing"}), (name, sorted(keys))
         assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
                 "timing/restore_seconds_per_1000"} <= keys
         loss = "g_loss" if name.startswith("gan") else "loss"  # a GAN has no single loss: its generator's
@@ -287,7 +288,7 @@ def test_every_model_is_a_logged_model_that_loads_without_pickle_and_generates_i
                                                                                            monkeypatch):
     import mlflow
 
-    from genlab.models import load_model
+    from genlab.models.registry import load_model
 
     root, _ = project
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
@@ -335,9 +336,37 @@ def test_a_changed_raw_data_file_makes_prepare_stale(project):
     assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
 
 
+def test_an_edit_of_one_family_makes_only_its_models_stale(project):
+    """dvc.yaml lists each model's own family file: a comment appended to diffusion.py makes only the DDPM's
+    stages stale (compare follows them in a repro; DVC's status names only the stages whose own deps changed).
+    tests/test_dvc_deps.py checks every stage's list against its imports."""
+    root, _ = project
+    family = root / "src/genlab/models/diffusion.py"
+    original = family.read_text()
+    family.write_text(original + "# an edit\n")
+    try:
+        stale = json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout)
+        assert set(stale) == {"train@ddpm_f", "evaluate@ddpm_f"}, stale
+    finally:
+        family.write_text(original)
+    assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
+
+
+def test_make_run_leaves_no_process_running(project):
+    """What `make run` runs, with a stage to run: its warm server lives as long as DVC's command, and no
+    genlab process is left within 5 s of the end."""
+    root, _ = project
+    mark = sandbox.marked("make-run")
+    done = sandbox.run([sys.executable, "-m", "genlab.runtime.console", "repro", "-s", "-f", "compare"], root, env=mark)
+    assert stages_run(done.stdout) == {"compare"}, done.stdout
+    sandbox.assert_nothing_left(mark)
+
+
 def test_changing_one_model_reruns_only_its_stages(project):
     root, info = project
-    done = sandbox.run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root)
+    mark = sandbox.marked("dvc-exp-run")
+    done = sandbox.run(["dvc", "exp", "run", "-S", "models.ae_b.latent_dim=3"], root, env=mark)
+    sandbox.assert_nothing_left(mark)  # the warm server went with `dvc exp run`
     assert stages_run(done.stdout) == {"train@ae_b", "evaluate@ae_b", "compare"}
     exp_runs = mlflow_rows(root, "select r.name, t.value from runs r join tags t on r.run_uuid = t.run_uuid "
                                  "where t.key = 'genlab.dvc_exp_name'")

@@ -14,10 +14,12 @@ import math
 
 import numpy as np
 import pytest
-
-from genlab import console, data, sandbox
-from genlab.params import parse_params
+import sandbox
 from pipeline_project import MNIST_MODELS, PROJECT, stages_run, tiny_mnist_params
+
+from genlab.config.params import parse_params
+from genlab.data import splits
+from genlab.runtime import console
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +41,7 @@ def test_every_stage_runs_on_the_real_images(mnist_project):
         f"{stage}@{name}" for stage in ("train", "evaluate") for name in MNIST_MODELS}
     meta = read(root, "data/prepared/meta.json")
     assert meta["source"] == "mnist_sample" and meta["image_shape"] == [28, 28]
-    expected = data.split_sizes(400, parse_params(tiny_mnist_params()).data.split)  # up to a class or two
+    expected = splits.split_sizes(400, parse_params(tiny_mnist_params()).data.split)  # up to a class or two
     assert sum(meta["sizes"].values()) == 400
     assert all(abs(meta["sizes"][split] - expected[split]) <= 2 for split in expected)
     x = np.load(root / "data/prepared/x_train.npy")
@@ -96,7 +98,7 @@ def test_the_console_shows_no_tensorflow_noise_and_no_epoch_lines(mnist_project)
     lines = output.splitlines()
     assert not [line for line in lines if console.noise_pattern().search(line)]
     assert not [line for line in lines if line.startswith(("I0000", "W0000", "E0000", "Epoch "))]
-    # what make run shows of it (python -m genlab.console leaves DVC's routine lines out): per stage, DVC's
+    # what make run shows of it (python -m genlab.runtime.console leaves DVC's routine lines out): per stage, DVC's
     # "Running stage", a progress bar's last state, and exactly one result line; warnings besides
     shown = [line.rsplit("\r", 1)[-1] for line in output.split("\n")]  # what a terminal keeps of each line
     results = [line for line in shown if not console.DVC_ROUTINE.search(line) and "%|" not in line

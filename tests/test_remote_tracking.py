@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
+import sandbox
 import services
-from genlab import sandbox
 from pipeline_project import PROJECT, output_digests, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +124,8 @@ def test_the_pipeline_logs_runs_metrics_artifacts_and_the_champion_to_the_server
 def test_a_second_clone_pulls_from_the_s3_remote_and_reproduces_nothing(stack, machines):
     a, b, info = machines
     assert any(key.startswith("dvc/files/md5/") for key in stack.keys("dvc/"))  # DVC's objects in the store
-    assert output_digests(b, skip=("timings",)) == output_digests(a, skip=("timings",))  # every model, figure and metrics file, byte for byte
+    # every model, figure and metrics file, byte for byte
+    assert output_digests(b, skip=("timings",)) == output_digests(a, skip=("timings",))
     assert json.loads(run(["dvc", "status", "--json"], b, stack).stdout or "{}") == {}
     again = run(["dvc", "repro"], b, stack)
     assert stages_run(again.stdout) == set(), again.stdout

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import sandbox
 import yaml
-
-from genlab import sandbox
 from pipeline_project import PROJECT, tiny_params
 
 pytestmark = pytest.mark.e2e

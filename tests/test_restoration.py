@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from genlab import restoration
+from genlab.config.params import ParamsError, RestoreParams, parse_params
+from genlab.evaluation import restoration
 from genlab.models import diffusion
-from genlab.params import ParamsError, RestoreParams, parse_params
 
 
 def digits_like(count: int = 6, shape=(8, 8), seed: int = 0) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_replace_seen_and_sdedit_start():
 
 @pytest.fixture(scope="module")
 def tiny_ddpm():
-    from genlab.params import DiffusionParams
+    from genlab.config.params import DiffusionParams
 
     config = DiffusionParams(family="diffusion", num_timesteps=10, hidden_units=(16,), time_embedding_dim=8,
                              num_inference_steps=5)
@@ -237,7 +237,6 @@ def test_restore_params_are_checked():
 def test_only_the_evaluate_stages_read_the_restore_settings():
     """Changing `restore:` reruns the evaluations and compare, never a training (dvc.yaml's params lists)."""
     import yaml
-
     from pipeline_project import PROJECT
 
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]

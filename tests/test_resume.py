@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from genlab import sandbox
+import sandbox
 from pipeline_project import PROJECT, TINY_NETWORKS, stages_run, tiny_params
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +102,7 @@ def test_a_killed_training_resumes_to_the_same_weights_and_the_same_run(tmp_path
 
 
 def test_a_backup_of_other_settings_is_not_resumed(tmp_path):
-    from genlab.training import Backup
+    from genlab.training.fit import Backup
 
     backup = Backup(tmp_path / "resume" / "m", "settings-a")
     backup.remember(run_id="abc")
@@ -119,18 +118,18 @@ def test_every_family_resumed_mid_training_ends_where_an_uninterrupted_fit_does(
     the weights are the same; this needs the noise generators' state, which save_weights leaves out."""
     from sklearn.datasets import load_digits
 
-    from genlab import training
-    from genlab.models import build_model
-    from genlab.params import FAMILY_PARAMS
+    from genlab.config.params import FAMILY_PARAMS
+    from genlab.models.registry import build_model
+    from genlab.training import devices, fit
 
     images = (load_digits().images[:160] / 16.0).astype(np.float32)
     config = FAMILY_PARAMS[family](family=family, batch_size=32, epochs=4, seed=0, **TINY_NETWORKS[family])
 
     def trained(epochs: list[int], backup: Path | None):
         for stop in epochs:  # each a fresh process's worth: a new model, the same seed
-            training.set_seed(0)
+            devices.set_seed(0)
             model = build_model(config, (8, 8))
-            result = training.fit(model, images, images[:32], epochs=stop, batch_size=32, seed=0, backup_dir=backup)
+            result = fit.fit(model, images, images[:32], epochs=stop, batch_size=32, seed=0, backup_dir=backup)
         return model.get_weights(), result
 
     plain, _ = trained([4], None)

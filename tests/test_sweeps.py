@@ -9,8 +9,7 @@ import sqlite3
 import time
 
 import pytest
-
-from genlab import sandbox
+import sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,8 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
     sandbox.run(["dvc", "exp", "run", "--queue", "-S", "models.ae_a.latent_dim=3,6",
                  "-S", "models.ae_a.learning_rate=0.02"], root)  # a grid of two: enough to run two at once
     assert list(queue_states(root).values()).count("Queued") == 2
-    sandbox.run(["dvc", "queue", "start", "-j", "2"], root)
+    mark = sandbox.marked("queue")
+    sandbox.run(["dvc", "queue", "start", "-j", "2"], root, env=mark)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         states = queue_states(root)
@@ -41,6 +41,7 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
     logs = {name: sandbox.run(["dvc", "queue", "logs", name], root).stdout[-3000:]
             for name, state in states.items() if state != "Success"}
     assert list(states.values()).count("Success") == 2, logs
+    sandbox.assert_nothing_left(mark)  # each experiment's warm server went with the DVC process that ran it
 
     shown = json.loads(sandbox.run(["dvc", "exp", "show", "--json"], root).stdout)
     experiments = {}
@@ -60,8 +61,8 @@ def test_a_queued_grid_runs_two_at_a_time_and_reaches_both_stores(project):
         for name in experiments:
             assert recorded[(name, "ae_a")][0] == "FINISHED" and recorded[(name, "comparison")][0] == "FINISHED"
             run_id = recorded[(name, "ae_a")][1]
-            steps = connection.execute("select step from metrics where run_uuid = ? and key = 'train/loss' order by step",
-                                       (run_id,)).fetchall()
+            steps = connection.execute("select step from metrics where run_uuid = ? and key = 'train/loss' "
+                                       "order by step", (run_id,)).fetchall()
             assert [step for (step,) in steps] == [1, 2, 3, 4, 5]  # every epoch, none lost to the other writer
             params = dict(connection.execute("select key, value from params where run_uuid = ?", (run_id,)))
             assert (int(params["latent_dim"]), float(params["learning_rate"])) == experiments[name]

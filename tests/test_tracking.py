@@ -79,7 +79,8 @@ def test_first_use_of_a_new_store_from_several_processes(tmp_path):
     import subprocess
     import sys
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")} | {"DVC_ROOT": str(tmp_path)}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("MLFLOW_")} | {"DVC_ROOT": str(tmp_path)}
     code = "from genlab import tracking; print(tracking.setup('unit'))"
     processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(3)]

@@ -9,17 +9,18 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model  # noqa: E402
-from genlab.params import AutoencoderParams, GanParams, JudgeParams, VaeParams  # noqa: E402
+from genlab.config.params import AutoencoderParams, GanParams, JudgeParams, VaeParams  # noqa: E402
+from genlab.models import networks  # noqa: E402
+from genlab.models.registry import build_model  # noqa: E402
+from genlab.training import devices, fit, keras_patches, optimizers  # noqa: E402
 
 
 def test_the_schedule_warms_up_then_follows_half_a_cosine():
-    factors = [training.schedule_factor(epoch, 10, "cosine", warmup_epochs=2) for epoch in range(10)]
+    factors = [optimizers.schedule_factor(epoch, 10, "cosine", warmup_epochs=2) for epoch in range(10)]
     assert factors[:2] == pytest.approx([1 / 3, 2 / 3])
     assert factors[2] == 1.0 and factors[6] == pytest.approx(0.5) and factors[-1] < 0.05
     assert all(later < earlier for earlier, later in zip(factors[2:], factors[3:]))
-    assert [training.schedule_factor(epoch, 10, "constant", 1) for epoch in (0, 1, 9)] == [0.5, 1.0, 1.0]
+    assert [optimizers.schedule_factor(epoch, 10, "constant", 1) for epoch in (0, 1, 9)] == [0.5, 1.0, 1.0]
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +35,17 @@ def test_fit_sets_the_rate_of_every_optimizer_each_epoch_and_restores_it(images)
     gan = build_model(GanParams(family="gan", latent_dim=4, generator_units=(8,), discriminator_units=(8,),
                                 learning_rate=0.01), (8, 8))
     record = lambda epoch, logs: seen.append([float(optimizer.learning_rate.numpy())  # noqa: E731
-                                              for optimizer in training.model_optimizers(gan)])
-    training.fit(gan, images, images[:32], epochs=4, batch_size=32, on_epoch=record,
+                                              for optimizer in gan.training_optimizers()])
+    fit.fit(gan, images, images[:32], epochs=4, batch_size=32, on_epoch=record,
                  learning_rate_schedule="cosine", warmup_epochs=1)
-    expected = [0.01 * training.schedule_factor(epoch, 4, "cosine", 1) for epoch in range(4)]
+    expected = [0.01 * optimizers.schedule_factor(epoch, 4, "cosine", 1) for epoch in range(4)]
     assert [rates[0] for rates in seen] == pytest.approx(expected)
     assert all(rates[0] == rates[1] for rates in seen)  # the discriminator's and the generator's
     assert float(gan.d_optimizer.learning_rate.numpy()) == pytest.approx(0.01)  # as configured, after training
 
 
 def test_gradient_clipping_bounds_each_step():
-    optimizer = training.make_optimizer("sgd", 1.0, clip_norm=0.5)
+    optimizer = optimizers.make_optimizer("sgd", 1.0, clip_norm=0.5)
     weight = keras.Variable(np.zeros(2, np.float32))
     optimizer.apply_gradients([(np.array([3.0, 4.0], np.float32), weight)])  # norm 5 -> 0.5
     np.testing.assert_allclose(weight.numpy(), [-0.3, -0.4], rtol=1e-5)
@@ -64,32 +65,32 @@ def test_a_run_with_a_schedule_resumed_after_a_kill_ends_with_the_same_weights(i
     options = dict(epochs=4, batch_size=32, seed=0, learning_rate_schedule="cosine", warmup_epochs=1)
 
     def fresh():
-        training.set_seed(0)
+        devices.set_seed(0)
         return build_model(config, (8, 8))
 
     plain = fresh()
-    training.fit(plain, images, images[:32], **options)
+    fit.fit(plain, images, images[:32], **options)
 
     def killed(epoch, logs):
         if epoch == 2:
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        training.fit(fresh(), images, images[:32], on_epoch=killed, backup_dir=tmp_path, **options)
+        fit.fit(fresh(), images, images[:32], on_epoch=killed, backup_dir=tmp_path, **options)
     resumed = fresh()
-    result = training.fit(resumed, images, images[:32], backup_dir=tmp_path, **options)
+    result = fit.fit(resumed, images, images[:32], backup_dir=tmp_path, **options)
     assert result.resumed_at_epoch == 2
     assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), resumed.get_weights()))
     assert float(resumed.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
 
 
 def _trained_history(config, images: np.ndarray, labels: np.ndarray | None, keras_validation: bool, monkeypatch):
-    from genlab import judge as judges
+    from genlab.evaluation import judge as judges
 
     with monkeypatch.context() as patched:
         if keras_validation:
-            patched.setattr(training._Validation, "applies", staticmethod(lambda model: False))
-        training.set_seed(0)
+            patched.setattr(keras_patches.Validation, "applies", staticmethod(lambda model: False))
+        devices.set_seed(0)
         if labels is None:
             model = build_model(config, (8, 8))
             targets = None
@@ -97,7 +98,7 @@ def _trained_history(config, images: np.ndarray, labels: np.ndarray | None, kera
             model = judges.build(config, (8, 8), 10).classifier
             targets = labels[:64], labels[64:]
         # 32 validation images in batches of 12: a short last batch, as the digits' split has
-        return training.fit(model, images[:64], images[64:], epochs=3, batch_size=12, targets=targets).history
+        return fit.fit(model, images[:64], images[64:], epochs=3, batch_size=12, targets=targets).history
 
 
 @pytest.mark.parametrize("config", [
@@ -115,7 +116,7 @@ def test_the_validation_pass_gives_keras_s_evaluate_values_to_the_last_bit(confi
 
 
 def test_a_test_step_that_returns_other_values_than_its_metrics_is_refused(images):
-    class Odd(training.PerImageObjective):
+    class Odd(networks.PerImageObjective):
         def __init__(self):
             super().__init__()
             self.dense = keras.layers.Dense(1)
@@ -129,8 +130,9 @@ def test_a_test_step_that_returns_other_values_than_its_metrics_is_refused(image
 
     model = Odd()
     model.compile(optimizer="sgd")
-    with pytest.raises(TypeError, match=r"Odd.test_step returns \['something_else'\], not its metrics' results \['loss'\]"):
-        training.fit(model, images[:32], images[32:48], epochs=1, batch_size=16)
+    with pytest.raises(TypeError,
+                       match=r"Odd.test_step returns \['something_else'\], not its metrics' results \['loss'\]"):
+        fit.fit(model, images[:32], images[32:48], epochs=1, batch_size=16)
 
 
 @pytest.mark.parametrize("settings", [{}, {"amsgrad": True}, {"beta_1": 0.5, "global_clipnorm": 1.0}],
@@ -158,8 +160,31 @@ def test_genlab_s_adam_takes_keras_s_steps_to_the_last_bit(settings):
         return [weight.numpy() for weight in weights]
 
     for compiled in (False, True):
-        ours, keras_own = trained(training.Adam, compiled), trained(keras.optimizers.Adam, compiled)
+        ours, keras_own = trained(keras_patches.Adam, compiled), trained(keras.optimizers.Adam, compiled)
         assert all(np.array_equal(a, b) for a, b in zip(ours, keras_own))
         assert not np.array_equal(ours[0], start[0])
-    assert isinstance(training.make_optimizer("adam", 0.01), training.Adam)
-    assert isinstance(training.make_optimizer("adam", 0.01, ema_decay=0.9), training.Adam)
+    assert isinstance(optimizers.make_optimizer("adam", 0.01), keras_patches.Adam)
+    assert isinstance(optimizers.make_optimizer("adam", 0.01, ema_decay=0.9), keras_patches.Adam)
+
+
+@pytest.mark.parametrize("how", ["switched off", "another Keras"])
+def test_stock_keras_where_the_patches_were_not_checked_or_are_switched_off(monkeypatch, capsys, how):
+    if how == "switched off":
+        monkeypatch.setenv(keras_patches.SWITCH_ENV, "0")
+    else:
+        monkeypatch.setattr(keras, "__version__", "3.99.0")
+        monkeypatch.setattr(keras_patches, "_warned", [])
+    assert not keras_patches.active()
+    plain, averaged = optimizers.make_optimizer("adam", 0.01), optimizers.make_optimizer("adam", 0.01, ema_decay=0.9)
+    assert type(plain) is keras.optimizers.Adam and type(averaged) is keras.optimizers.Adam
+    assert averaged.use_ema and averaged.ema_momentum == pytest.approx(0.9)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert not keras_patches.Validation.applies(model)
+    warning = capsys.readouterr().err
+    assert ("Keras 3.99.0 is not one genlab's Keras patches were checked on" in warning) == (how == "another Keras")
+
+
+def test_the_patches_apply_on_the_keras_they_were_checked_on():
+    assert keras_patches.active() == (".".join(keras.__version__.split(".")[:2]) in keras_patches.VERIFIED)
+    assert isinstance(optimizers.make_optimizer("adam", 0.01), keras_patches.Adam) == keras_patches.active()

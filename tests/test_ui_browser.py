@@ -14,14 +14,12 @@ import json
 import shutil
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-from genlab import tracking
-
 import services
 from pipeline_project import MODELS, PROJECT
+
+from genlab import tracking
 
 pytestmark = pytest.mark.e2e
 

@@ -10,10 +10,10 @@ from scipy import stats
 
 keras = pytest.importorskip("keras")
 
-from genlab import training  # noqa: E402
-from genlab.models import build_model, load_model, save_model  # noqa: E402
+from genlab.config.params import VaeParams  # noqa: E402
+from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
 from genlab.models.vae import gaussian_kl, log_likelihood, log_normal  # noqa: E402
-from genlab.params import VaeParams  # noqa: E402
+from genlab.training import devices, fit  # noqa: E402
 
 SHAPE = (8, 8)
 
@@ -33,9 +33,9 @@ def images() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(), SHAPE)
-    training.fit(model, images, images[:32], epochs=15, batch_size=32)
+    fit.fit(model, images, images[:32], epochs=15, batch_size=32)
     return model
 
 
@@ -62,7 +62,7 @@ def test_log_likelihoods_match_their_formulas():
 
 @pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
 def test_training_step_is_finite_and_loss_falls(images, decoder):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(decoder=decoder), SHAPE)
     first = model.train_on_batch(images, images, return_dict=True)
     assert all(np.isfinite(value) for value in first.values())
@@ -73,7 +73,7 @@ def test_training_step_is_finite_and_loss_falls(images, decoder):
 
 
 def test_beta_weights_the_kl_term(images):
-    training.set_seed(0)
+    devices.set_seed(0)
     model = build_model(config(beta=4.0), SHAPE)
     logs = model.train_on_batch(images, images, return_dict=True)
     assert logs["loss"] == pytest.approx(logs["reconstruction_loss"] + 4.0 * logs["kl_loss"], rel=1e-5)

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from genlab import data
-from genlab.data import PreparedData, Split
-from genlab.params import DataParams, SplitParams
-from genlab.validate import ValidationReport, image_table, validate_prepared
+from genlab.config.params import DataParams, SplitParams
+from genlab.data import splits
+from genlab.data.splits import PreparedData, Split
+from genlab.data.validate import ValidationReport, image_table, validate_prepared
 
 MAX_KL = 0.01
 TOLERANCE = 10
@@ -19,13 +19,13 @@ TOLERANCE = 10
 
 @pytest.fixture(scope="module")
 def prepared() -> PreparedData:
-    return data.prepare(DataParams(source="digits", seed=42))
+    return splits.prepare(DataParams(source="digits", seed=42))
 
 
 @pytest.fixture(scope="module")
 def sizes(prepared) -> dict[str, int]:
     total = sum(len(split.y) for split in prepared.splits().values())
-    return data.split_sizes(total, SplitParams())
+    return splits.split_sizes(total, SplitParams())
 
 
 def with_split(prepared: PreparedData, name: str, x=None, y=None) -> PreparedData:
@@ -63,7 +63,7 @@ def test_clean_digits_pass_and_write_reports(prepared, sizes, tmp_path):
     assert sorted(path.name for path in report_dir.iterdir()) == ["summary.json", "test.json", "train.json",
                                                                    "validation.json"]
     assert json.loads((report_dir / "summary.json").read_text()) == {"failures": [], "success": True}
-    for name in data.SPLITS:
+    for name in splits.SPLITS:
         saved = json.loads((report_dir / f"{name}.json").read_text())
         assert saved["success"] is True
         assert len(saved["results"]) == 10  # every expectation of the suite was evaluated
@@ -180,7 +180,7 @@ def test_image_table_columns():
 
 
 def test_representation_expectations_pass_for_a_balanced_split_and_fail_for_a_missing_class():
-    from genlab.validate import validate_representation
+    from genlab.data.validate import validate_representation
 
     balanced = np.repeat(np.arange(4), 50)
     passed = validate_representation(balanced, 4, np.full(4, 0.25), max_class_kl=0.01)

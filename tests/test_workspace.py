@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-
+import sandbox
 import services
-from genlab import sandbox, workspace
+import yaml
 from pipeline_project import PROJECT, output_digests, tiny_params
+
+from genlab.runtime import workspace
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +156,7 @@ def test_bad_params_and_a_diverging_loss_keep_the_model(root, values, error):
         assert_as_before(root, before, output, changed=MODEL_EDITED)
         # make run checks params.yaml before DVC runs anything
         if error == "error (ParamsError)":
-            output = fail([sys.executable, "-m", "genlab.console", "repro"], root)
+            output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)
             assert f"models.{MODEL}.learning_rate" in output and "Running stage" not in output
 
 
@@ -184,7 +185,7 @@ def test_sigterm_mid_training_keeps_the_model_and_the_state_to_resume_from(root)
 def test_a_stage_killed_with_sigkill_is_put_back_by_make_run(root):
     before = snapshot(root)
     with long_training(root):
-        process = start([sys.executable, "-m", "genlab.console", "repro"], root)  # what `make run` runs
+        process = start([sys.executable, "-m", "genlab.runtime.console", "repro"], root)  # what `make run` runs
         wait_for_backup(root, process)
         stage = subprocess.run(["pgrep", "-f", f"genlab.stages.train {MODEL}"], capture_output=True, text=True)
         assert stage.stdout.split()
@@ -221,7 +222,7 @@ def test_two_dvc_repro_at_once_the_second_is_refused_cleanly(root):
     while not subprocess.run(["pgrep", "-f", f"genlab.stages.evaluate {MODEL}"], capture_output=True).stdout:
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
-    output = fail([sys.executable, "-m", "genlab.console", "repro"], root)  # what `make run` runs
+    output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)  # what `make run` runs
     assert "another DVC command holds this workspace's lock" in output and "Running stage" not in output
     assert "its last good outputs are back" not in output  # nothing was deleted to put back
     first_output, _ = first.communicate(timeout=300)
@@ -238,7 +239,7 @@ def test_a_model_name_dvc_cannot_use_as_a_stage_key(root):
         params["models"]["vae.v2"] = params["models"][MODEL]
 
     with edited_params(root, rename):
-        output = fail([sys.executable, "-m", "genlab.console", "repro"], root)
+        output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)
         assert "models.vae.v2" in output and "stage key" in output and "Running stage" not in output
         fail(["dvc", "repro"], root)  # DVC's own error; it deletes nothing
         assert snapshot(root) == before
@@ -288,7 +289,7 @@ def test_a_read_only_reports_folder_and_make_run_puts_back_what_dvc_deleted(root
     before = snapshot(root)
     script = f"""
         mount --bind reports reports && mount -o remount,bind,ro reports
-        {sys.executable} -m genlab.console repro -f > {tmp_path}/output 2>&1; echo $? > {tmp_path}/exit
+        {sys.executable} -m genlab.runtime.console repro -f > {tmp_path}/output 2>&1; echo $? > {tmp_path}/exit
     """
     done = in_mount_namespace(root, script)
     assert done.returncode == 0, done.stderr
@@ -301,7 +302,7 @@ def test_a_read_only_reports_folder_and_make_run_puts_back_what_dvc_deleted(root
 def test_a_huge_num_samples_is_refused_before_any_training(root):
     before = snapshot(root)
     with edited_params(root, lambda params: params["evaluate"].update(num_samples=100_000)):
-        output = fail([sys.executable, "-m", "genlab.console", "repro"], root)  # make run: before DVC runs
+        output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)  # make run: before DVC runs
         assert "evaluate.num_samples: 100000 is more than the about" in output and "Running stage" not in output
         output = fail(["dvc", "repro"], root)  # a bare dvc repro: the first stage that reads it
         assert "evaluate.num_samples: 100000" in output
@@ -314,7 +315,7 @@ def test_an_npz_of_another_image_size_than_the_networks_fit_is_refused_before_an
     path = npz(root, "big.npz", rng.integers(0, 256, (10_000, 30, 30), dtype=np.uint8), np.arange(10_000) % 10)
     try:
         with edited_params(root, use_npz("big.npz")):
-            output = fail([sys.executable, "-m", "genlab.console", "repro"], root)
+            output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)
     finally:
         path.unlink()
     assert "the networks do not fit the data" in output and "30x30 images in data/raw/big.npz" in output

@@ -1,4 +1,4 @@
-"""genlab.workspace on a two-line DVC project (no TensorFlow): which version comes back from where, what is
+"""genlab.runtime.workspace on a two-line DVC project (no TensorFlow): which version comes back from where, what is
 set aside, and what cannot come back."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import sandbox
 
-from genlab import sandbox, workspace
+from genlab.runtime import workspace
 
 DVC_YAML = """
 stages:

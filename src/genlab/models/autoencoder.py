@@ -12,60 +12,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from genlab.params import AutoencoderParams
-from genlab.training import make_optimizer, predict_in_batches
-
-
-def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = ()):
-    """(B, H, W) images -> (B, features): 3x3 stride-2 convolutions that each halve the image
-    (one per `conv_filters` entry, none for a dense network), then the hidden Dense layers."""
-    h = images
-    if conv_filters:
-        h = keras.layers.Reshape((*image_size(images), 1))(h)
-        for index, filters in enumerate(conv_filters):
-            h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=activation,
-                                    name=f"encoder_conv_{index}")(h)
-    h = keras.layers.Flatten()(h)
-    for index, units in enumerate(hidden_units):
-        h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
-    return h
-
-
-def build_decoder_head(code, image_shape: tuple[int, int], hidden_units: tuple[int, ...], activation: str,
-                       output_activation: str, conv_filters: tuple[int, ...] = (), batch_norm: bool = False):
-    """(B, latent) -> (B, H, W), the encoder trunk's mirror: the hidden Dense layers reversed, then
-    either one Dense layer of H*W pixels or a Dense map onto the smallest grid followed by a 4x4
-    stride-2 transposed convolution per level, the last of them to one channel (a kernel divisible by
-    the stride leaves no checkerboard pattern). `batch_norm` normalises every hidden layer of the
-    convolutional path, as DCGAN's generator does."""
-    h = code
-    for index, units in enumerate(reversed(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"decoder_hidden_{index}")(h)
-    if not conv_filters:
-        pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
-        return keras.layers.Reshape(image_shape, name="image")(pixels)
-
-    def hidden(layer, h, name):  # a layer, then (batch normalisation and) the activation
-        if not batch_norm:
-            return layer(activation=activation, name=name)(h)
-        h = keras.layers.BatchNormalization(name=f"{name}_norm")(layer(use_bias=False, name=name)(h))
-        return keras.layers.Activation(activation)(h)
-
-    factor = 2 ** len(conv_filters)
-    grid = (image_shape[0] // factor, image_shape[1] // factor, conv_filters[-1])
-    h = hidden(lambda **options: keras.layers.Dense(int(np.prod(grid)), **options), h, "decoder_grid")
-    h = keras.layers.Reshape(grid)(h)
-    for index, filters in enumerate(reversed(conv_filters[:-1])):
-        h = hidden(lambda **options: keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", **options),
-                   h, f"decoder_conv_{index}")
-    h = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation=output_activation,
-                                     name=f"decoder_conv_{len(conv_filters) - 1}")(h)
-    return keras.layers.Reshape(image_shape, name="image")(h)
-
-
-def image_size(images) -> tuple[int, int]:
-    """(H, W) of a symbolic (B, H, W) batch of images."""
-    return tuple(images.shape[1:3])
+from genlab.config.params import AutoencoderParams
+from genlab.models.contract import FamilyModel, LatentSpace
+from genlab.models.networks import build_decoder_head, build_encoder_trunk, optimizer, predict_in_batches
 
 
 def build_encoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], latent_dim: int,
@@ -83,14 +32,14 @@ def build_decoder(image_shape: tuple[int, int], hidden_units: tuple[int, ...], l
     return keras.Model(latent, images, name="decoder")
 
 
-class Autoencoder(keras.Model):
+class Autoencoder(FamilyModel, keras.Model):
     """decoder(encoder(x)); the compiled loss compares the reconstruction with x."""
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
-        # A Gaussian fitted to the training codes (fit_latent_prior), saved with the weights, so that
+        # A Gaussian fitted to the training codes (after_training), saved with the weights, so that
         # an autoencoder generates by decoding codes drawn from it and sits in the same table.
         latent_dim = encoder.output.shape[-1]
         self.latent_mean = self.add_weight(shape=(latent_dim,), initializer="zeros", trainable=False,
@@ -107,9 +56,9 @@ class Autoencoder(keras.Model):
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self, images, batch_size)
 
-    def fit_latent_prior(self, images: np.ndarray) -> None:
-        """Fit N(mean, L L^T) to the codes of `images` (the training split)."""
-        codes = self.encode(images).astype(np.float64)
+    def after_training(self, train_images: np.ndarray) -> None:
+        """Fit N(mean, L L^T) to the codes of the training images."""
+        codes = self.encode(train_images).astype(np.float64)
         covariance = np.atleast_2d(np.cov(codes, rowvar=False)) + 1e-6 * np.eye(codes.shape[1])
         self.latent_mean.assign(codes.mean(axis=0).astype(np.float32))
         self.latent_scale.assign(np.linalg.cholesky(covariance).astype(np.float32))
@@ -122,8 +71,6 @@ class Autoencoder(keras.Model):
 
     def latent_space(self):
         """The decoder after the fitted Gaussian, as a function of standard normal noise (PULSE's search)."""
-        from genlab.restoration import LatentSpace
-
         def decode(noise):
             codes = self.latent_mean + keras.ops.matmul(noise, keras.ops.transpose(self.latent_scale))
             return self.decoder(codes, training=False)
@@ -135,11 +82,6 @@ class Autoencoder(keras.Model):
 
     def family_metrics(self, images: np.ndarray) -> dict[str, float]:
         return {}  # reconstruction errors are measured for every encoder by the evaluate stage
-
-
-def optimizer(config) -> keras.optimizers.Optimizer:
-    """The optimizer named in a model's params, at its learning rate."""
-    return make_optimizer(config.optimizer, config.learning_rate, clip_norm=config.gradient_clip_norm)
 
 
 def pixel_loss(name: str):
@@ -163,7 +105,7 @@ def build(config: AutoencoderParams, image_shape: tuple[int, int], steps_per_exe
 
     `steps_per_execution` batches run per call into TensorFlow: small dense models are
     otherwise dominated by per-step overhead (100 epochs on the digits: 11 s -> 8 s, same weights).
-    genlab.training.fit runs a whole epoch per call instead (3.3 s).
+    genlab.training.fit.fit runs a whole epoch per call instead (3.3 s).
     """
     pixels = int(np.prod(image_shape))
     if config.latent_dim >= pixels:

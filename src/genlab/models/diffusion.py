@@ -23,9 +23,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab import progress
-from genlab.params import DiffusionParams
-from genlab.training import PerImageObjective, compute_precision, dtype_policy, make_optimizer
+from genlab.runtime import progress
+from genlab.config.params import DiffusionParams
+from genlab.models.networks import PerImageObjective
+from genlab.training.devices import compute_precision, dtype_policy
+from genlab.training.optimizers import make_optimizer
 
 PROGRESS_STEPS = 10  # DDIM steps of the progress grid logged during training (50 steps cost 7% of training)
 
@@ -102,7 +104,7 @@ def noised(x0: np.ndarray, t: int, noise: np.ndarray, schedule: NoiseSchedule) -
     return np.sqrt(alpha_bar) * x0 + np.sqrt(1 - alpha_bar) * noise
 
 
-# --- restoration: the reverse process conditioned on a degraded image (genlab.restoration) -----------
+# --- restoration: the reverse process conditioned on a degraded image (genlab.evaluation.restoration) -----------
 
 
 def ilvr_replace(x: np.ndarray, reference_t: np.ndarray, low_pass) -> np.ndarray:
@@ -264,15 +266,13 @@ class Ddpm(PerImageObjective):
         return (images, [self._to_images(step) for step in trajectory]) if keep_every else images
 
     def guided_restore(self, degradation, seed: int, sampler: str = "ddpm") -> np.ndarray:
-        """Restore a genlab.restoration.Degradation with the reverse process conditioned on it: ILVR for
+        """Restore a genlab.evaluation.restoration.Degradation with the reverse process conditioned on it: ILVR for
         upsampling, RePaint's replacement for inpainting, SDEdit for denoising. `sampler` ddpm: ancestral
         steps over every timestep, as the papers do; ddim: the config's num_inference_steps, deterministic
         between the replacements (on the digits: 0.73 against 0.77 of pixelated digits kept, 0.54 against 0.66
         of half-hidden ones, at a quarter of the time). Returns (N, H, W) images in [0, 1]."""
-        from genlab.restoration import downscale, upscale
-
         rng = np.random.default_rng(seed)
-        count, shape, factor = len(degradation.observed), self.image_shape, degradation.factor
+        count, shape = len(degradation.observed), self.image_shape
         reference = (2.0 * degradation.shown.reshape(count, self.dims) - 1.0).astype(np.float32)  # [0, 1] -> [-1, 1]
         x = rng.standard_normal((count, self.dims)).astype(np.float32)
         start = self.config.num_timesteps - 1
@@ -281,7 +281,7 @@ class Ddpm(PerImageObjective):
             return noised(reference, t_prev, rng.standard_normal(reference.shape).astype(np.float32), self.schedule)
 
         def low_pass(x):  # the upscaled low-resolution image is its own low pass
-            return upscale(downscale(x.reshape(-1, *shape), factor), factor).reshape(len(x), self.dims)
+            return degradation.project(x.reshape(-1, *shape)).reshape(len(x), self.dims)
 
         if degradation.task == "upsample":
             def guide(x, t_prev):

@@ -30,9 +30,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.autoencoder import optimizer
-from genlab.params import FlowParams
-from genlab.training import PerImageObjective, prior_noise
+from genlab.models.contract import LatentSpace
+from genlab.models.networks import PerImageObjective, optimizer, prior_noise
+from genlab.config.params import FlowParams
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -174,6 +174,8 @@ def multi_scale_steps(config: FlowParams, image_shape: tuple[int, int]) -> list:
 class RealNvp(PerImageObjective):
     """Owns the objective: the exact negative log-likelihood in bits per dimension."""
 
+    likelihood = "exact"  # the change of variables gives log p(x) itself
+
     def __init__(self, steps: list, config: FlowParams, image_shape: tuple[int, int], shape: tuple[int, ...],
                  **kwargs):
         super().__init__(**kwargs)
@@ -275,8 +277,6 @@ class RealNvp(PerImageObjective):
 
     def latent_space(self):
         """The inverse flow from z = T w at the sampling temperature T, to dequantised pixels (PULSE's search)."""
-        from genlab.restoration import LatentSpace
-
         def decode(noise):
             pixels = self.from_logit(self.inverse(self.config.temperature * noise))
             return ops.reshape(pixels, (-1, *self.image_shape))

@@ -17,9 +17,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk
-from genlab.params import GanParams
-from genlab.training import make_optimizer, predict_in_batches, prior_noise, replica_share
+from genlab.models.contract import FamilyModel, LatentSpace
+from genlab.models.networks import build_decoder_head, build_encoder_trunk, predict_in_batches, prior_noise
+from genlab.config.params import GanParams
+from genlab.training.devices import replica_share
+from genlab.training.optimizers import make_optimizer
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -34,7 +36,7 @@ def generator_loss(fake_logits, objective: str):
     return ops.mean(ops.softplus(-fake_logits))
 
 
-class Gan(keras.Model):
+class Gan(FamilyModel, keras.Model):
     """Owns the game: one discriminator step and one generator step per batch, and their metrics."""
 
     monitored_loss = "g_loss"  # what the loss-curve diagnosis reads: a GAN has no single loss
@@ -53,8 +55,7 @@ class Gan(keras.Model):
         super().compile(**kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
-    @property
-    def game_optimizers(self) -> list:
+    def training_optimizers(self) -> list:
         """The discriminator's and the generator's optimizers (a learning-rate schedule sets both)."""
         return [self.d_optimizer, self.g_optimizer]
 
@@ -119,8 +120,6 @@ class Gan(keras.Model):
 
     def latent_space(self):
         """The generator over its noise z: what PULSE searches."""
-        from genlab.restoration import LatentSpace
-
         return LatentSpace(lambda z: self.generator(z, training=False), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:

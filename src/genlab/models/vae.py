@@ -20,9 +20,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.autoencoder import build_decoder_head, build_encoder_trunk, optimizer
-from genlab.params import VaeParams
-from genlab.training import predict_in_batches, prior_noise, replica_share
+from genlab.models.contract import FamilyModel, LatentSpace
+from genlab.models.networks import build_decoder_head, build_encoder_trunk, optimizer, predict_in_batches, prior_noise
+from genlab.config.params import VaeParams
+from genlab.training.devices import replica_share
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -48,8 +49,10 @@ def log_normal(z, mean, log_var):
     return ops.sum(-0.5 * (LOG_2PI + log_var + ops.square(z - mean) / ops.exp(log_var)), axis=-1)
 
 
-class Vae(keras.Model):
+class Vae(FamilyModel, keras.Model):
     """Owns the objective: -ELBO with a beta-weighted KL, and its per-term metrics."""
+
+    likelihood = "bound"  # the ELBO, and the importance-weighted estimate of log p(x) it bounds
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, config: VaeParams, **kwargs):
         super().__init__(**kwargs)
@@ -115,8 +118,6 @@ class Vae(keras.Model):
 
     def latent_space(self):
         """The decoder over the prior's z (PULSE's search)."""
-        from genlab.restoration import LatentSpace
-
         return LatentSpace(lambda z: self.decoder(z, training=False), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:

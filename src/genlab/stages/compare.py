@@ -11,48 +11,17 @@ under `compare.registered_model` with the alias `champion`, as a pyfunc that gen
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from genlab import comparison, data, plots, tracking
-from genlab.files import atomic_dir, read_json
-from genlab.params import load_params
-from genlab.stages import argument_parser, run_stage
-from genlab.stages.evaluate import GRID_FILE, RESTORATION_GRID_FILE, SAMPLE_SEED, SAMPLES_FILE
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"} if rows else {}
-
-
-def restoration_columns(restored: dict, timings: dict) -> dict:
-    """A model's times and its restoration summary as `restore_<key>` columns (the times of each task and
-    method stay in the timings JSON)."""
-    return ({key: value for key, value in timings.items() if not key.startswith("restore_")}
-            | {f"restore_{key}": value for key, value in restored["summary"].items()}
-            | {"restore_seconds_per_1000": timings.get("restore_seconds_per_1000")})
-
-
-def restoration_rows(evaluations_dir: Path, table) -> dict[str, dict[str, np.ndarray]]:
-    """Per task, the figure's rows: the original and degraded grid images, then each model's restoration
-    by its own best method."""
-    rows = {}
-    for name, method in zip(table["model"], table.get("restore_method", [None] * len(table))):
-        path = evaluations_dir / name / RESTORATION_GRID_FILE
-        if not isinstance(method, str) or not path.is_file():
-            continue
-        with np.load(path, allow_pickle=False) as grids:
-            for key in grids.files:
-                task, row = key.split("/")
-                if row in ("original", "degraded"):
-                    rows.setdefault(task, {}).setdefault(row, grids[key])
-                elif row == method:
-                    rows.setdefault(task, {})[f"{name} ({method})"] = grids[key]
-    return rows
+from genlab import tracking
+from genlab.config.params import load_params
+from genlab.data import splits
+from genlab.evaluation import comparison, plots
+from genlab.evaluation.outputs import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE, SUMMARY_FILE
+from genlab.runtime.files import atomic_dir, read_json
+from genlab.runtime.stage import argument_parser, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,89 +33,76 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge-metrics", required=True, help="the judge stage's metrics JSON")
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")
     args = parser.parse_args(argv)
-
     params = load_params(args.params)
-    evaluations_dir, histories_dir = Path(args.evaluations), Path(args.histories)
     names = list(params.models)
-    evaluations = {name: read_json(evaluations_dir / f"{name}.json") | restoration_columns(
-                       read_json(Path(args.restorations) / f"{name}.json"), read_json(Path(args.timings) / f"{name}.json"))
-                   for name in names}
-    summaries = {name: read_json(evaluations_dir / name / "summary.json") for name in names}
-    histories = {name: read_history(histories_dir / f"{name}.csv") for name in names}
+    evaluations, summaries = read_evaluations(args, names)
+    histories = {name: comparison.read_history(Path(args.histories) / f"{name}.csv") for name in names}
     judge = read_json(args.judge_metrics)
-    prepared = data.load_prepared(args.data)
+    prepared = splits.load_prepared(args.data)
     table = comparison.add_verdicts(comparison.comparison_table(evaluations, summaries, params.compare.rank_by),
                                     prepared.num_classes, params.compare)
     answers = comparison.which_is_right_for_you(table, prepared.num_classes)
-    grid = data.grid_indices(prepared.test.y, params.train.grid_images)
-    reconstructions = {"original": prepared.test.x[grid]} | {
-        name: np.load(evaluations_dir / name / GRID_FILE, allow_pickle=False)
-        for name in table["model"] if (evaluations_dir / name / GRID_FILE).is_file()}
-    samples = {name: np.load(evaluations_dir / name / SAMPLES_FILE, allow_pickle=False)
-               for name in table["model"] if (evaluations_dir / name / SAMPLES_FILE).is_file()}
+    grid = splits.grid_indices(prepared.test.y, params.train.grid_images)
+    figures = comparison.figures(table, image_rows(args.evaluations, table, SAMPLES_FILE),
+                                 {"original": prepared.test.x[grid]} | image_rows(args.evaluations, table, GRID_FILE),
+                                 comparison.restoration_rows(Path(args.evaluations), table), histories, SAMPLE_SEED)
     with atomic_dir(args.out) as staging:
         table.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
-        (staging / "comparison.md").write_text(
-            comparison.markdown(table, answers, params.compare.rank_by, judge))
-        figures = {"quality, speed and coverage (the generative trilemma)": staging / "trilemma.png",
-                   "samples, one row per model": staging / "samples.png",
-                   "original / reconstructed, one row per encoder": staging / "reconstructions.png",
-                   "loss curves": staging / "loss_curves.png", "metrics": staging / "metrics.png"}
-        if "fid_to_floor" in table:
-            plots.save(plots.trilemma(list(table["model"]), list(table["sampling_seconds_per_1000"]),
-                                      list(table["fid_to_floor"]), list(table["recall"]),
-                                      float(table["data_floor_fid"].iloc[0]),
-                                      "which generative AI is right for you? quality, speed, coverage"),
-                       staging / "trilemma.png")
-        charted = [metric for metric in ("fid_to_floor", "recall", "test_bce", "train_seconds") if metric in table]
-        plots.save(plots.bar_chart({metric: dict(zip(table["model"], table[metric].fillna(0.0)))
-                                    for metric in charted}, "sample quality, coverage, reconstruction, training time"),
-                   staging / "metrics.png")
-        if len(reconstructions) > 1:
-            plots.save(plots.image_rows(reconstructions, "original / predicted, one row per model"),
-                       staging / "reconstructions.png")
-        if samples:
-            plots.save(plots.image_rows(samples, f"samples, one row per model (seed {SAMPLE_SEED})"),
-                       staging / "samples.png")
-        for task, rows in restoration_rows(evaluations_dir, table).items():
-            figures[f"{task.replace('_', ' ')}: original, degraded, one row per model"] = staging / f"restore_{task}.png"
-            plots.save(plots.image_rows(rows, f"{task.replace('_', ' ')}: original, degraded, restored by each model"),
-                       staging / f"restore_{task}.png")
-        plots.save(plots.overlaid_curves({name: histories[name]["val_loss"] for name in table["model"]
-                                          if "val_loss" in histories[name]},
-                                         "validation loss (each model's own loss)", "loss curves"),
-                   staging / "loss_curves.png")
-        (staging / "comparison.html").write_text(
-            comparison.html_page(table, answers, params.compare.rank_by, judge, figures))
+        (staging / "comparison.md").write_text(comparison.markdown(table, answers, params.compare.rank_by, judge))
+        for name, (_, figure) in figures.items():
+            plots.save(figure, staging / name)
+        (staging / "comparison.html").write_text(comparison.html_page(
+            table, answers, params.compare.rank_by, judge,
+            {title: staging / name for name, (title, _) in figures.items()}))
+    best, champion = record_comparison(params, table, answers, summaries, args.data, args.out)
+    tag_model_runs(table, {name: summaries[name]["run_id"] for name in names}, best["comparison_run_id"])
+    print(comparison.console_line(table, best["row"], params.compare.rank_by, champion,
+                                  f"models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS}",
+                                  Path(args.out) / "comparison.html"))
 
+
+def read_evaluations(args, names: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per model, every measured value (the evaluation's, the restoration's summary, the times) and the
+    evaluation's summary (run, family, settings)."""
+    evaluations = {name: read_json(Path(args.evaluations) / f"{name}.json") | comparison.restoration_columns(
+        read_json(Path(args.restorations) / f"{name}.json"), read_json(Path(args.timings) / f"{name}.json"))
+        for name in names}
+    return evaluations, {name: read_json(Path(args.evaluations) / name / SUMMARY_FILE) for name in names}
+
+
+def image_rows(evaluations: str, table, file_name: str) -> dict[str, np.ndarray]:
+    """Each model's row of images that evaluate saved under `file_name`, in the table's order."""
+    return {name: np.load(Path(evaluations) / name / file_name, allow_pickle=False)
+            for name in table["model"] if (Path(evaluations) / name / file_name).is_file()}
+
+
+def record_comparison(params, table, answers: list[str], summaries: dict, data_dir: str, out: str):
+    """The comparison's MLflow run (the table, the figures, the answer; not copies of the model runs'
+    metrics), and the best recommended model by `compare.rank_by` registered as the champion."""
     experiment_id = tracking.setup(params.tracking.experiment)
-    run_ids = {name: summaries[name]["run_id"] for name in names}
-    tags = tracking.provenance_tags("compare", data.data_hash(args.data))
+    names, rank_by = list(params.models), params.compare.rank_by
+    tags = tracking.provenance_tags("compare", splits.data_hash(data_dir))
     tags |= {f"{tracking.TAG_PREFIX}role": "comparison",
-             f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={run_id}" for name, run_id in run_ids.items())}
-    rank_by = params.compare.rank_by
+             f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={summaries[name]['run_id']}" for name in names)}
     recommended = table[table["recommended"]]
     best = recommended.iloc[0] if len(recommended) else None  # the table is sorted by rank_by
     champion = None
     with tracking.run(experiment_id, run_name="comparison", tags=tags) as comparison_run_id:
         tracking.log_params({"rank_by": rank_by, "models": ",".join(names), "num_samples": params.evaluate.num_samples})
-        # the comparison itself, not copies of the model runs' metrics (each is in its own run and LoggedModel)
         tracking.log_metrics({"compare/models": len(table), "compare/recommended": len(recommended)})
         tracking.log_table(table, "comparison_table.json")
-        tracking.log_artifacts(Path(args.out), "comparison")
+        tracking.log_artifacts(Path(out), "comparison")
         tracking.describe(comparison.description(table, answers, rank_by))
-        champion_id = summaries[best["model"]].get("model_id") if best is not None else None
         if params.compare.register_champion and best is not None and best[rank_by] == best[rank_by]:  # not NaN
-            if tracking.logged_model_exists(champion_id):
-                champion = tracking.register_champion(champion_id, params.compare.registered_model)
-                tracking.set_tags({f"{tracking.TAG_PREFIX}champion": best["model"],
-                                   f"{tracking.TAG_PREFIX}champion_model_id": champion_id,
-                                   f"{tracking.TAG_PREFIX}champion_version": champion})
-            else:
-                print(f"compare: {best['model']} has no LoggedModel in this MLflow store (tracking.log_model_weights "
-                      f"is false, or it was trained against another store), so no champion is registered")
-    # the inputs of each model's train and evaluate stages as dvc.lock recorded them (both ran before compare)
-    lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in names for stage in ("train", "evaluate"))])
+            champion = tracking.register_best(best["model"], summaries[best["model"]].get("model_id"),
+                                              params.compare.registered_model)
+    return {"row": best, "comparison_run_id": comparison_run_id}, champion
+
+
+def tag_model_runs(table, run_ids: dict[str, str], comparison_run_id: str) -> None:
+    """Each model's run tagged with the comparison's id, its verdict and the inputs of its train and evaluate
+    stages as dvc.lock recorded them (both ran before compare)."""
+    lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in run_ids for stage in ("train", "evaluate"))])
     verdicts = table.set_index("model")["verdict"]
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):
@@ -156,16 +112,6 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in lock.items():
             if key.endswith((".prepare", f"/{name}")):
                 tracking.tag_run(run_id, key, value)
-    rejected = list(table.loc[~table["recommended"], "model"])
-    line = (f"compare: {len(table) - len(rejected)} of {len(table)} models recommended"
-            + (f" (not: {', '.join(rejected)}; the reasons are in the answer)" if rejected else ""))
-    if best is None:
-        print(f"{line}; none is registered; report in {Path(args.out) / 'comparison.html'}")
-        return
-    print(f"{line}; best by {rank_by}: {best['model']} ({best[rank_by]:.5g})"
-          + (f", registered as models:/{params.compare.registered_model}@{tracking.CHAMPION_ALIAS} "
-             f"(version {champion})" if champion else "")
-          + f"; report in {Path(args.out) / 'comparison.html'}")
 
 
 if __name__ == "__main__":

@@ -1,230 +1,30 @@
 """DVC stage `evaluate@<model>`: the model's test-split metrics, samples and figures.
 
-Every model generates `evaluate.num_samples` images (autoencoders decode codes drawn from a
-Gaussian fitted to their training codes), measured the same way in the judge's features
-against the test split: FID, KID, precision, recall, density and coverage, each beside the
-data floor (that many training images against the test split), the judge's class shares of
-the samples and its confidence, and the sampling time. Encoders (autoencoder, VAE) add
-reconstruction errors overall and per class, their worst and best images and a latent map;
-each family adds its own metrics (the VAE's bound and importance-weighted NLL, the flow's
-exact NLL). Then image-to-image (genlab.restoration, settings `restore:`): the model restores
-upsampled, inpainted and noisy test images, and the judge says whether each keeps its digit.
-Restoration is a part of this stage rather than a `restore@<model>` of its own: it reuses the test images
-and their morphometry, and it runs beside the rest of the stage, in a second process on the other core
-(genlab.parallel), where DVC would run a stage of its own after this one.
+Every model generates `evaluate.num_samples` images, measured the same way in the judge's features
+against the test split beside the data floor, with the judge's class shares of the samples, its bias
+and its sampling time; encoders add their reconstruction errors, and each family its own metrics
+(genlab.evaluation.report). Then image-to-image (genlab.evaluation.restoration, settings `restore:`):
+the model restores upsampled, inpainted and noisy test images, and the judge says whether each keeps
+its digit. Restoration is a part of this stage rather than a `restore@<model>` of its own: it reuses
+the test images and their morphometry, and it runs beside the rest of the stage, in a second process
+on the other core (genlab.runtime.parallel), where DVC would run a stage of its own after this one.
 Continues the model's MLflow run (its id is saved with the model) and writes the DVC metrics JSON
-(`--metrics`, `--restore`) and the figures plus the rows that `compare` lines up (`--out`).
+(`--metrics`, `--restore`), the times (`--timings`) and the figures plus the rows that `compare`
+lines up (`--out`).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from genlab import bias, data, metrics, morphometry, parallel, plots, progress, restoration, tracking
-from genlab.files import atomic_dir, read_json, write_json
-from genlab.params import EvaluateParams, ParamsError, load_params, model_params
-from genlab.stages import argument_parser, run_stage
-from genlab.stages.train import RUN_FILE, SUMMARY_FILE, describe_training
-
-GRID_FILE = "grid_reconstructions.npy"  # the comparison's row for an encoder: the grid images rebuilt
-SAMPLES_FILE = "grid_samples.npy"  # the comparison's row for a generator: samples from a fixed seed
-RESTORATION_GRID_FILE = "restoration_grid.npz"  # per task: the grid images original, degraded, restored
-RESTORATION_DETAILS_FILE = "restoration.json"  # every restoration measure, per class and subgroup included
-SAMPLE_SEED = 0
-
-
-SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  # column "<kind>_group"
-
-# The scalars of a model's MLflow run, the ones a person compares across runs, by chart section (the
-# family's own test metrics join `test/`); every value, per class and per subgroup included, stays in the
-# DVC metrics JSON and in the run's tables.
-RUN_METRICS = {
-    "test": ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered", "judge_confidence",
-             "test_mse", "test_bce", "judge_accuracy_on_reconstructions"),
-    "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
-             "worst_slant_bce_ratio"),
-    # the means over the restoration tasks by the model's best method (restoration.summary)
-    "restore": ("psnr", "ssim", "identity_kept", "worst_class_kept", "rarest_class_gap"),
-}
-
-
-def run_metrics(results: dict, family_keys, timings: dict, restored: dict | None = None) -> dict[str, float]:
-    """`test/fid`, `bias/amplification`, `restore/identity_kept`, `timing/sampling_seconds_per_1000`, ...: the
-    model run's scalars. Of the family's own metrics, those in nats are left to the JSON (their
-    bits-per-dimension twins are logged); of the restoration, the summary (every task in the tables)."""
-    family = tuple(key for key in family_keys if key.startswith("test_") and not key.endswith("_nats"))
-    summary = (restored or {}).get("summary", {})
-    return ({f"test/{key.removeprefix('test_')}": results[key] for key in RUN_METRICS["test"] + family if key in results}
-            | {f"bias/{key.removeprefix('bias_')}": results[key] for key in RUN_METRICS["bias"] if key in results}
-            | {f"restore/{key}": summary[key] for key in RUN_METRICS["restore"] if key in summary}
-            | {f"timing/{key}": value for key, value in timings.items()
-               if key != "train_seconds" and not key.startswith("restore_")}
-            | ({"timing/restore_seconds_per_1000": summary["seconds_per_1000"]} if summary else {}))
-
-
-def restoration_outputs(restored: dict) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
-    """The restoration's DVC metrics (every task and method's scalars and the summary, no wall-clock
-    times), its times (for the timings JSON), and its tables for MLflow: one row per task and method, per
-    class and per subgroup."""
-    scalars, timings, rows, per_class, per_group = {}, {}, [], [], []
-    for task, by_method in restored["tasks"].items():
-        for method, values in by_method.items():
-            kept = {key: value for key, value in values.items() if not isinstance(value, dict)}
-            timings[f"restore_{task}_{method}_seconds_per_1000"] = kept.pop("seconds_per_1000")
-            scalars.setdefault(task, {})[method] = kept
-            rows.append({"task": task, "method": method} | kept)
-            per_class += [{"task": task, "method": method, "class": label} | found
-                          | {"erased_to": values["erased_to"].get(label, {}).get("to")}
-                          for label, found in values["per_class"].items()]
-            per_group += [{"task": task, "method": method, "subgroup": name} | found
-                          for name, found in values["per_subgroup"].items()]
-    summary = {key: value for key, value in restored["summary"].items() if key not in ("per_method", "seconds_per_1000")}
-    timings["restore_seconds_per_1000"] = restored["summary"]["seconds_per_1000"]
-    tables = {"tables/restoration.json": pd.DataFrame(rows), "tables/restoration_per_class.json": pd.DataFrame(per_class),
-              "tables/restoration_per_subgroup.json": pd.DataFrame(per_group)}
-    return {"num_images": restored["num_images"], "summary": summary} | scalars, timings, tables
-
-
-def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataFrame]:
-    """The per-class and per-subgroup values as tables in the run's artifacts (MLflow's artifact view)."""
-    labels = list(results["class_shares"])
-    per_class = pd.DataFrame({"class": labels, "training_share": [float(training_shares[int(label)]) for label in labels],
-                              "sample_share": [results["class_shares"][label] for label in labels],
-                              "corrected_sample_share": [results["corrected_class_shares"][label] for label in labels],
-                              "corrected_share_ratio": [results["corrected_share_ratios"][label] for label in labels]})
-    for kind, values in results.get("per_class", {}).items():
-        per_class[f"test_{kind}"] = [values[label] for label in labels]
-    tables = {"tables/per_class.json": per_class,
-              "tables/morphometry_ks.json": pd.DataFrame(
-                  {"measure": list(morphometry.MEASURES),
-                   "ks_samples_vs_test": [results[f"morphometry_ks_{measure}"] for measure in morphometry.MEASURES]})}
-    groups = [(kind, group, value) for kind in SUBGROUP_KINDS for group, value in results.get(f"per_{kind}_bce", {}).items()]
-    if groups:
-        tables["tables/per_subgroup.json"] = pd.DataFrame(groups, columns=["kind", "group", "test_bce"])
-    return tables
-
-
-def describe_evaluation(results: dict, num_classes: int) -> str:
-    """The evaluation's key numbers in a sentence (the run's description and the stage's line)."""
-    text = (f"FID {results['fid']:.3g} ({results['fid_to_floor']:.1f}x the data floor), precision "
-            f"{results['precision']:.2f}, recall {results['recall']:.2f}, {results['classes_covered']}/{num_classes} "
-            f"classes")
-    text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
-    text += (f", {results['test_nll_bits_per_dim']:.3f} bits/dim" if "test_nll_bits_per_dim" in results else "")
-    return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
-
-
-def describe_restoration(restored: dict) -> str:
-    """The restoration's headline in a clause: the method, fidelity, identity kept and the rarest class."""
-    summary, gap = restored["summary"], restored["summary"]["rarest_class_gap"]
-    return (f"restores ({summary['method']}, {restored['num_images']} test images, "
-            f"{len(restored['tasks'])} tasks) at PSNR {summary['psnr']:.1f} dB, SSIM {summary['ssim']:.2f}, "
-            f"identity kept {summary['identity_kept']:.2f} (worst class {summary['worst_class_kept']:.2f}; the "
-            f"rarest training class {abs(gap):.2f} {'less' if gap >= 0 else 'more'} than the others)")
-
-
-def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: int, title: str,
-                          groups: pd.DataFrame):
-    """Metrics and figures of an encoder: errors overall, per class and per stroke and slant subgroup
-    (`groups`, the test images' subgroups) with the worst/best ratio and difference, extremes, latent map."""
-    reconstructions = model.reconstruct(x_test)
-    errors = metrics.reconstruction_errors(x_test, reconstructions)
-    per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
-    results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
-               "worst_class_mse_ratio": metrics.worst_best_ratio(per_class["mse"]), "per_class": per_class}
-    results |= {f"test_{key}": value for key, value in metrics.detail(x_test, reconstructions).items()}
-    for kind, names in SUBGROUP_KINDS.items():
-        members = groups[f"{kind}_group"].to_numpy()
-        per_group = {name: float(errors["bce"][members == name].mean()) for name in names if np.any(members == name)}
-        results |= {f"per_{kind}_bce": per_group, f"worst_{kind}_bce_ratio": metrics.worst_best_ratio(per_group),
-                    f"worst_{kind}_bce_difference": max(per_group.values()) - min(per_group.values())}
-    order = np.argsort(errors["bce"])
-    worst, best = order[::-1][:count], order[:count]
-    figures = {
-        "reconstructions.png": plots.image_rows(
-            {"original": x_test[grid], "reconstruction": reconstructions[grid]}, f"{title}: test images"),
-        "extremes.png": plots.image_rows(
-            {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
-             "rebuilt ": reconstructions[best]}, f"{title}: worst and best reconstructions (BCE)"),
-        "latent_map.png": plots.latent_map(metrics.pca_2d(model.encode(x_test)), y_test,
-                                           f"{title}: latent codes, first two principal components"),
-    }
-    return results, figures, {GRID_FILE: reconstructions[grid]}, reconstructions
-
-
-def sampling_report(model, num_samples: int, title: str):
-    """Sampling time per 1000 images and a grid of samples from a fixed seed."""
-    started = time.perf_counter()
-    samples = model.sample(num_samples, seed=SAMPLE_SEED)
-    seconds = time.perf_counter() - started
-    shown = samples[:40]
-    rows = {f"{index * 10}-{index * 10 + 9}": shown[index * 10:(index + 1) * 10] for index in range(len(shown) // 10)}
-    figures = {"samples.png": plots.image_rows(rows or {"samples": shown}, f"{title}: samples (seed {SAMPLE_SEED})")}
-    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}, samples
-
-
-def quality_report(judge, test_view, sample_view, prepared: data.PreparedData, settings: EvaluateParams,
-                   seed: int = SAMPLE_SEED) -> dict:
-    """The samples against the test split in the judge's features, beside the data floor: as many
-    training images as samples against the same test split, so that a reader knows what "good" is.
-    `test_view` and `sample_view` are the judge's (features, probabilities) of the test split and samples."""
-    (real, _), (fake, probabilities) = test_view, sample_view
-    floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(fake),
-                                                                        replace=False)]
-    floor_features, _ = judge.look(floor_images)
-    options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
-               "kid_subset_size": settings.kid_subset_size, "seed": seed}
-    measured = metrics.sample_quality(real, fake, **options)
-    floor = metrics.sample_quality(real, floor_features, **options)
-    reference = bias.shares(prepared.train.y, prepared.num_classes)
-    classes = metrics.class_distribution(probabilities.argmax(axis=1), reference, settings.min_class_share_ratio)
-    return (measured | {f"data_floor_{key}": value for key, value in floor.items()}
-            | {"fid_to_floor": measured["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf"),
-               "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}
-            | classes)
-
-
-def bias_report(test_probabilities: np.ndarray, sample_probabilities: np.ndarray, samples: np.ndarray,
-                prepared: data.PreparedData, test_measures) -> dict:
-    """Is the bias in the model? The samples' class shares as the judge labels them, raw and corrected
-    for the judge's confusion on the test split (black-box shift estimation), against the training
-    shares: amplification (model minus data), distance, missing classes; and how the samples are drawn
-    against the test images: a two-sample Kolmogorov-Smirnov statistic per morphometric measure."""
-    from scipy.stats import ks_2samp
-
-    confusion = bias.confusion_matrix(prepared.test.y, test_probabilities.argmax(axis=1), prepared.num_classes)
-    raw = bias.shares(sample_probabilities.argmax(axis=1), prepared.num_classes)
-    corrected = bias.corrected_shares(raw, confusion)
-    training = bias.shares(prepared.train.y, prepared.num_classes)
-    sample_measures = morphometry.measure(samples)
-    return ({f"raw_{key}": value for key, value in bias.amplification(raw, training).items()}
-            | bias.amplification(corrected, training)
-            | {"bias_amplification_noise": bias.amplification_noise(training, len(samples)),
-               "corrected_missing_classes": int(np.sum(corrected < 1e-3)),
-               "corrected_class_shares": {str(label): float(share) for label, share in enumerate(corrected)},
-               "raw_share_ratios": bias.share_ratios(raw, training),
-               "corrected_share_ratios": bias.share_ratios(corrected, training),
-               "rarest_class": int(np.argmin(training)),  # the training split's least represented class
-               "rarest_class_share_ratio": float(corrected[np.argmin(training)] / training.min())}
-            | {f"morphometry_ks_{measure}": float(ks_2samp(sample_measures[measure].dropna(),
-                                                            test_measures[measure].dropna()).statistic)
-               for measure in morphometry.MEASURES})
-
-
-def restore_saved_model(model_dir: str, judge_dir: str, seed: int, *report_args):
-    """genlab.restoration's report of the saved model, in the process beside the stage: with a model and a
-    judge of its own, loaded there (a fork cannot share the stage's TensorFlow)."""
-    from genlab import judge as judges
-    from genlab.models import load_model
-    from genlab.training import set_seed
-
-    set_seed(seed)
-    model, _ = load_model(model_dir)
-    return restoration.report(model, judges.load(judge_dir), *report_args)
+from genlab import tracking
+from genlab.config.params import load_params, model_params
+from genlab.data import splits
+from genlab.evaluation import bias, metrics, report
+from genlab.runtime import parallel, progress
+from genlab.runtime.files import atomic_dir, read_json, write_json
+from genlab.runtime.stage import argument_parser, run_stage
+from genlab.training.summary import RUN_FILE, SUMMARY_FILE, describe_training
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,125 +38,74 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training, sampling, restoring)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
     args = parser.parse_args(argv)
-
     params = load_params(args.params)
-    prepared = data.load_prepared(args.data)
-    if params.evaluate.num_samples > len(prepared.train.y):
-        raise ParamsError(f"evaluate.num_samples: {params.evaluate.num_samples} is more than the training split's "
-                          f"{len(prepared.train.y)} images, which the data floor compares with the test split; "
-                          f"use at most {len(prepared.train.y)}")
-    problem = params.restore.image_problem(prepared.image_shape)
-    if problem:
-        raise ParamsError(f"restore.{problem} (the prepared data's images)")
-    recorded = read_json(Path(args.model_dir) / RUN_FILE)
-    run_id = recorded["run_id"]
-    training_summary = read_json(Path(args.model_dir) / SUMMARY_FILE)
+    prepared = splits.load_prepared(args.data)
+    report.check_settings(params, prepared)
+    recorded, trained = read_json(Path(args.model_dir) / RUN_FILE), read_json(Path(args.model_dir) / SUMMARY_FILE)
     experiment_id = tracking.setup(params.tracking.experiment)
-    data_md5 = data.data_hash(args.data)
-    run_tags = {f"{tracking.TAG_PREFIX}evaluated": "true"}
-    if not tracking.run_exists(run_id):  # the model was trained against another store: record it afresh
-        print(f"{args.model}: training run {run_id} is not in this MLflow store; evaluating in a new run")
-        run_tags |= tracking.provenance_tags(f"evaluate@{args.model}", data_md5)
-        run_tags |= {f"{tracking.TAG_PREFIX}model": args.model, f"{tracking.TAG_PREFIX}training_run_id": run_id}
-        run_id = None
-    # the test metrics are linked to the run's LoggedModel (the experiment's Models tab lines them up)
-    model_id = recorded.get("model_id") if tracking.logged_model_exists(recorded.get("model_id")) else None
-
-    from genlab import judge as judges
-    from genlab.models import load_model
-    from genlab.training import set_seed
-
-    x_test, y_test = prepared.test.x, prepared.test.y
-    subgroup_thresholds = read_json(args.audit)["subgroups"]
-    thresholds = (subgroup_thresholds["thin_stroke_threshold"], subgroup_thresholds["thick_stroke_threshold"])
-    test_measures = morphometry.measure(x_test)
-    groups = morphometry.subgroups(test_measures, thresholds, params.audit.upright_degrees)
-    subset = restoration.stratified_subset(y_test, params.restore.num_images)
+    data_md5 = splits.data_hash(args.data)
+    run_id, run_tags = tracking.model_run_to_continue(recorded["run_id"], f"evaluate@{args.model}", args.model,
+                                                      data_md5)
+    model_id = tracking.existing_logged_model(recorded.get("model_id"))  # the Models tab lines its metrics up
+    test = report.TestImages.measure(prepared, read_json(args.audit)["subgroups"], params.audit.upright_degrees)
     seed = model_params(params, args.model).seed
+    phases = progress.Phases(f"evaluate {args.model}", total=8)
     # The restorations need nothing of the measures below: they run beside them, in a process of their own on
-    # the other core (genlab.parallel), forked before this stage's first TensorFlow operation.
-    with parallel.Beside(restore_saved_model, args.model_dir, args.judge, seed, x_test[subset], y_test[subset],
-                         test_measures.iloc[subset], bias.shares(prepared.train.y, prepared.num_classes), thresholds,
-                         params.audit.upright_degrees, params.restore,
-                         data.grid_indices(y_test[subset], params.train.grid_images)) as restoring:
-        set_seed(seed)
-        model, config = load_model(args.model_dir)
-        results = {key: training_summary[key] for key in ("num_params", "num_hyperparameters", "train_seconds",
-                                                          "epochs_trained") if key in training_summary}
-        figures, rows = {}, {}
-        phases = progress.bar(desc=f"evaluate {args.model}", total=8, unit="phase")
-
-        def done(phase: str) -> None:
-            phases.set_postfix_str(phase, refresh=False)
-            phases.update()
-
-        reconstructions = None
-        if hasattr(model, "reconstruct"):
-            grid = data.grid_indices(y_test, params.train.grid_images)
-            found, drawn, lined_up, reconstructions = reconstruction_report(
-                model, x_test, y_test, grid, prepared.num_classes, params.evaluate.num_extreme_images, args.model,
-                groups)
-            results, figures, rows = results | found, figures | drawn, rows | lined_up
-        done("reconstructions")
-        found, drawn, lined_up, samples = sampling_report(model, params.evaluate.num_samples, args.model)
-        results, figures, rows = results | found, figures | drawn, rows | lined_up
-        done("sampling")
-        judge = judges.load(args.judge)
-        test_view, sample_view = judge.look(x_test), judge.look(samples)  # (features, probabilities), once each
-        if reconstructions is not None:  # does the rebuilt test image still show its digit? (the judge's view)
-            results["judge_accuracy_on_reconstructions"] = judge.accuracy(reconstructions, y_test)
-        done("judge")
-        results |= quality_report(judge, test_view, sample_view, prepared, params.evaluate)
-        done("sample quality")
-        results |= bias_report(test_view[1], sample_view[1], samples, prepared, test_measures)
-        done("bias")
-        family_results = model.family_metrics(x_test)
-        results |= family_results
-        family_keys = list(family_results)
-        done("family metrics")
-        if hasattr(model, "family_images"):
-            figures |= {name: plots.image_rows(shown, f"{args.model}: {name.removesuffix('.png').replace('_', ' ')}")
-                        for name, shown in model.family_images(x_test, y_test).items()}
-        done("figures")
+    # the other core (genlab.runtime.parallel), forked before this stage's first TensorFlow operation.
+    with parallel.Beside(report.restore_saved_model, args.model_dir, args.judge, seed,
+                         *test.restoration_inputs(prepared.train.y, prepared.num_classes, params.restore,
+                                                  params.train.grid_images)) as restoring:
+        model, config, judge = load_model_and_judge(args.model_dir, args.judge, seed)
+        evaluation = report.evaluate(model, judge, prepared, test, params.evaluate, params.train.grid_images,
+                                     args.model, trained, phases.done)
         restored, restoration_grids = restoring.result()
-    restore_metrics, restore_timings, restore_tables = restoration_outputs(restored)
-    figures |= {f"restore_{task}.png": plots.image_rows(rows, f"{args.model}: {task.replace('_', ' ')}")
-                for task, rows in restoration_grids.items()}
-    done("restoration")
+    evaluation.figures |= report.restoration_figures(restoration_grids, args.model)
+    phases.done("restoration")
     phases.close()
-
     with tracking.run(experiment_id, run_name=args.model, run_id=run_id, tags=run_tags) as run_id:
         with atomic_dir(args.out) as staging:
-            for name, images in rows.items():
-                np.save(staging / name, np.asarray(images, dtype=np.float32))
-            for name, figure in figures.items():
-                plots.save(figure, staging / name)
-            np.savez(staging / RESTORATION_GRID_FILE, **{f"{task}/{row}": np.asarray(images, dtype=np.float32)
-                                                         for task, rows in restoration_grids.items()
-                                                         for row, images in rows.items()})
-            write_json(staging / RESTORATION_DETAILS_FILE, restored)
-            write_json(staging / "summary.json", {
-                "run_id": run_id, "model_id": model_id, "diagnosis": training_summary["diagnosis"],
-                "diagnosis_reason": training_summary["diagnosis_reason"],
-                "family": config.family, "params": config.model_dump(mode="json")})
-        measured, timings = metrics.split_timings(results)
-        write_json(args.metrics, measured)
-        write_json(args.restore, restore_metrics)
-        write_json(args.timings, timings | restore_timings)
-        test_set = tracking.log_splits(prepared, args.data, data_md5, ("test",))["test"]
-        tracking.log_metrics(run_metrics(results, family_keys, timings, restored), model_id=model_id, dataset=test_set)
-        tables = run_tables(results, bias.shares(prepared.train.y, prepared.num_classes)) | restore_tables
-        for artifact_file, table in tables.items():
-            tracking.log_table(table, artifact_file)
-        tracking.log_artifacts(Path(args.out), "evaluation")
-        for path in (args.metrics, args.restore, args.timings):
-            tracking.log_artifacts(Path(path), "evaluation")
-        summary = describe_evaluation(results, prepared.num_classes)
-        tracking.describe(f"{describe_training(args.model, config.family, training_summary)}\n\nTest: {summary}.\n\n"
-                          f"Image-to-image: {describe_restoration(restored)}.")
+            report.save_folder(staging, evaluation, restored, restoration_grids, {
+                "run_id": run_id, "model_id": model_id, "diagnosis": trained["diagnosis"],
+                "diagnosis_reason": trained["diagnosis_reason"], "family": config.family,
+                "likelihood": model.likelihood, "params": config.model_dump(mode="json")})
+        described = write_and_log(args, evaluation, restored, prepared, data_md5, model_id)
+        tracking.describe(f"{describe_training(args.model, config.family, trained)}\n\nTest: {described}.\n\n"
+                          f"Image-to-image: {report.describe_restoration(restored)}.")
     restoring = restored["summary"]
-    print(f"{args.model}: {summary}; restores at PSNR {restoring['psnr']:.1f} dB, identity kept "
+    print(f"{args.model}: {described}; restores at PSNR {restoring['psnr']:.1f} dB, identity kept "
           f"{restoring['identity_kept']:.2f}")
+
+
+def load_model_and_judge(model_dir: str, judge_dir: str, seed: int):
+    """The trained model (seeded first: its sampling noise), its config, and the judge."""
+    from genlab.evaluation import judge as judges
+    from genlab.models.registry import load_model
+    from genlab.training.devices import set_seed
+
+    set_seed(seed)
+    model, config = load_model(model_dir)
+    return model, config, judges.load(judge_dir)
+
+
+def write_and_log(args, evaluation: report.Evaluation, restored: dict, prepared: splits.PreparedData,
+                  data_md5: str, model_id: str | None) -> str:
+    """The DVC metrics (what a rerun reproduces) and times, and the run's scalars, tables and artifacts;
+    the evaluation's key numbers in a sentence."""
+    restore_metrics, restore_timings, restore_tables = report.restoration_outputs(restored)
+    measured, timings = metrics.split_timings(evaluation.results)
+    write_json(args.metrics, measured)
+    write_json(args.restore, restore_metrics)
+    write_json(args.timings, timings | restore_timings)
+    test_set = tracking.log_splits(prepared, args.data, data_md5, ("test",))["test"]
+    tracking.log_metrics(report.run_metrics(evaluation.results, evaluation.family_keys, timings, restored),
+                         model_id=model_id, dataset=test_set)
+    tables = report.run_tables(evaluation.results, bias.shares(prepared.train.y, prepared.num_classes))
+    for artifact_file, table in (tables | restore_tables).items():
+        tracking.log_table(table, artifact_file)
+    tracking.log_artifacts(Path(args.out), "evaluation")
+    for path in (args.metrics, args.restore, args.timings):
+        tracking.log_artifacts(Path(path), "evaluation")
+    return report.describe_evaluation(evaluation.results, prepared.num_classes)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from genlab import data, metrics, tracking
-from genlab.files import atomic_dir, write_json
-from genlab.params import load_params
-from genlab.stages import argument_parser, run_stage
+from genlab import tracking
+from genlab.config.params import check_fits, load_params
+from genlab.data import splits
+from genlab.evaluation import metrics
+from genlab.runtime.files import atomic_dir, write_json
+from genlab.runtime.stage import argument_parser, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,47 +25,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="the judge's metrics JSON (DVC metrics)")
     parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training)")
     args = parser.parse_args(argv)
-
     params = load_params(args.params)
     config = params.judge
-    prepared = data.load_prepared(args.data)
-    problem = config.image_problem(prepared.image_shape)
-    if problem:
-        from genlab.params import ParamsError
-
-        raise ParamsError(f"judge.{problem} (the prepared data's images)")
+    prepared = splits.load_prepared(args.data)
+    check_fits("judge", config, prepared.image_shape)
     experiment_id = tracking.setup(params.tracking.experiment)
 
-    from genlab import judge as judges
-    from genlab import training
+    from genlab.evaluation import judge as judges
+    from genlab.training import devices, fit
 
-    training.set_seed(config.seed)
+    devices.set_seed(config.seed)
     judge = judges.build(config, prepared.image_shape, prepared.num_classes)
-    epoch_metrics = tracking.MetricBuffer()
-    tags = tracking.provenance_tags("judge", data.data_hash(args.data)) | {f"{tracking.TAG_PREFIX}role": "judge"}
+    log = tracking.EpochLog(None, 0, resumed_run=None)
+    tags = tracking.provenance_tags("judge", splits.data_hash(args.data)) | {f"{tracking.TAG_PREFIX}role": "judge"}
     with tracking.run(experiment_id, run_name="judge", tags=tags) as run_id:
         tracking.log_params(config.model_dump() | {"num_classes": prepared.num_classes})
-        datasets = tracking.log_splits(prepared, args.data, data.data_hash(args.data), ("train", "validation", "test"))
-        result = training.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
-                              batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
-                              on_epoch=lambda epoch, logs: epoch_metrics.add(tracking.curves(logs), step=epoch + 1),
-                              targets=(prepared.train.y, prepared.validation.y), seed=config.seed, name="judge")
-        epoch_metrics.flush()
-        predicted = judge.look(prepared.test.x)[1].argmax(axis=1)
-        correct = (predicted == prepared.test.y).astype(np.float64)
-        results = {"test_accuracy": float(correct.mean()),
-                   "per_class_accuracy": metrics.per_class_mean(correct, prepared.test.y, prepared.num_classes),
-                   "num_params": judge.classifier.count_params(), "train_seconds": round(result.seconds, 3),
-                   "epochs_trained": len(result.history["loss"]), "feature_dim": config.hidden_units[-1]}
-        tracking.log_metrics({"test/accuracy": results["test_accuracy"], "train/epochs_trained": results["epochs_trained"],
+        datasets = tracking.log_splits(prepared, args.data, splits.data_hash(args.data),
+                                       ("train", "validation", "test"))
+        result = fit.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
+                         batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
+                         on_epoch=log.on_epoch, targets=(prepared.train.y, prepared.validation.y), seed=config.seed,
+                         name="judge")
+        log.finish(result.history, result.epoch_seconds, resumed_at_epoch=0)
+        results = judges.test_report(judge, prepared.test.x, prepared.test.y, prepared.num_classes, result, config)
+        tracking.log_metrics({"test/accuracy": results["test_accuracy"],
+                              "train/epochs_trained": results["epochs_trained"],
                               "timing/train_seconds": results["train_seconds"]}, dataset=datasets["test"])
-        tracking.log_table(pd.DataFrame({"class": list(results["per_class_accuracy"]),
-                                         "test_accuracy": list(results["per_class_accuracy"].values())}),
-                           "tables/per_class.json")
-        tracking.describe(f"The judge: a classifier whose features and labels measure every model. Test accuracy "
-                          f"{results['test_accuracy']:.4f} after {results['epochs_trained']} epochs; worst class "
-                          f"{min(results['per_class_accuracy'], key=results['per_class_accuracy'].get)} "
-                          f"({min(results['per_class_accuracy'].values()):.3f}).")
+        tracking.log_table(judges.per_class_table(results), "tables/per_class.json")
+        tracking.describe(judges.describe(results))
         with atomic_dir(args.out) as staging:
             judges.save(judge, config, prepared.image_shape, prepared.num_classes, staging)
             write_json(staging / "run.json", {"run_id": run_id, "experiment_id": experiment_id})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from genlab import data, morphometry
-from genlab.params import load_params
-from genlab.stages import argument_parser, run_stage
-from genlab.validate import ValidationFailed, validate_prepared
+from genlab.config.params import load_params
+from genlab.data import splits
+from genlab.data.validate import ValidationFailed, validate_prepared
+from genlab.evaluation import morphometry
+from genlab.runtime.stage import argument_parser, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,9 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    prepared = data.prepare(params.data)
+    prepared = splits.prepare(params.data)
     total = sum(len(split.y) for split in prepared.splits().values())
-    report = validate_prepared(prepared, data.split_sizes(total, params.data.split),
+    report = validate_prepared(prepared, splits.split_sizes(total, params.data.split),
                                params.validation.max_class_kl, params.validation.size_tolerance, args.reports)
     if not report.success:
         raise ValidationFailed(f"the prepared data failed {len(report.failures)} expectation(s) "
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         train_groups = morphometry.subgroup_masks(prepared.train.x, np.concatenate([prepared.validation.x,
                                                                                     prepared.test.x]),
                                                   params.audit.upright_degrees)
-    prepared = data.inject_bias(prepared, params.data.keep_fraction, params.data.seed,
+    prepared = splits.inject_bias(prepared, params.data.keep_fraction, params.data.seed,
                                 params.data.keep_subgroup, train_groups)
-    data_md5 = data.save_prepared(prepared, args.out)
+    data_md5 = splits.save_prepared(prepared, args.out)
     sizes = ", ".join(f"{name} {len(split.y)}" for name, split in prepared.splits().items())
     print(f"prepared {params.data.source}: {sizes} images of {prepared.image_shape}; md5 {data_md5}")
 

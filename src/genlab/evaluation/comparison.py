@@ -1,0 +1,325 @@
+"""Which generative AI is right for you? The comparison table, its ranks and the answer in words.
+
+Pure functions of the evaluate stage's numbers: a table with a row per model and a rank per
+criterion, the lecture's closing question answered from the measured values (best quality,
+best coverage, fastest sampling, exact likelihood, smallest model), and a self-contained HTML
+page with the figures embedded. The `compare` stage writes and logs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genlab.config.params import RANKING_METRICS, CompareParams
+from genlab.evaluation import metrics
+from genlab.evaluation.outputs import RESTORATION_GRID_FILE
+
+SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
+TEXT_COLUMNS = ("restore_method",)  # the way a model restores best: search, guided or encode
+BIAS_MARGIN = 0.02  # amplification within which a model "reproduces" the data's balance, when no noise floor is given
+
+
+def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
+    """One row per model: its settings, diagnosis, every metric it has and a `rank_<metric>` per
+    criterion of RANKING_METRICS (1 is best), sorted by `rank_by`.
+
+    Families measure different things (a GAN has no reconstruction error): a metric a model
+    lacks is left empty and ranks last.
+    """
+    rows = []
+    for name, results in evaluations.items():
+        settings = summaries[name]["params"]
+        rows.append({"model": name, "family": summaries[name]["family"],
+                     "likelihood": summaries[name].get("likelihood", "none")}  # genlab.models.contract
+                    | {key: settings.get(key) for key in SETTING_COLUMNS}
+                    | {"diagnosis": summaries[name]["diagnosis"]}
+                    | {key: value for key, value in results.items()
+                       if key in TEXT_COLUMNS or isinstance(value, (int, float)) and not isinstance(value, bool)})
+    table = pd.DataFrame(rows)
+    table = table.dropna(axis=1, how="all")  # settings no compared model has
+    if rank_by not in table:
+        table[rank_by] = np.nan
+    for metric, higher_is_better in RANKING_METRICS.items():
+        if metric in table:
+            table[f"rank_{metric}"] = table["model"].map(
+                metrics.ranks(dict(zip(table["model"], table[metric].astype(float))), higher_is_better))
+    ranked = table.pop(f"rank_{rank_by}")
+    table.insert(1, f"rank_{rank_by}", ranked)
+    return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
+
+
+def not_recommended_because(row: dict, num_classes: int, settings: CompareParams) -> list[str]:
+    """Why a model's samples should not be trusted, in words (none: recommended): the judge does not
+    recognise them as the data's (classes missing, low confidence, FID far past the data floor), or its
+    loss was still falling when training stopped."""
+    reasons = []
+    needed = settings.min_classes_covered or num_classes
+    if row.get("classes_covered") is not None and row["classes_covered"] < needed:
+        reasons.append(f"its samples cover {int(row['classes_covered'])} of {num_classes} classes")
+    if row.get("judge_confidence") is not None and row["judge_confidence"] < settings.min_judge_confidence:
+        reasons.append(f"the judge is unsure what its samples are (mean confidence {row['judge_confidence']:.2f}, "
+                       f"under {settings.min_judge_confidence:g})")
+    if row.get("fid_to_floor") is not None and row["fid_to_floor"] > settings.max_fid_to_floor:
+        reasons.append(f"its FID is {row['fid_to_floor']:.3g}x the data floor (over {settings.max_fid_to_floor:g}x: "
+                       f"far from real images)")
+    if row.get("diagnosis") == "still_learning" and not settings.recommend_still_learning:
+        reasons.append("its loss was still falling when training stopped (still learning: more epochs would "
+                       "change these numbers)")
+    return reasons
+
+
+def add_verdicts(table: pd.DataFrame, num_classes: int, settings: CompareParams) -> pd.DataFrame:
+    """The table with `recommended` (bool) and `verdict` (why not, or "recommended") per model."""
+    reasons = [not_recommended_because({key: value for key, value in row.items() if value == value}, num_classes,
+                                       settings) for row in table.to_dict("records")]
+    verdicts = table.copy()
+    verdicts.insert(2, "recommended", [not found for found in reasons])
+    verdicts.insert(3, "verdict", ["recommended" if not found else "not recommended: " + "; ".join(found)
+                                   for found in reasons])
+    return verdicts
+
+
+def _best(table: pd.DataFrame, metric: str) -> pd.Series | None:
+    if metric not in table or table[metric].isna().all():
+        return None
+    values = table[metric].astype(float)
+    return table.loc[values.idxmax() if RANKING_METRICS[metric] else values.idxmin()]
+
+
+def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
+    """The lecture's closing question, answered from the measured numbers: one line per need. With a
+    `recommended` column (add_verdicts), every recommendation comes from the recommended models, and
+    the others are named first with the reasons."""
+    lines = []
+    recommended = table[table["recommended"].astype(bool)] if "recommended" in table else table
+    if len(recommended) < len(table):
+        rejected = table.loc[~table["model"].isin(recommended["model"])]
+        lines.append("**Not recommended**: " + "; ".join(
+            f"{row['model']} ({row['verdict'].removeprefix('not recommended: ')})" for _, row in rejected.iterrows())
+            + ".")
+    if recommended.empty:
+        lines.append("**No model is recommended**: none made samples that the judge recognises as the data's "
+                     "with its training finished; train longer or tune the models above.")
+    quality = _best(recommended, "fid")
+    if quality is not None:
+        lines.append(f"**Best sample quality: {quality['model']}** ({quality['family']}): FID {quality['fid']:.3g}, "
+                     f"{quality['fid_to_floor']:.2g}x the data floor of {quality['data_floor_fid']:.3g} "
+                     f"(real training images score the floor); precision {quality['precision']:.2f}.")
+    diverse = _best(recommended, "recall")  # recall, not density-based coverage: blurry samples near the modes
+    if diverse is not None:                # can reach many real neighbourhoods while missing most of the data
+        lines.append(f"**Best coverage of the data: {diverse['model']}** ({diverse['family']}): recall "
+                     f"{diverse['recall']:.2f} and coverage {diverse['coverage']:.2f} (the data floor: "
+                     f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
+                     f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
+    # speed and size only count for models that work: samples of every class, when the judge says so
+    covers_all = table["classes_covered"] == num_classes if "classes_covered" in table else None
+    if "recommended" in table:
+        usable, note = recommended, " among the recommended models"
+    else:
+        usable = table[covers_all] if covers_all is not None and covers_all.any() else table
+        note = " among the models whose samples cover every class" if len(usable) < len(table) else ""
+    fastest = _best(usable, "sampling_seconds_per_1000")
+    if fastest is not None:
+        slowest = table.loc[table["sampling_seconds_per_1000"].astype(float).idxmax()]
+        lines.append(f"**Fastest sampling{note}: {fastest['model']}** ({fastest['family']}): "
+                     f"{fastest['sampling_seconds_per_1000']:.3g} s per 1000 images, "
+                     f"{slowest['sampling_seconds_per_1000'] / fastest['sampling_seconds_per_1000']:.0f}x faster "
+                     f"than the slowest, {slowest['model']} ({slowest['sampling_seconds_per_1000']:.3g} s).")
+    kinds = table["likelihood"] if "likelihood" in table else pd.Series("none", index=table.index)
+    exact, bound = table[kinds == "exact"], table[kinds == "bound"]
+    if len(exact) and "test_nll_bits_per_dim" in table:
+        def caveat(row) -> str:  # a likelihood is no recommendation when the samples are not recognised
+            return "" if row.get("recommended", True) else f" ({row['verdict']})"
+
+        shown = ", ".join(f"{row['model']} {row['test_nll_bits_per_dim']:.3g}{caveat(row)}"
+                          for _, row in exact.iterrows())
+        lines.append(f"**Exact likelihood: {', '.join(exact['model'])}**: test NLL in bits per dimension: {shown}."
+                     + (f" {', '.join(bound['model'])} {'gives' if len(bound) == 1 else 'give'} an estimate from "
+                        f"a bound, not an exact value; the others here give none." if len(bound) else ""))
+    else:
+        lines.append("**Exact likelihood: none of these models.** Add a `family: flow` model to get one.")
+    smallest = _best(usable, "num_params")
+    if smallest is not None:
+        lines.append(f"**Smallest model{note}: {smallest['model']}** ({smallest['family']}): "
+                     f"{int(smallest['num_params']):,} parameters"
+                     + (f" and {int(smallest['num_hyperparameters'])} hyperparameters"
+                        if pd.notna(smallest.get("num_hyperparameters")) else "") + ".")
+    if covers_all is not None:
+        missing = table.loc[~covers_all, "model"].tolist()
+        lines.append(f"**Class coverage**: {int(covers_all.sum())} of {len(table)} models' samples cover all "
+                     f"{num_classes} "
+                     f"classes (judged by the classifier)" + (f"; not: {', '.join(missing)}." if missing else "."))
+    if "bias_amplification" in table:
+        rows = table.set_index("model")
+        values = rows["bias_amplification"].astype(float).dropna()
+        noise = rows["bias_amplification_noise"].astype(float) if "bias_amplification_noise" in rows else None
+        margin = {name: float(noise[name]) if noise is not None else BIAS_MARGIN for name in values.index}
+        faithful = values.abs().idxmin()
+        amplify = [f"{name} ({value:+.3f})" for name, value in values.items() if value > margin[name]]
+        even = [f"{name} ({value:+.3f})" for name, value in values.items() if value < -margin[name]]
+        reproduce = [name for name, value in values.items() if abs(value) <= margin[name]]
+        lines.append(f"**Class balance (is the bias in the model?)**, judged by the classifier and corrected for "
+                     f"its confusion: within chance of the training data's balance (amplification at most "
+                     f"{max(margin.values()):.3f} for this many samples): {', '.join(reproduce) or 'none'}; "
+                     f"amplifying it: {', '.join(amplify) or 'none'}; evening it out: {', '.join(even) or 'none'}. "
+                     f"Closest: {faithful} ({values[faithful]:+.3f}).")
+    restoring = restoration_answer(table)
+    if restoring:
+        lines.append(restoring)
+    if "rarest_class_share_ratio" in table and table["rarest_class"].nunique() == 1:
+        ratios = table.set_index("model")["rarest_class_share_ratio"].astype(float).dropna().sort_values()
+        lines.append(f"**The rarest training class ({int(table['rarest_class'].iloc[0])})**: its share of the "
+                     f"samples over its share of the training data (1 reproduces it, corrected for the "
+                     f"classifier's confusion): " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items())
+                     + ".")
+    return lines
+
+
+def restoration_answer(table: pd.DataFrame) -> str | None:
+    """Image-to-image: which model restores most faithfully, which keeps the most digits, and where the
+    rarest training class is erased (the PULSE question), from the `restore_` columns."""
+    if "restore_psnr" not in table or table["restore_psnr"].isna().all():
+        return None
+    rows = table.dropna(subset=["restore_psnr"])
+    faithful = rows.loc[rows["restore_psnr"].astype(float).idxmax()]
+    keeps = rows.loc[rows["restore_identity_kept"].astype(float).idxmax()]
+    gap, noise = rows["restore_rarest_class_gap"].astype(float), rows["restore_rarest_class_gap_noise"].astype(float)
+    erasing = [f"{name} ({value:.2f})" for name, value, beyond in zip(rows["model"], gap, gap > noise) if beyond]
+    rarest = (f" ({int(rows['rarest_class'].iloc[0])})"
+              if "rarest_class" in rows and rows["rarest_class"].nunique() == 1 else "")
+    return (f"**Image-to-image (upsampling, inpainting, denoising the test images)**: most faithful "
+            f"{faithful['model']} ({faithful['family']}, {faithful['restore_method']}): PSNR "
+            f"{faithful['restore_psnr']:.1f} dB, SSIM {faithful['restore_ssim']:.2f}; keeps the most digits "
+            f"{keeps['model']} (identity kept {keeps['restore_identity_kept']:.2f}, worst class "
+            f"{keeps['restore_worst_class_kept']:.2f}). The rarest training class{rarest} comes back as itself less "
+            f"often than the others by more than chance (two standard errors, about {noise.mean():.2f}) in: "
+            f"{', '.join(erasing) or 'none'} (identity kept counts only the originals the judge recognises).")
+
+
+def description(table: pd.DataFrame, answers: list[str], rank_by: str) -> str:
+    """The comparison run's description (Markdown, shown on its page): what was compared, and the answers."""
+    recommended = int(table["recommended"].sum()) if "recommended" in table else len(table)
+    return (f"Which generative AI is right for you? {len(table)} models compared, {recommended} recommended, ranked "
+            f"by {rank_by}. Each model's metrics are in its own run (tagged `genlab.comparison_run_id` with this "
+            f"run's id) and its LoggedModel; this run holds the table, the figures and the answers.\n\n"
+            + "".join(f"- {line}\n" for line in answers))
+
+
+def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict) -> str:
+    shown = table.astype(object).where(table.notna(), None)
+    return (f"# Which generative AI is right for you?\n\n"
+            f"Measured on the test split in the features of the judge (a classifier of the training split, "
+            f"test accuracy {judge['test_accuracy']:.4f}); every model with the same number of samples.\n\n"
+            + "".join(f"- {line}\n" for line in answers)
+            + f"\n## Every model and metric (ranked by {rank_by}; `rank_<metric>`: 1 is best)\n\n"
+            + shown.to_markdown(index=False, floatfmt=".5g", missingval="") + "\n")
+
+
+def html_page(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict, figures: dict[str, Path]) -> str:
+    """One self-contained page: the answers, the table, and every figure embedded as a PNG data URI."""
+    def bold(line: str) -> str:
+        parts = html.escape(line).split("**")
+        return "".join(f"<b>{part}</b>" if index % 2 else part for index, part in enumerate(parts))
+
+    images = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode()}'>" for title, path in figures.items() if path.is_file())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>genlab: model comparison</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:110em} table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} img{max-width:100%}</style></head><body>"
+        "<h1>Which generative AI is right for you?</h1>"
+        f"<p>Measured on the test split in the judge's features (test accuracy {judge['test_accuracy']:.4f}); "
+        "every model with the same number of samples.</p><ul>"
+        + "".join(f"<li>{bold(line)}</li>" for line in answers)
+        + f"</ul><h2>Every model and metric (ranked by {html.escape(rank_by)})</h2>"
+        + table.to_html(index=False, float_format=lambda value: f"{value:.5g}", na_rep="")
+        + images + "</body></html>\n")
+
+
+# --- the inputs, as evaluate@<model> and train@<model> wrote them --------------------------------------
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"} if rows else {}
+
+
+def restoration_columns(restored: dict, timings: dict) -> dict:
+    """A model's times and its restoration summary as `restore_<key>` columns (the times of each task and
+    method stay in the timings JSON)."""
+    return ({key: value for key, value in timings.items() if not key.startswith("restore_")}
+            | {f"restore_{key}": value for key, value in restored["summary"].items()}
+            | {"restore_seconds_per_1000": timings.get("restore_seconds_per_1000")})
+
+
+def restoration_rows(evaluations_dir: Path, table) -> dict[str, dict[str, np.ndarray]]:
+    """Per task, the figure's rows: the original and degraded grid images, then each model's restoration
+    by its own best method."""
+    rows = {}
+    for name, method in zip(table["model"], table.get("restore_method", [None] * len(table))):
+        path = evaluations_dir / name / RESTORATION_GRID_FILE
+        if not isinstance(method, str) or not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as grids:
+            for key in grids.files:
+                task, row = key.split("/")
+                if row in ("original", "degraded"):
+                    rows.setdefault(task, {}).setdefault(row, grids[key])
+                elif row == method:
+                    rows.setdefault(task, {})[f"{name} ({method})"] = grids[key]
+    return rows
+
+
+def figures(table: pd.DataFrame, samples: dict[str, np.ndarray], reconstructions: dict[str, np.ndarray],
+            restorations: dict[str, dict[str, np.ndarray]], histories: dict[str, dict[str, list[float]]],
+            sample_seed: int) -> dict[str, tuple[str, object]]:
+    """The comparison's figures: file name -> (title on the HTML page, matplotlib figure). The trilemma
+    (quality against sampling time, coverage as colour), a bar chart of the main metrics, a row of samples
+    per model, "original / predicted" with a row per encoder, a figure per restoration task, loss curves."""
+    from genlab.evaluation import plots
+
+    found = {}
+    if "fid_to_floor" in table:
+        found["trilemma.png"] = ("quality, speed and coverage (the generative trilemma)", plots.trilemma(
+            list(table["model"]), list(table["sampling_seconds_per_1000"]), list(table["fid_to_floor"]),
+            list(table["recall"]), float(table["data_floor_fid"].iloc[0]),
+            "which generative AI is right for you? quality, speed, coverage"))
+    if samples:
+        found["samples.png"] = ("samples, one row per model", plots.image_rows(
+            samples, f"samples, one row per model (seed {sample_seed})"))
+    if len(reconstructions) > 1:
+        found["reconstructions.png"] = ("original / reconstructed, one row per encoder", plots.image_rows(
+            reconstructions, "original / predicted, one row per model"))
+    found["loss_curves.png"] = ("loss curves", plots.overlaid_curves(
+        {name: histories[name]["val_loss"] for name in table["model"] if "val_loss" in histories[name]},
+        "validation loss (each model's own loss)", "loss curves"))
+    charted = [metric for metric in ("fid_to_floor", "recall", "test_bce", "train_seconds") if metric in table]
+    found["metrics.png"] = ("metrics", plots.bar_chart(
+        {metric: dict(zip(table["model"], table[metric].fillna(0.0))) for metric in charted},
+        "sample quality, coverage, reconstruction, training time"))
+    for task, rows in restorations.items():
+        found[f"restore_{task}.png"] = (f"{task.replace('_', ' ')}: original, degraded, one row per model",
+                                        plots.image_rows(rows, f"{task.replace('_', ' ')}: original, degraded, "
+                                                               f"restored by each model"))
+    return found
+
+
+def console_line(table: pd.DataFrame, best, rank_by: str, champion: str | None, registered_as: str,
+                 report: Path) -> str:
+    """compare's line on the console: how many models are recommended, the best, and where the report is."""
+    rejected = list(table.loc[~table["recommended"], "model"])
+    line = (f"compare: {len(table) - len(rejected)} of {len(table)} models recommended"
+            + (f" (not: {', '.join(rejected)}; the reasons are in the answer)" if rejected else ""))
+    if best is None:
+        return f"{line}; none is registered; report in {report}"
+    return (f"{line}; best by {rank_by}: {best['model']} ({best[rank_by]:.5g})"
+            + (f", registered as {registered_as} (version {champion})" if champion else "")
+            + f"; report in {report}")

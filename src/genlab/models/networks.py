@@ -1,0 +1,130 @@
+"""The network pieces the families share: the encoder trunk and decoder head (dense for small images,
+strided convolutions from 16x16), the optimizer a model's params name, a base class for the models
+trained on one per-image loss, and the helpers that run a network over NumPy arrays and draw the
+prior's noise."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from genlab.models.contract import FamilyModel
+from genlab.training.devices import replica_share
+from genlab.training.optimizers import make_optimizer
+
+
+def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = ()):
+    """(B, H, W) images -> (B, features): 3x3 stride-2 convolutions that each halve the image
+    (one per `conv_filters` entry, none for a dense network), then the hidden Dense layers."""
+    h = images
+    if conv_filters:
+        h = keras.layers.Reshape((*image_size(images), 1))(h)
+        for index, filters in enumerate(conv_filters):
+            h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=activation,
+                                    name=f"encoder_conv_{index}")(h)
+    h = keras.layers.Flatten()(h)
+    for index, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
+    return h
+
+
+def build_decoder_head(code, image_shape: tuple[int, int], hidden_units: tuple[int, ...], activation: str,
+                       output_activation: str, conv_filters: tuple[int, ...] = (), batch_norm: bool = False):
+    """(B, latent) -> (B, H, W), the encoder trunk's mirror: the hidden Dense layers reversed, then
+    either one Dense layer of H*W pixels or a Dense map onto the smallest grid followed by a 4x4
+    stride-2 transposed convolution per level, the last of them to one channel (a kernel divisible by
+    the stride leaves no checkerboard pattern). `batch_norm` normalises every hidden layer of the
+    convolutional path, as DCGAN's generator does."""
+    h = code
+    for index, units in enumerate(reversed(hidden_units)):
+        h = keras.layers.Dense(units, activation=activation, name=f"decoder_hidden_{index}")(h)
+    if not conv_filters:
+        pixels = keras.layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(h)
+        return keras.layers.Reshape(image_shape, name="image")(pixels)
+
+    def hidden(layer, h, name):  # a layer, then (batch normalisation and) the activation
+        if not batch_norm:
+            return layer(activation=activation, name=name)(h)
+        h = keras.layers.BatchNormalization(name=f"{name}_norm")(layer(use_bias=False, name=name)(h))
+        return keras.layers.Activation(activation)(h)
+
+    factor = 2 ** len(conv_filters)
+    grid = (image_shape[0] // factor, image_shape[1] // factor, conv_filters[-1])
+    h = hidden(lambda **options: keras.layers.Dense(int(np.prod(grid)), **options), h, "decoder_grid")
+    h = keras.layers.Reshape(grid)(h)
+    for index, filters in enumerate(reversed(conv_filters[:-1])):
+        h = hidden(lambda **options: keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", **options),
+                   h, f"decoder_conv_{index}")
+    h = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation=output_activation,
+                                     name=f"decoder_conv_{len(conv_filters) - 1}")(h)
+    return keras.layers.Reshape(image_shape, name="image")(h)
+
+
+def image_size(images) -> tuple[int, int]:
+    """(H, W) of a symbolic (B, H, W) batch of images."""
+    return tuple(images.shape[1:3])
+
+
+def optimizer(config) -> keras.optimizers.Optimizer:
+    """The optimizer named in a model's params, at its learning rate."""
+    return make_optimizer(config.optimizer, config.learning_rate, clip_norm=config.gradient_clip_norm)
+
+
+class PerImageObjective(FamilyModel, keras.Model):
+    """A model trained by minimising the mean of one per-image loss.
+
+    Subclasses define `per_image_loss(images, training) -> (B,)`. The flow (bits per
+    dimension) and DDPM (noise MSE) are both this; the metric averages per image, so a
+    short last batch weighs by its size.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            per_image = self.per_image_loss(images, training=True)
+            loss = replica_share(keras.ops.mean(per_image))
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.loss_tracker.update_state(per_image)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        self.loss_tracker.update_state(self.per_image_loss(images, training=False))
+        return {"loss": self.loss_tracker.result()}
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    """The numbers training learns (the lecture's "this simple model has 200K parameters!"): weights and
+    biases, not an autoencoder's fitted Gaussian, batch-normalisation statistics or an optimizer's state."""
+    return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
+
+
+def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):
+    """network(inputs) in inference mode, as NumPy, a batch at a time.
+
+    A direct (eager) call: `Model.predict` builds a data pipeline per call, which costs more than
+    a small network's forward pass (13x slower for 1000 8x8 samples, benchmarks/families.py), and
+    `predict_on_batch` first traces a graph (0.2-0.5 s), which only a loop of many calls repays
+    (the DDPM sampler's, see genlab.models.diffusion).
+    """
+    batches = [network(inputs[start:start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
+    if isinstance(batches[0], (list, tuple)):  # several outputs, e.g. a VAE encoder's mean and log-variance
+        return [np.concatenate([np.asarray(batch[index]) for batch in batches]) for index in range(len(batches[0]))]
+    return np.concatenate([np.asarray(batch) for batch in batches])
+
+
+def prior_noise(count: int, dims: int, seed: int, temperature: float = 1.0) -> np.ndarray:
+    """`count` draws of z ~ N(0, T^2 I) in `dims` dimensions at temperature T, the same for the same seed:
+    what the VAE, the GAN and the flow sample from."""
+    return temperature * np.random.default_rng(seed).standard_normal((count, dims)).astype(np.float32)
