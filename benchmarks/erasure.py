@@ -2,7 +2,7 @@
 
 Does restoring a degraded image turn a rare digit into a common one, and does that go away when the
 data is balanced? Three runs of the whole pipeline, each in a scratch copy of the project
-(`genlab.sandbox`; nothing is written to your workspace):
+(`tests/sandbox.py`; nothing is written to your workspace):
 
 - balanced: the project's params.yaml (or `--config`) as it is;
 - fraction: with `data.keep_fraction: {C: F}` (only F of the training images of class C kept);

@@ -8,7 +8,7 @@ before and after: `--against 0ed5aa4`, the code when it was taken up).
 
     .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--model ae_sigmoid_bce] [--against REV]
 
-Runs in a scratch copy of the project (genlab.sandbox), never in your workspace, and
+Runs in a scratch copy of the project (tests/sandbox.py), never in your workspace, and
 prints a Markdown report; `--json PATH` also saves the raw figures. Targets (issues 2 and 16):
 full pipeline <= 180 s, each stage <= 2 GB, no-op repro < 5 s, tracking overhead < 10%.
 """

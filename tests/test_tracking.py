@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
@@ -87,3 +88,44 @@ def test_first_use_of_a_new_store_from_several_processes(tmp_path):
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in outputs]
     assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_in_the_middle_of_a_store_call_stops_the_run_as_killed(monkeypatch, tmp_path, signum):
+    """SIGTERM (or Ctrl-C) while MLflow reads or writes the SQLite store: the call finishes, then the signal
+    stops the stage, and its run is marked KILLED at once. (Raised inside SQLAlchemy's execute, the exception
+    left the store locked by the connection SQLAlchemy closed under it: marking the run KILLED failed with
+    "database is locked" after MLflow's 20-s busy timeout.)"""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from genlab.runtime.stage import Terminated, _terminate
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    experiment_id = tracking.setup("unit")
+    armed = []
+
+    def signal_mid_query(conn, cursor, statement, parameters, context, executemany):
+        # the run's row read and not yet fetched: the statement holds the store's lock
+        if armed and statement.lstrip().upper().startswith("SELECT") and "FROM runs" in statement:
+            armed.clear()
+            signal.raise_signal(signum)  # its Python handler runs here, as a signal's would between two bytecodes
+
+    previous = signal.signal(signum, _terminate if signum == signal.SIGTERM else signal.default_int_handler)
+    event.listen(Engine, "after_cursor_execute", signal_mid_query)
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt) as stopped, tracking.run(experiment_id, run_name="m") as run_id:
+            metrics = tracking.MetricBuffer()
+            metrics.add({"loss": 1.0}, step=1)
+            armed.append(True)
+            metrics.flush()
+        assert time.monotonic() - started < 10
+    finally:
+        event.remove(Engine, "after_cursor_execute", signal_mid_query)
+        signal.signal(signum, previous)
+    assert not armed  # the signal came
+    assert isinstance(stopped.value, Terminated) == (signum == signal.SIGTERM)
+    info = tracking.run_info(run_id)
+    assert info["status"] == "KILLED" and info["metrics"] == {"loss": 1.0}  # the batch was written, then it stopped

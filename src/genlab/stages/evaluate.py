@@ -27,7 +27,8 @@ from genlab.runtime.stage import argument_parser, run_stage
 from genlab.training.summary import RUN_FILE, SUMMARY_FILE, describe_training
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_arguments(argv: list[str] | None):
+    """The command line DVC runs (dvc.yaml)."""
     parser = argument_parser(__doc__)
     parser.add_argument("model", help="a key of `models:` in params.yaml")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
@@ -37,7 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restore", required=True, help="the restoration metrics JSON (DVC metrics)")
     parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training, sampling, restoring)")
     parser.add_argument("--out", required=True, help="folder for figures and the rows compare lines up")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     params = load_params(args.params)
     prepared = splits.load_prepared(args.data)
     report.check_settings(params, prepared)

@@ -19,12 +19,17 @@ from genlab.runtime.files import atomic_dir, write_json
 from genlab.runtime.stage import argument_parser, run_stage
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_arguments(argv: list[str] | None):
+    """The command line DVC runs (dvc.yaml)."""
     parser = argument_parser(__doc__)
     parser.add_argument("--out", required=True, help="folder for the judge's weights and config")
     parser.add_argument("--metrics", required=True, help="the judge's metrics JSON (DVC metrics)")
     parser.add_argument("--timings", required=True, help="the wall-clock times JSON (training)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     params = load_params(args.params)
     config = params.judge
     prepared = splits.load_prepared(args.data)

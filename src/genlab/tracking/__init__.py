@@ -10,14 +10,17 @@ current folder. Library code returns values; stages log them through here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import io
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +33,50 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 class TrackingUnavailable(RuntimeError):
     """The tracking server or store cannot be reached; nothing was trained."""
+
+
+_STOPPING = (signal.SIGTERM, signal.SIGINT)
+_Call = TypeVar("_Call", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and Ctrl-C that come during the block stop the stage when it ends, as they would have stopped it.
+
+    Their handlers raise (genlab.runtime.stage's Terminated, Python's KeyboardInterrupt) at whatever line the
+    main thread is on. Inside SQLAlchemy's execute, such an exception counts as the process's exit: SQLAlchemy
+    closes the SQLite connection without closing the statement in progress, and a connection closed so keeps
+    its lock on mlflow.db for as long as that statement lives, which the exception's traceback keeps alive.
+    Marking the run KILLED then waited out MLflow's busy timeout (20 s) and failed with "database is locked"
+    (a CI run's SIGTERM). So every call to the store goes through this block, and the signal's handler runs
+    when the call has finished: a moment later (a model's logging: its seconds), with the store as it should
+    be. Only for a SQLite store: a tracking server's requests (minutes, with their retries) stay interruptible."""
+    if threading.current_thread() is not threading.main_thread() or not tracking_uri().startswith("sqlite:"):
+        yield  # (signal handlers run in the main thread only)
+        return
+    pending: list[int] = []
+    held = {}
+    for signum in _STOPPING:
+        handler = signal.getsignal(signum)
+        if callable(handler):  # a Python handler; SIG_DFL ends the process, SIG_IGN does nothing: left as they are
+            held[signum] = handler
+            signal.signal(signum, lambda received, frame: pending.append(received))
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        for signum in pending:  # an enclosing block's holder records it in turn
+            held[signum](signum, None)
+
+
+def _store_call(function: _Call) -> _Call:
+    """`function` runs with SIGTERM and Ctrl-C held until it returns (`_signals_held`)."""
+    @functools.wraps(function)
+    def held(*args, **kwargs):
+        with _signals_held():
+            return function(*args, **kwargs)
+    return held  # type: ignore[return-value]
 
 
 def project_root() -> Path:
@@ -67,6 +114,7 @@ def _check_server(uri: str, timeout: float = 10.0) -> None:
             f"MLFLOW_TRACKING_URI to use the local store {project_root() / DB_FILE}") from None
 
 
+@_store_call
 def setup(experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it on first use."""
     import mlflow
@@ -126,25 +174,34 @@ def provenance_tags(stage: str, data_md5: str | None = None) -> dict[str, str]:
 @contextlib.contextmanager
 def run(experiment_id: str | None = None, run_name: str | None = None, run_id: str | None = None,
         tags: dict[str, str] | None = None) -> Iterator[str]:
-    """Start (or, with `run_id`, continue) a run; yield its id. An exception marks it FAILED with the reason."""
+    """Start (or, with `run_id`, continue) a run; yield its id. An exception marks it FAILED with the reason
+    (KILLED for SIGTERM or Ctrl-C)."""
     import mlflow
 
-    active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags)
+    active = None
     try:
+        with _signals_held():  # one that came meanwhile raises in this try: the new run is marked KILLED
+            active = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name, tags=tags)
         yield active.info.run_id
     except BaseException as error:
-        mlflow.set_tag(f"{TAG_PREFIX}failure", f"{type(error).__name__}: {error}"[:4000])
-        mlflow.end_run(status="FAILED" if not isinstance(error, KeyboardInterrupt) else "KILLED")
+        if active is None:  # MLflow could not start it
+            raise
+        with _signals_held():
+            mlflow.set_tag(f"{TAG_PREFIX}failure", f"{type(error).__name__}: {error}"[:4000])
+            mlflow.end_run(status="FAILED" if not isinstance(error, KeyboardInterrupt) else "KILLED")
         raise
-    mlflow.end_run()
+    with _signals_held():
+        mlflow.end_run()
 
 
+@_store_call
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     mlflow.log_params({key: str(value) for key, value in params.items()})
 
 
+@_store_call
 def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
                 dataset: Any = None) -> None:
     """Finite values only; `model_id` links them to a LoggedModel (the experiment's Models tab shows them),
@@ -155,6 +212,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: st
     mlflow.log_metrics(finite, step=step, model_id=model_id, dataset=dataset)
 
 
+@_store_call
 def describe(text: str) -> None:
     """The active run's description, shown at the top of its page (the tag MLflow's `description=` sets)."""
     import mlflow
@@ -198,7 +256,8 @@ class MetricBuffer:
         from mlflow.tracking import MlflowClient
 
         if self.pending and mlflow.active_run() is not None:
-            MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self.pending)
+            with _signals_held():
+                MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self.pending)
         self.pending = []
         self.flushed_at = time.monotonic()
 
@@ -242,12 +301,14 @@ def model_run_tags(stage: str, model: str, family: str, data_md5: str) -> dict[s
     return provenance_tags(stage, data_md5) | {f"{TAG_PREFIX}model": model, f"{TAG_PREFIX}family": family}
 
 
+@_store_call
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
     mlflow.set_tags(tags)
 
 
+@_store_call
 def _run_info(run_id: str | None):
     """The run's info, or None when this store lacks it (after `mlflow.db` was removed or the URI changed)."""
     import mlflow
@@ -291,6 +352,7 @@ def lock_tags(stages: list[str], lock_file: str | Path = "dvc.lock") -> dict[str
             for stage in stages if stage in recorded}
 
 
+@_store_call
 def metric_steps(run_id: str, key: str) -> set[int]:
     """The steps at which a run has logged `key`."""
     from mlflow.tracking import MlflowClient
@@ -298,6 +360,7 @@ def metric_steps(run_id: str, key: str) -> set[int]:
     return {point.step for point in MlflowClient().get_metric_history(run_id, key)}
 
 
+@_store_call
 def tag_run(run_id: str, key: str, value: str) -> bool:
     """Tag another run (compare links the model runs it compares); False if the store lacks it."""
     from mlflow.tracking import MlflowClient
@@ -308,6 +371,7 @@ def tag_run(run_id: str, key: str, value: str) -> bool:
     return True
 
 
+@_store_call
 def log_image(image: np.ndarray, key: str, step: int) -> None:
     """An image with a step: MLflow's UI shows how it changes over training.
 
@@ -318,6 +382,7 @@ def log_image(image: np.ndarray, key: str, step: int) -> None:
     mlflow.log_image(image, key=key, step=step, synchronous=True)
 
 
+@_store_call
 def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -328,6 +393,7 @@ def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
+@_store_call
 def log_table(rows: Any, artifact_file: str) -> None:
     """A pandas DataFrame shown as a table in the run's artifacts and its experiment's artifact view
     (`artifact_file` ends in .json). A stage that runs again in the same run replaces the table:
@@ -347,6 +413,7 @@ def log_table(rows: Any, artifact_file: str) -> None:
         mlflow.log_artifact(str(Path(scratch) / file_name), folder or None)
 
 
+@_store_call
 def run_info(run_id: str) -> dict[str, Any]:
     """Status, metrics, params and tags of a run (for tests and the end-of-run summary)."""
     from mlflow.tracking import MlflowClient
@@ -365,6 +432,7 @@ REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pydantic", 
                 "filelock", "h5py", "tqdm")
 
 
+@_store_call
 def log_generator(model_dir: str | Path, name: str, image_shape: tuple[int, ...], step: int,
                   tags: dict[str, str] | None = None) -> str:
     """Log the model in `model_dir` (weights and config) to the active run as an MLflow LoggedModel: a
@@ -404,6 +472,7 @@ def existing_logged_model(model_id: str | None) -> str | None:
     return model_id if logged_model_exists(model_id) else None
 
 
+@_store_call
 def logged_model_exists(model_id: str | None) -> bool:
     """Whether this store holds the LoggedModel (not when the model was trained against another store)."""
     import mlflow
@@ -417,6 +486,7 @@ def logged_model_exists(model_id: str | None) -> bool:
     return True
 
 
+@_store_call
 def register_champion(model_id: str, registered_name: str) -> str:
     """Register the LoggedModel under `registered_name`, point the `champion` alias at the new version and
     return that version."""
@@ -442,6 +512,7 @@ def register_best(model: str, model_id: str | None, registered_name: str) -> str
     return version
 
 
+@_store_call
 def log_splits(prepared, data_dir: str | Path, digest: str, splits: tuple[str, ...]) -> dict[str, Any]:
     """Record the prepared splits the active run uses as MLflow datasets (contexts train, validation, test):
     named `<source>-<split>`, with the prepared data's md5 as digest (MLflow's own numpy digest reads only
