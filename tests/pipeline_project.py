@@ -18,6 +18,7 @@ TINY_NETWORKS = {
     "gan": dict(latent_dim=4, generator_units=(16,), discriminator_units=(16,)),
     "flow": dict(num_couplings=2, hidden_units=(16,)),
     "diffusion": dict(num_timesteps=10, hidden_units=(16,), time_embedding_dim=8, num_inference_steps=3),
+    "ppca": dict(latent_dim=4, num_levels=17),
 }
 
 

@@ -20,7 +20,7 @@ from genlab.training import devices, fit
 SHAPE = (8, 8)
 # what each family can do beyond generating (docs/architecture.md); a new family adds its line
 CAPABILITIES = {"autoencoder": {Encoder, Searchable}, "vae": {Encoder, Searchable}, "gan": {Searchable},
-                "flow": {Searchable}, "diffusion": {GuidedRestorer}}
+                "flow": {Searchable}, "diffusion": {GuidedRestorer}, "ppca": {Encoder, Searchable}}
 
 
 @pytest.fixture(scope="module")

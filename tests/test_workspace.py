@@ -82,6 +82,19 @@ def assert_as_before(root: Path, before: dict[str, str], output: str, changed: s
     assert "Traceback" not in output
 
 
+def stage_processes(root: Path, command: str) -> list[str]:
+    """The pids of the processes running `command` in this project (not in another test run's)."""
+    found = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True).stdout.split()
+    here = []
+    for pid in found:
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == root.resolve():
+                here.append(pid)
+        except OSError:
+            continue
+    return here
+
+
 def wait_for_backup(root: Path, process: subprocess.Popen) -> None:
     """Until the training has saved an epoch (so it is mid-training, past every start-up check)."""
     deadline = time.monotonic() + 300
@@ -187,9 +200,9 @@ def test_a_stage_killed_with_sigkill_is_put_back_by_make_run(root):
     with long_training(root):
         process = start([sys.executable, "-m", "genlab.runtime.console", "repro"], root)  # what `make run` runs
         wait_for_backup(root, process)
-        stage = subprocess.run(["pgrep", "-f", f"genlab.stages.train {MODEL}"], capture_output=True, text=True)
-        assert stage.stdout.split()
-        for pid in stage.stdout.split():  # the stage alone, as the kernel's OOM killer would
+        stage = stage_processes(root, f"genlab.stages.train {MODEL}")
+        assert stage
+        for pid in stage:  # the stage alone, as the kernel's OOM killer would
             os.kill(int(pid), signal.SIGKILL)
         output, _ = process.communicate(timeout=120)
         assert process.returncode != 0 and f"failed to reproduce 'train@{MODEL}'" in output
@@ -219,7 +232,7 @@ def test_two_dvc_repro_at_once_the_second_is_refused_cleanly(root):
     before = snapshot(root)
     first = start(["dvc", "repro", "-s", "-f", f"evaluate@{MODEL}"], root)
     deadline = time.monotonic() + 120
-    while not subprocess.run(["pgrep", "-f", f"genlab.stages.evaluate {MODEL}"], capture_output=True).stdout:
+    while not stage_processes(root, f"genlab.stages.evaluate {MODEL}"):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
     output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)  # what `make run` runs

@@ -479,11 +479,22 @@ class DiffusionParams(ImageNetworkParams):
         return self
 
 
+class PpcaParams(TrainingParams):
+    """Probabilistic PCA: the linear autoencoder with a density, x = W z + mu + noise, z ~ N(0, I) of
+    latent_dim numbers, trained by its exact likelihood (genlab.models.ppca)."""
+
+    bottleneck: ClassVar[bool] = True
+    family: Literal["ppca"]
+    latent_dim: PositiveInt = 16
+    num_levels: Annotated[StrictInt, Field(ge=2, le=65536)] = 256  # grey levels dequantised (uniform noise)
+    temperature: Temperature = 1.0  # samples decode z ~ N(0, T^2 I)
+
+
 # family name -> schema of its hyperparameters; the registry builds the family from genlab/models/<family>.py
 # (a new family: its schema above and one entry here; docs/architecture.md, "Adding a family").
 FAMILY_PARAMS: dict[str, type[TrainingParams]] = {"autoencoder": AutoencoderParams, "vae": VaeParams,
                                                    "gan": GanParams, "flow": FlowParams,
-                                                   "diffusion": DiffusionParams}
+                                                   "diffusion": DiffusionParams, "ppca": PpcaParams}
 
 
 def _model_params(data: Any) -> Any:

@@ -276,8 +276,8 @@ def _receive(connection: socket.socket, timeout: float | None = None) -> dict | 
 
 def serve(name: str, owned_by: tuple[int, int]) -> int:
     """Listen on `name`, import the libraries, then fork a child per request until the owner has ended and
-    the last child with it. Returns 0 in the server when it leaves; in a child, runs the stage and returns
-    its exit status.
+    the last child with it; then the server exits. In a child, runs the stage and returns its exit status
+    (0 in a server that never served: its owner had ended, or another server has the name).
 
     A request that comes while the libraries are imported is forked between two of them (TensorFlow, the
     longest, last): the stage imports the rest itself, and a stage without TensorFlow (the audit after
@@ -308,8 +308,8 @@ def serve(name: str, owned_by: tuple[int, int]) -> int:
         serving = watched.alive()
         if not serving:  # no new stage: the owner has ended; the running ones end with their commands
             listener.close()
-            if not children:
-                return 0
+            if not children:  # leave at once: the interpreter's teardown of TensorFlow's modules takes seconds
+                os._exit(0)
         waiting = [wakeup_read, listener, *watched.fds()] if serving else [wakeup_read]
         ready, _, _ = select.select(waiting, [], [], watched.poll_seconds if serving else 1.0)
         if wakeup_read in ready:

@@ -38,8 +38,8 @@ class Generator(PythonModel):
 
     def _encoder(self):
         if not isinstance(self.model, Encoder):
-            raise TypeError(f"a {self.config.family} model generates but has no encoder: only the autoencoders "
-                            f"and the VAE reconstruct")
+            raise TypeError(f"a {self.config.family} model generates but has no encoder (genlab.models.contract: "
+                            f"an Encoder reconstructs, as the autoencoders, the VAE and PPCA do)")
         return self.model
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
