@@ -314,7 +314,7 @@ def test_another_user_s_request_is_refused(probe):
     probe("exit", "0").communicate(timeout=300)  # the server is up
     (probe.out / "facts.json").unlink()
     env = probe.env
-    owned_by = (os.getpid(), forkserver._process(os.getpid())[2])  # the probe commands' owner: this process
+    owned_by = (os.getpid(), forkserver._process(os.getpid()).started)  # the probe commands' owner: this process
     name = subprocess.run([sys.executable, "-c", f"from genlab.runtime import forkserver; "
                                                  f"print(forkserver.address({owned_by!r}))"],
                           env=env, capture_output=True, text=True, check=True).stdout.strip()

@@ -4,9 +4,9 @@ Every family's model is a `Generator`: it samples, shows its progress while it t
 metrics and says what kind of likelihood it gives. Some families can do more, and say so by having the
 methods of a capability:
 
-- `Encoder`: it maps an image to a code and back (the autoencoders, the VAE);
+- `Encoder`: it maps an image to a code and back (the autoencoders, the VAE, PPCA);
 - `Searchable`: it generates from a latent space that can be searched for an image (PULSE's search:
-  the autoencoders, the VAE, the GAN, the flow);
+  the autoencoders, the VAE, the GAN, the flow, PPCA);
 - `GuidedRestorer`: its sampler can be conditioned on a degraded image (DDPM).
 
 The stages, the restoration, the comparison and the pyfunc wrapper ask `isinstance(model, Encoder)`
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
 Likelihood = Literal["exact", "bound", "none"]  # a flow's is exact, a VAE's a bound, a GAN's none
-LIKELIHOODS: tuple[str, ...] = ("exact", "bound", "none")
+LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
 
 
 @dataclass(frozen=True)

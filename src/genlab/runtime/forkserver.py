@@ -56,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 SWITCH_ENV = "GENLAB_FORKSERVER"  # "0": every stage in a process of its own
 REPORT_ENV = "GENLAB_STAGE_REPORT"  # a file: the command appends its stage's seconds and peak memory (benchmarks)
@@ -104,22 +105,28 @@ def owner() -> tuple[int, int] | None:
         found = _process(pid)
         if found is None:
             return None
-        name, parent, started = found
-        if name not in SHELLS:
-            return pid, started
-        pid = parent
+        if found.name not in SHELLS:
+            return pid, found.started
+        pid = found.parent
     return None
 
 
-def _process(pid: int) -> tuple[str, int, int] | None:
-    """A process's name, parent and start time (in clock ticks after boot), from /proc/<pid>/stat."""
+class Process(NamedTuple):
+    name: str
+    state: str  # "Z": ended, not yet reaped
+    parent: int
+    started: int  # clock ticks after boot
+
+
+def _process(pid: int) -> Process | None:
+    """A process's name, state, parent and start time, from /proc/<pid>/stat."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             text = stat.read()
     except OSError:
         return None
     name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-    return name, int(rest[1]), int(rest[19])  # fields 4 (ppid) and 22 (starttime)
+    return Process(name, rest[0], int(rest[1]), int(rest[19]))  # fields 3, 4 (ppid) and 22 (starttime)
 
 
 def address(owned_by: tuple[int, int]) -> str:
@@ -347,15 +354,7 @@ class Owner:
         if self.pidfd is not None and select.select([self.pidfd], [], [], 0)[0]:
             return False  # a pidfd is readable once its process has ended
         found = _process(self.pid)
-        return found is not None and found[2] == self.started and _state(self.pid) != "Z"
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
+        return found is not None and found.started == self.started and found.state != "Z"
 
 
 def _fork_for_request(listener: socket.socket, children: dict, closed_in_child: tuple[int, int]) -> int | None:

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     prepared = splits.load_prepared(args.data)
+    data_md5 = splits.data_hash(args.data)
     found = audit.audit(prepared, params.audit, params.data, params.validation.max_class_kl)
     with atomic_dir(args.out) as staging:
         write_folder(staging, found)
@@ -39,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     line = audit.describe(found)
     experiment_id = tracking.setup(params.tracking.experiment)
     with tracking.run(experiment_id, run_name="audit",
-                      tags=tracking.provenance_tags("audit", splits.data_hash(args.data))):
+                      tags=tracking.provenance_tags("audit", data_md5)):
         tracking.log_params(params.audit.model_dump() | {"source": prepared.source,
                                                          "keep_fraction": dict(params.data.keep_fraction),
                                                          "keep_subgroup": dict(params.data.keep_subgroup)})
-        tracking.log_splits(prepared, args.data, splits.data_hash(args.data), ("train", "validation", "test"))
+        tracking.log_splits(prepared, args.data, data_md5, ("train", "validation", "test"))
         scalars, table = audit.run_metrics(found.metrics, AUDIT_METRICS)
         tracking.log_metrics(scalars)
         tracking.log_table(table, "tables/splits.json")

@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     devices.set_seed(config.seed)
     judge = judges.build(config, prepared.image_shape, prepared.num_classes)
     log = tracking.EpochLog(None, 0, resumed_run=None)
-    tags = tracking.provenance_tags("judge", splits.data_hash(args.data)) | {f"{tracking.TAG_PREFIX}role": "judge"}
+    data_md5 = splits.data_hash(args.data)
+    tags = tracking.provenance_tags("judge", data_md5) | {f"{tracking.TAG_PREFIX}role": "judge"}
     with tracking.run(experiment_id, run_name="judge", tags=tags) as run_id:
         tracking.log_params(config.model_dump() | {"num_classes": prepared.num_classes})
-        datasets = tracking.log_splits(prepared, args.data, splits.data_hash(args.data),
-                                       ("train", "validation", "test"))
+        datasets = tracking.log_splits(prepared, args.data, data_md5, ("train", "validation", "test"))
         result = fit.fit(judge.classifier, prepared.train.x, prepared.validation.x, epochs=config.epochs,
                          batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                          on_epoch=log.on_epoch, targets=(prepared.train.y, prepared.validation.y), seed=config.seed,
