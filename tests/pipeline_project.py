@@ -10,7 +10,8 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("ae_a", "ae_b", "vae_c", "gan_d", "flow_e", "ddpm_f")
-ENCODERS = ("ae_a", "ae_b", "vae_c")
+PRIORS = ("ldm_g",)  # latent diffusion over ae_a's codes (`priors:`)
+ENCODERS = ("ae_a", "ae_b", "vae_c", "ldm_g")  # ldm_g decodes with ae_a's decoder
 # the smallest dense network of each family on the 8x8 digits, for tests that train every family in process
 TINY_NETWORKS = {
     "autoencoder": dict(hidden_units=(16,), latent_dim=4),
@@ -22,8 +23,9 @@ TINY_NETWORKS = {
 }
 
 
-def tiny_params(models: tuple[str, ...] = MODELS) -> dict:
-    """The project's params.yaml with tiny models and a small judge: a whole `dvc repro` in about two minutes."""
+def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None = None) -> dict:
+    """The project's params.yaml with tiny models and a small judge: a whole `dvc repro` in about two minutes.
+    The priors (PRIORS) come with the whole set of models, and for a subset only when named."""
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"]["grid_every_epochs"] = 2
     model = dict(family="autoencoder", hidden_units=[16], latent_dim=4, hidden_activation="relu",
@@ -40,6 +42,10 @@ def tiny_params(models: tuple[str, ...] = MODELS) -> dict:
              "ddpm_f": dict(family="diffusion", num_timesteps=10, hidden_units=[16], time_embedding_dim=8,
                             num_inference_steps=5, batch_size=64, epochs=5)}
     params["models"] = {name: every[name] for name in models}
+    every_prior = {"ldm_g": dict(encoder="ae_a", family="diffusion", num_timesteps=10, hidden_units=[16],
+                                 time_embedding_dim=8, sampler="ddim", num_inference_steps=5, batch_size=64, epochs=5)}
+    params["priors"] = {name: every_prior[name] for name in (PRIORS if priors is None and models == MODELS
+                                                              else priors or ())}
     params["evaluate"]["num_samples"] = 100
     params["evaluate"]["kid_subsets"] = 10
     params["restore"] |= {"num_images": 40, "search_steps": 10, "search_restarts": 2, "permutations": 200}
@@ -54,6 +60,7 @@ def tiny_params(models: tuple[str, ...] = MODELS) -> dict:
 # (the flow's likelihood over 256 grey levels, DDPM's patched U-Net); the VAE and the GAN on real 28x28
 # images are in test_networks.py, one dvc stage pair fewer each
 MNIST_MODELS = ("ae_784", "flow_conv", "ddpm_conv")
+MNIST_PRIORS = ("ae_784_flow_prior",)  # a RealNVP over ae_784's codes
 
 
 def tiny_mnist_params() -> dict:
@@ -73,6 +80,8 @@ def tiny_mnist_params() -> dict:
                           num_inference_steps=4) | common,
     }
     params["models"] = {name: every[name] for name in MNIST_MODELS}
+    params["priors"] = {"ae_784_flow_prior": dict(encoder="ae_784", family="flow", num_couplings=4, hidden_units=[32])
+                        | common}
     return params
 
 

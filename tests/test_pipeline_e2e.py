@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 import sandbox
 import yaml
-from pipeline_project import ENCODERS, MODELS, stages_run, tiny_params
+from pipeline_project import ENCODERS, PRIORS, stages_run, tiny_params
+from pipeline_project import MODELS as FAMILY_MODELS
+
+MODELS = FAMILY_MODELS + PRIORS  # a prior over codes is a model like any other, with stages of its own
+
+
+def stage_of(step: str, name: str) -> str:
+    """train@ae_a, or train_prior@ldm_g."""
+    return f"{step}_prior@{name}" if name in PRIORS else f"{step}@{name}"
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +39,8 @@ def mlflow_rows(root: Path, query: str, *args) -> list[tuple]:
 
 def test_first_repro_runs_every_stage(project):
     _, info = project
-    expected = {"prepare", "audit", "judge", "compare"} | {f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS}
+    expected = {"prepare", "audit", "judge", "compare"} | {
+        stage_of(step, name) for step in ("train", "evaluate") for name in MODELS}
     assert stages_run(info["first"]) == expected
 
 
@@ -138,7 +147,7 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
 
 
 RESTORE_METHODS = {"ae_a": {"search", "encode"}, "ae_b": {"search", "encode"}, "vae_c": {"search", "encode"},
-                   "gan_d": {"search"}, "flow_e": {"search"}, "ddpm_f": {"guided"}}
+                   "gan_d": {"search"}, "flow_e": {"search"}, "ddpm_f": {"guided"}, "ldm_g": {"search", "encode"}}
 
 
 def test_every_model_restores_every_task_and_is_measured_for_erasure(project):
@@ -207,12 +216,12 @@ def test_mlflow_store_holds_runs_histories_images_and_links(project):
         assert mlflow_rows(root, "select value from metrics where run_uuid = ? and key = ?", runs[name], test_metric)
         tags = dict(mlflow_rows(root, "select key, value from tags where run_uuid = ?", runs[name]))
         assert tags["genlab.comparison_run_id"] == runs["comparison"]
-        assert tags["genlab.dvc_stage"] == f"train@{name}"
+        assert tags["genlab.dvc_stage"] == stage_of("train", name)
         assert tags["genlab.diagnosis"] in {"still_learning", "converged", "jumpy", "overfitting"}
         assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
         assert tags["genlab.data_md5"] == json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
         lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]  # what reproduces the run
-        for stage in (f"train@{name}", f"evaluate@{name}"):
+        for stage in (stage_of("train", name), stage_of("evaluate", name)):
             recorded = dict(item.split("=") for item in tags[f"genlab.dvc_lock.{stage.replace('@', '/')}"].split())
             assert recorded == {dep["path"]: dep["md5"] for dep in lock[stage]["deps"]}
         assert "genlab.version.tensorflow" in tags and "genlab.version.keras" in tags
@@ -261,7 +270,7 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     data_md5 = json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
     for name, run in model_runs(client).items():
         keys = set(run.data.metrics)
-        assert len(keys) <= 36, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
+        assert len(keys) <= 37, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
         assert ({key.split("/")[0] for key in keys}
                 == {"train", "test", "bias", "restore", "timing"}), (name, sorted(keys))
         assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
@@ -338,15 +347,16 @@ def test_a_changed_raw_data_file_makes_prepare_stale(project):
 
 def test_an_edit_of_one_family_makes_only_its_models_stale(project):
     """dvc.yaml lists each model's own family file: a comment appended to diffusion.py makes only the DDPM's
-    stages stale (compare follows them in a repro; DVC's status names only the stages whose own deps changed).
-    tests/test_dvc_deps.py checks every stage's list against its imports."""
+    stages stale, and those of the latent diffusion over ae_a's codes (compare follows them in a repro; DVC's
+    status names only the stages whose own deps changed). tests/test_dvc_deps.py checks every stage's list
+    against its imports."""
     root, _ = project
     family = root / "src/genlab/models/diffusion.py"
     original = family.read_text()
     family.write_text(original + "# an edit\n")
     try:
         stale = json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout)
-        assert set(stale) == {"train@ddpm_f", "evaluate@ddpm_f"}, stale
+        assert set(stale) == {"train@ddpm_f", "evaluate@ddpm_f", "train_prior@ldm_g", "evaluate_prior@ldm_g"}, stale
     finally:
         family.write_text(original)
     assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
@@ -371,6 +381,17 @@ def test_changing_one_model_reruns_only_its_stages(project):
     exp_runs = mlflow_rows(root, "select r.name, t.value from runs r join tags t on r.run_uuid = t.run_uuid "
                                  "where t.key = 'genlab.dvc_exp_name'")
     assert {name for name, _ in exp_runs} == {"ae_b", "comparison"}
+
+
+def test_changing_a_prior_retrains_the_prior_and_not_its_encoder(project):
+    """The prior over ae_a's codes is a stage of its own after ae_a's: an experiment on the prior's settings
+    reruns only the prior's stages and compare."""
+    root, _ = project
+    done = sandbox.run(["dvc", "exp", "run", "-S", "priors.ldm_g.epochs=3"], root)
+    assert stages_run(done.stdout) == {"train_prior@ldm_g", "evaluate_prior@ldm_g", "compare"}, done.stdout
+    assert (root / "reports/train/ldm_g.csv").read_text().count("\n") == 4  # header + 3 epochs
+    back = sandbox.run(["dvc", "exp", "run", "-S", "priors.ldm_g.epochs=5"], root)  # from DVC's run-cache
+    assert stages_run(back.stdout) == set(), back.stdout
 
 
 def test_an_experiment_run_before_comes_back_from_the_run_cache(project):

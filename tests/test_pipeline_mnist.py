@@ -15,13 +15,15 @@ import math
 import numpy as np
 import pytest
 import sandbox
-from pipeline_project import MNIST_MODELS, PROJECT, stages_run, tiny_mnist_params
+from pipeline_project import MNIST_MODELS as MNIST_FAMILY_MODELS
+from pipeline_project import MNIST_PRIORS, PROJECT, stages_run, tiny_mnist_params
 
 from genlab.config.params import parse_params
 from genlab.data import splits
 from genlab.runtime import console
 
 pytestmark = pytest.mark.e2e
+MNIST_MODELS = MNIST_FAMILY_MODELS + MNIST_PRIORS  # and a RealNVP over ae_784's codes
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def read(root, path: str) -> dict:
 def test_every_stage_runs_on_the_real_images(mnist_project):
     root, output = mnist_project
     assert stages_run(output) == {"prepare", "audit", "judge", "compare"} | {
-        f"{stage}@{name}" for stage in ("train", "evaluate") for name in MNIST_MODELS}
+        f"{stage}@{name}" for stage in ("train", "evaluate") for name in MNIST_FAMILY_MODELS} | {
+        f"{stage}_prior@{name}" for stage in ("train", "evaluate") for name in MNIST_PRIORS}
     meta = read(root, "data/prepared/meta.json")
     assert meta["source"] == "mnist_sample" and meta["image_shape"] == [28, 28]
     expected = splits.split_sizes(400, parse_params(tiny_mnist_params()).data.split)  # up to a class or two
@@ -67,8 +70,13 @@ def test_every_model_is_measured_by_a_convolutional_judge_beside_the_floor(mnist
     assert 0 < read(root, "reports/eval/flow_conv.json")["test_nll_bits_per_dim"] < 9
     # reconstruction errors per class of the real test digits
     assert set(read(root, "reports/eval/ae_784.json")["per_class"]["mse"]) == {str(k) for k in range(10)}
+    # the ceiling of what decodes from ae_784's codes: the same for the autoencoder and the prior over its codes
+    ceiling = read(root, "reports/eval/ae_784.json")["reconstruction_fid"]
+    assert ceiling > 0 and read(root, "reports/eval/ae_784_flow_prior.json")["reconstruction_fid"] == ceiling
+    assert (root / "reports/eval/ae_784_flow_prior/priors.png").stat().st_size > 1000
     # restored at 28x28: the 7x7 average pooling (factor 4), a 14x14 block, every family's own method
-    for name, method in (("ae_784", "search"), ("flow_conv", "search"), ("ddpm_conv", "guided")):
+    for name, method in (("ae_784", "search"), ("flow_conv", "search"), ("ddpm_conv", "guided"),
+                         ("ae_784_flow_prior", "search")):
         restored = read(root, f"reports/restore/{name}.json")
         assert restored["num_images"] == 30 and restored["upsample"][method]["psnr"] > 0
         with np.load(root / f"reports/eval/{name}/restoration_grid.npz") as grids:

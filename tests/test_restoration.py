@@ -242,6 +242,7 @@ def test_only_the_evaluate_stages_read_the_restore_settings():
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     readers = {name for name, stage in stages.items()
                if any(str(entry).split(".")[0] == "restore" for entry in (stage.get("do", stage).get("params") or []))}
-    assert readers == {"evaluate"}
-    assert "--restore reports/restore/${key}.json" in stages["evaluate"]["do"]["cmd"]
+    assert readers == {"evaluate", "evaluate_prior"}  # a model's and a prior's over codes
+    for reader in readers:
+        assert "--restore reports/restore/${key}.json" in stages[reader]["do"]["cmd"]
     assert "reports/restore" in stages["compare"]["deps"]

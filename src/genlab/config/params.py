@@ -509,6 +509,71 @@ def _model_params(data: Any) -> Any:
 ModelParams = Annotated[functools.reduce(operator.or_, FAMILY_PARAMS.values()), BeforeValidator(_model_params)]
 
 
+class PriorOverCodes(BaseModel):
+    """A learned prior over an encoder's codes ("a NN in the middle that approximates the true distribution
+    of the latent space"): an entry of `priors:`, the settings of its family (flow: a RealNVP over the codes;
+    diffusion: a DDPM over them, latent diffusion) with dense networks, and the `models:` entry whose codes
+    it models. Sampling draws codes from it and decodes them with that encoder's decoder."""
+
+    # what a network over images needs and a network over a vector of codes does not have
+    IMAGE_ONLY: ClassVar[tuple[str, ...]] = ("conv_filters", "patch_size", "num_scales", "learned_split_prior",
+                                             "num_levels", "logit_alpha", "precision")
+
+    encoder: ModelName  # an entry of `models:` with an encoder: an autoencoder, a VAE or PPCA
+    # the encoder's own entry, copied in by Params (saved with the model, which rebuilds the encoder from it)
+    encoder_model: ModelParams | None = None
+
+    @model_validator(mode="after")
+    def _dense_over_codes(self) -> PriorOverCodes:
+        fields = type(self).model_fields
+        image_only = [key for key in self.IMAGE_ONLY if key in fields and getattr(self, key) != fields[key].default]
+        if image_only:
+            raise ValueError(f"{', '.join(image_only)}: a setting of networks over images; a prior over codes "
+                             f"is a dense network over {self.family}'s vector of codes")
+        if getattr(self, "network", "dense") == "conv":
+            raise ValueError("network: conv is for images; a prior over codes is dense (use auto or dense)")
+        return self
+
+    def image_problem(self, image_shape: tuple[int, int]) -> str | None:
+        return None  # the codes' size is the encoder's latent_dim, whatever the images
+
+    def network_for(self, image_shape: tuple[int, int]) -> str:
+        return "dense"
+
+
+class FlowPriorParams(PriorOverCodes, FlowParams):
+    """A RealNVP over the codes: num_couplings dense couplings (hidden_units), alternating masks."""
+
+
+class DiffusionPriorParams(PriorOverCodes, DiffusionParams):
+    """A DDPM over the codes (latent diffusion): a dense noise predictor (hidden_units) with the time embedding."""
+
+
+class GanPriorParams(PriorOverCodes, GanParams):
+    """A GAN over the codes (a latent GAN): dense generator_units from latent_dim noise numbers to the codes,
+    dense discriminator_units."""
+
+    IMAGE_ONLY: ClassVar[tuple[str, ...]] = (*PriorOverCodes.IMAGE_ONLY, "discriminator_filters")
+
+
+# the families that can be a prior over codes -> the schema of such a prior
+PRIOR_PARAMS: dict[str, type[PriorOverCodes]] = {"flow": FlowPriorParams, "diffusion": DiffusionPriorParams,
+                                                 "gan": GanPriorParams}
+
+
+def _prior_params(data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping with an `encoder`, a `family` and its settings, "
+                         f"got {type(data).__name__}")
+    family = data.get("family")
+    if not isinstance(family, str) or family not in PRIOR_PARAMS:
+        raise ValueError(f"family: {family!r} cannot be a prior over codes; allowed: {sorted(PRIOR_PARAMS)}")
+    return PRIOR_PARAMS[family].model_validate(data)
+
+
+PriorParams = Annotated[functools.reduce(operator.or_, PRIOR_PARAMS.values()), BeforeValidator(_prior_params)]
+
+
 class JudgeParams(ImageNetworkParams):
     """The judge: a classifier of the real training split. Its last hidden layer (hidden_units[-1]
     numbers) gives the features of FID, KID, precision and recall; its predictions label samples."""
@@ -534,6 +599,25 @@ class Params(Section):
     compare: CompareParams = CompareParams()
     tracking: TrackingParams = TrackingParams()
     models: dict[ModelName, ModelParams] = Field(min_length=1)
+    # learned priors over an encoder's codes, each a model of its own (stages train_prior@ and evaluate_prior@)
+    priors: dict[ModelName, PriorParams] = {}
+
+    @model_validator(mode="after")
+    def _priors_over_encoders(self) -> Params:
+        """Each prior's encoder is a `models:` entry with codes; its entry is copied into the prior's."""
+        for name, prior in self.priors.items():
+            if name in self.models or name == "judge":
+                raise ValueError(f"priors.{name}: the name is taken by "
+                                 f"{'models.' + name if name in self.models else 'the judge'}; rename the prior")
+            encoder = self.models.get(prior.encoder)
+            if encoder is None:
+                raise ValueError(f"priors.{name}.encoder: no model {prior.encoder!r}; models: {sorted(self.models)}")
+            if not encoder.bottleneck:
+                encoders = sorted(key for key, model in self.models.items() if model.bottleneck)
+                raise ValueError(f"priors.{name}.encoder: {prior.encoder} ({encoder.family}) has no codes to model; "
+                                 f"models with an encoder: {encoders}")
+            object.__setattr__(prior, "encoder_model", encoder)  # a frozen section: set once, here
+        return self
 
     @model_validator(mode="after")
     def _judge_name_is_taken(self) -> Params:
@@ -619,8 +703,8 @@ def check_fits(key: str, config, image_shape: tuple[int, int]) -> None:
 
 
 def check_image_shape(name: str, config: TrainingParams, image_shape: tuple[int, int]) -> None:
-    """The model `models.<name>` must fit the prepared data's images."""
-    check_fits(f"models.{name}", config, image_shape)
+    """The model `models.<name>` (or `priors.<name>`) must fit the prepared data's images."""
+    check_fits(f"{entry_key(config)}.{name}", config, image_shape)
 
 
 def hyperparameter_count(config: TrainingParams) -> dict[str, int]:
@@ -633,8 +717,14 @@ def hyperparameter_count(config: TrainingParams) -> dict[str, int]:
 
 
 def model_params(params: Params, name: str) -> TrainingParams:
-    """The `models.<name>` entry, or a ParamsError listing the models that exist."""
-    try:
-        return params.models[name]
-    except KeyError:
-        raise ParamsError(f"models.{name}: no such model; params.yaml defines {sorted(params.models)}") from None
+    """The `models.<name>` (or `priors.<name>`) entry, or a ParamsError listing the models that exist."""
+    found = params.models.get(name) or params.priors.get(name)
+    if found is None:
+        raise ParamsError(f"models.{name}: no such model; params.yaml defines {sorted(params.models)}"
+                          + (f" and the priors {sorted(params.priors)}" if params.priors else ""))
+    return found
+
+
+def entry_key(config) -> str:
+    """Where a model's settings live in params.yaml: `models.<name>` or `priors.<name>`."""
+    return "priors" if isinstance(config, PriorOverCodes) else "models"

@@ -35,7 +35,10 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
     rows = []
     for name, results in evaluations.items():
         settings = summaries[name]["params"]
-        rows.append({"model": name, "family": summaries[name]["family"],
+        family = summaries[name]["family"]
+        if "prior_over" in summaries[name]:  # a learned prior over an encoder's codes (genlab.models.latent)
+            family = f"{family} prior over {summaries[name]['prior_over']}"
+        rows.append({"model": name, "family": family,
                      "likelihood": summaries[name].get("likelihood", "none")}  # genlab.models.contract
                     | {key: settings.get(key) for key in SETTING_COLUMNS}
                     | {"diagnosis": summaries[name]["diagnosis"]}

@@ -35,7 +35,7 @@ SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  #
 # DVC metrics JSON and in the run's tables.
 RUN_METRICS = {
     "test": ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered", "judge_confidence",
-             "test_mse", "test_bce", "judge_accuracy_on_reconstructions"),
+             "test_mse", "test_bce", "judge_accuracy_on_reconstructions", "reconstruction_fid_to_floor"),
     "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
              "worst_slant_bce_ratio"),
     # the means over the restoration tasks by the model's best method (restoration.summary)
@@ -110,6 +110,8 @@ def describe_evaluation(results: dict, num_classes: int) -> str:
             f"{results['precision']:.2f}, recall {results['recall']:.2f}, {results['classes_covered']}/{num_classes} "
             f"classes")
     text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
+    text += (f", reconstructions {results['reconstruction_fid_to_floor']:.1f}x the floor"
+             if "reconstruction_fid_to_floor" in results else "")
     text += (f", {results['test_nll_bits_per_dim']:.3f} bits/dim" if "test_nll_bits_per_dim" in results else "")
     return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
 
@@ -164,22 +166,32 @@ def sampling_report(model, num_samples: int, title: str):
 
 
 def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData, settings: EvaluateParams,
-                   seed: int = SAMPLE_SEED) -> dict:
+                   seed: int = SAMPLE_SEED, reconstruct: Callable | None = None) -> dict:
     """The samples against the test split in the judge's features, beside the data floor: as many
     training images as samples against the same test split, so that a reader knows what "good" is.
-    `test_view` and `sample_view` are the judge's (features, probabilities) of the test split and samples."""
+    `test_view` and `sample_view` are the judge's (features, probabilities) of the test split and samples.
+    An encoder's `reconstruct` adds the ceiling of anything that decodes from its codes: the floor's own
+    training images, encoded and decoded, against the same test split (what a perfect prior would score)."""
     (real, _), (fake, probabilities) = test_view, sample_view
     floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(fake),
                                                                         replace=False)]
     floor_features, _ = judge.look(floor_images)
+    ceiling = {}
+    if reconstruct is not None:
+        reconstruction_fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images), 0, 1))[0])
+        ceiling = {"reconstruction_fid": reconstruction_fid}
     options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
                "kid_subset_size": settings.kid_subset_size, "seed": seed}
     measured = metrics.sample_quality(real, fake, **options)
     floor = metrics.sample_quality(real, floor_features, **options)
     reference = bias.shares(prepared.train.y, prepared.num_classes)
     classes = metrics.class_distribution(probabilities.argmax(axis=1), reference, settings.min_class_share_ratio)
-    return (measured | {f"data_floor_{key}": value for key, value in floor.items()}
-            | {"fid_to_floor": measured["fid"] / floor["fid"] if floor["fid"] > 0 else float("inf"),
+    def to_floor(fid: float) -> float:
+        return fid / floor["fid"] if floor["fid"] > 0 else float("inf")
+
+    ceiling |= {"reconstruction_fid_to_floor": to_floor(ceiling["reconstruction_fid"])} if ceiling else {}
+    return (measured | {f"data_floor_{key}": value for key, value in floor.items()} | ceiling
+            | {"fid_to_floor": to_floor(measured["fid"]),
                "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}
             | classes)
 
@@ -296,7 +308,8 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
     if reconstructions is not None:  # does the rebuilt test image still show its digit? (the judge's view)
         evaluation.results["judge_accuracy_on_reconstructions"] = judge.accuracy(reconstructions, test.y)
     done("judge")
-    evaluation.results |= quality_report(judge, test_view, sample_view, prepared, settings)
+    evaluation.results |= quality_report(judge, test_view, sample_view, prepared, settings,
+                                         reconstruct=model.reconstruct if isinstance(model, Encoder) else None)
     done("sample quality")
     evaluation.results |= bias_report(test_view[1], sample_view[1], samples, prepared, test.measures)
     done("bias")

@@ -56,6 +56,12 @@ class Autoencoder(FamilyModel, keras.Model):
     def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self, images, batch_size)
 
+    def decode(self, codes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        return predict_in_batches(self.decoder, codes, batch_size)
+
+    def code_decoder(self):
+        return lambda codes: self.decoder(codes, training=False)
+
     def after_training(self, train_images: np.ndarray) -> None:
         """Fit N(mean, L L^T) to the codes of the training images."""
         codes = self.encode(train_images).astype(np.float64)
@@ -67,7 +73,7 @@ class Autoencoder(FamilyModel, keras.Model):
         """`count` images decoded from codes drawn from the fitted Gaussian, the same for the same seed."""
         noise = np.random.default_rng(seed).standard_normal((count, self.latent_mean.shape[0])).astype(np.float32)
         codes = np.asarray(self.latent_mean) + noise @ np.asarray(self.latent_scale).T
-        return np.clip(predict_in_batches(self.decoder, codes.astype(np.float32)), 0.0, 1.0)  # as images
+        return np.clip(self.decode(codes.astype(np.float32)), 0.0, 1.0)  # as images
 
     def latent_space(self):
         """The decoder after the fitted Gaussian, as a function of standard normal noise (PULSE's search)."""

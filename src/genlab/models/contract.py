@@ -4,9 +4,10 @@ Every family's model is a `Generator`: it samples, shows its progress while it t
 metrics and says what kind of likelihood it gives. Some families can do more, and say so by having the
 methods of a capability:
 
-- `Encoder`: it maps an image to a code and back (the autoencoders, the VAE, PPCA);
+- `Encoder`: it maps an image to a code and back (the autoencoders, the VAE, PPCA, and a latent prior's
+  model, which decodes with its encoder's decoder);
 - `Searchable`: it generates from a latent space that can be searched for an image (PULSE's search:
-  the autoencoders, the VAE, the GAN, the flow, PPCA);
+  the autoencoders, the VAE, the GAN, the flow, PPCA, the latent priors);
 - `GuidedRestorer`: its sampler can be conditioned on a degraded image (DDPM).
 
 The stages, the restoration, the comparison and the pyfunc wrapper ask `isinstance(model, Encoder)`
@@ -67,6 +68,12 @@ class Generator(Protocol):
     def after_training(self, train_images: np.ndarray) -> None:
         """Once training has ended, before the model is saved (an autoencoder fits its codes' Gaussian)."""
 
+    def num_parameters(self) -> int:
+        """Its weights and biases (a prior over codes: its own and its frozen encoder's)."""
+
+    def training_data(self, train_images: np.ndarray, validation_images: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What `fit` trains and validates on: the images themselves, or a latent prior's codes of them."""
+
 
 @runtime_checkable
 class Encoder(Protocol):
@@ -74,6 +81,12 @@ class Encoder(Protocol):
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W) images -> (N, latent_dim) codes (a VAE's posterior means)."""
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """(N, latent_dim) codes -> (N, H, W) images."""
+
+    def code_decoder(self) -> Callable:
+        """The decoder as a differentiable function of (B, latent_dim) code tensors (keras ops)."""
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W) images -> their (N, H, W) reconstructions."""
@@ -113,6 +126,12 @@ class FamilyModel:
 
     def after_training(self, train_images: np.ndarray) -> None:
         """Nothing by default."""
+
+    def training_data(self, train_images: np.ndarray, validation_images: np.ndarray) -> tuple[np.ndarray, ...]:
+        return train_images, validation_images
+
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(variable.shape) for variable in self.trainable_variables))
 
     def family_images(self, images: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         return {}

@@ -23,9 +23,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.runtime import progress
-from genlab.config.params import DiffusionParams
+from genlab.config.params import DiffusionParams, DiffusionPriorParams
 from genlab.models.networks import PerImageObjective
+from genlab.runtime import progress
 from genlab.training.devices import compute_precision, dtype_policy
 from genlab.training.optimizers import make_optimizer
 
@@ -64,18 +64,22 @@ def q_sample(x0, t, noise, schedule: NoiseSchedule):
     return ops.sqrt(alpha_bar) * x0 + ops.sqrt(1 - alpha_bar) * noise
 
 
-def predict_x0(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule) -> np.ndarray:
-    """The clean image implied by the predicted noise, clipped to the data range [-1, 1] (as Ho et al. do)."""
+def predict_x0(x_t, eps, t: int, schedule: NoiseSchedule, data_range: float = 1.0):
+    """The clean data implied by the predicted noise, clipped to the data range [-r, r] (as Ho et al. do for
+    images in [-1, 1]); NumPy arrays or tensors (the latent search differentiates through it)."""
     alpha_bar = schedule.alphas_bar[t]
-    return np.clip((x_t - np.sqrt(1 - alpha_bar) * eps) / np.sqrt(alpha_bar), -1.0, 1.0)
+    x0 = (x_t - np.sqrt(1 - alpha_bar) * eps) / np.sqrt(alpha_bar)
+    clip = np.clip if isinstance(x0, np.ndarray) else ops.clip
+    return clip(x0, -data_range, data_range)
 
 
-def ddpm_step(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule, noise: np.ndarray) -> np.ndarray:
+def ddpm_step(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule, noise: np.ndarray,
+              data_range: float = 1.0) -> np.ndarray:
     """One ancestral step x_t -> x_{t-1} ~ q(x_{t-1} | x_t, x_0): the posterior mean at the predicted x_0,
     plus sqrt(beta~_t) noise (none at t = 0)."""
     beta, alpha_bar = schedule.betas[t], schedule.alphas_bar[t]
     alpha_bar_prev = schedule.alphas_bar[t - 1] if t > 0 else 1.0
-    x0 = predict_x0(x_t, eps, t, schedule)
+    x0 = predict_x0(x_t, eps, t, schedule, data_range)
     mean = (beta * np.sqrt(alpha_bar_prev) * x0 + (1 - alpha_bar_prev) * np.sqrt(1 - beta) * x_t) / (1 - alpha_bar)
     if t == 0:
         return mean
@@ -83,10 +87,10 @@ def ddpm_step(x_t: np.ndarray, eps: np.ndarray, t: int, schedule: NoiseSchedule,
     return mean + np.sqrt(posterior_variance) * noise
 
 
-def ddim_step(x_t: np.ndarray, eps: np.ndarray, t: int, t_prev: int, schedule: NoiseSchedule) -> np.ndarray:
-    """One deterministic DDIM step x_t -> x_{t_prev} (eta = 0); t_prev = -1 means the clean image."""
+def ddim_step(x_t, eps, t: int, t_prev: int, schedule: NoiseSchedule, data_range: float = 1.0):
+    """One deterministic DDIM step x_t -> x_{t_prev} (eta = 0); t_prev = -1 means the clean data."""
     alpha_bar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
-    x0 = predict_x0(x_t, eps, t, schedule)
+    x0 = predict_x0(x_t, eps, t, schedule, data_range)
     eps = (x_t - np.sqrt(schedule.alphas_bar[t]) * x0) / np.sqrt(1 - schedule.alphas_bar[t])  # consistent with x0
     return np.sqrt(alpha_bar_prev) * x0 + np.sqrt(1 - alpha_bar_prev) * eps
 
@@ -203,6 +207,28 @@ def build_unet(image_shape: tuple[int, int], conv_filters: tuple[int, ...], time
     return keras.Model([x_t, t], keras.layers.Reshape((dims,))(eps), name="noise_predictor")
 
 
+# --- the objective ---------------------------------------------------------------------------------
+
+
+def noise_error(network: keras.Model, x0, schedule: NoiseSchedule, seed, training: bool):
+    """The simple loss of Ho et al.: |eps - eps(x_t, t)|^2 at a random t per row of x0 (B, D), and that t:
+    (B,), (B,)."""
+    t = keras.random.randint(ops.shape(x0)[:1], 0, schedule.num_timesteps, seed=seed)
+    noise = keras.random.normal(ops.shape(x0), seed=seed)
+    eps = network([q_sample(x0, t, noise, schedule), t], training=training)
+    return ops.mean(ops.square(noise - ops.cast(eps, noise.dtype)), axis=-1), t
+
+
+def min_snr_weighted(error, t, schedule: NoiseSchedule, gamma: float | None):
+    """The noise error, or with gamma weighted by min(SNR_t, gamma) / SNR_t (Hang et al. 2023, "Efficient
+    Diffusion Training via Min-SNR Weighting"): the nearly clean timesteps, whose noise is hard to see and
+    matters little to a sample, count less, and the samples improve in fewer steps."""
+    if gamma is None:
+        return error
+    snr = ops.take(ops.convert_to_tensor(schedule.alphas_bar / (1 - schedule.alphas_bar)), t)
+    return error * ops.minimum(snr, gamma) / snr
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 
@@ -220,22 +246,12 @@ class Ddpm(PerImageObjective):
         return self.network(inputs, training=training)
 
     def noise_error(self, images, training: bool):
-        """The simple loss of Ho et al.: |eps - eps(x_t, t)|^2 at a random t, per image, and that t: (B,), (B,)."""
+        """The simple loss of Ho et al. per image, and its timesteps: (B,), (B,)."""
         x0 = ops.reshape(images, (ops.shape(images)[0], self.dims)) * 2.0 - 1.0  # [0, 1] -> [-1, 1]
-        t = keras.random.randint(ops.shape(x0)[:1], 0, self.config.num_timesteps, seed=self.noise)
-        noise = keras.random.normal(ops.shape(x0), seed=self.noise)
-        eps = self.network([q_sample(x0, t, noise, self.schedule), t], training=training)
-        return ops.mean(ops.square(noise - ops.cast(eps, noise.dtype)), axis=-1), t
+        return noise_error(self.network, x0, self.schedule, self.noise, training)
 
     def per_image_loss(self, images, training: bool):
-        """The noise error, or with min_snr_gamma weighted by min(SNR_t, gamma) / SNR_t (Hang et al. 2023,
-        "Efficient Diffusion Training via Min-SNR Weighting"): the nearly clean timesteps, whose noise is
-        hard to see and matters little to a sample, count less, and the samples improve in fewer steps."""
-        error, t = self.noise_error(images, training)
-        if self.config.min_snr_gamma is None:
-            return error
-        snr = ops.take(ops.convert_to_tensor(self.schedule.alphas_bar / (1 - self.schedule.alphas_bar)), t)
-        return error * ops.minimum(snr, self.config.min_snr_gamma) / snr
+        return min_snr_weighted(*self.noise_error(images, training), self.schedule, self.config.min_snr_gamma)
 
     # --- sampling: the reverse process, as in the paper ------------------------------------------
 
@@ -333,6 +349,78 @@ class Ddpm(PerImageObjective):
         started = time.perf_counter()
         self.sample(1000, seed=1, sampler="ddim")
         return {"test_noise_mse": loss, "ddim_sampling_seconds_per_1000": time.perf_counter() - started}
+
+
+# --- a prior over an encoder's codes: latent diffusion (genlab.models.latent) ----------------------
+
+CODE_RANGE = 5.0  # the clean codes are standardised: x_0 is clipped to 5 standard deviations, as images to [-1, 1]
+# DDIM steps of the differentiable path that PULSE's search runs through: its gradient passes every step, so
+# each one multiplies the search's cost (the sampler's 50 steps made a search on the digits take minutes)
+SEARCH_STEPS = 10
+
+
+class CodeDiffusion(PerImageObjective):
+    """DDPM over a vector of standardised codes (latent diffusion: Rombach et al. 2022, "High-Resolution Image
+    Synthesis with Latent Diffusion Models"): the dense noise predictor with its time embedding, the same
+    schedule, objective and samplers as over pixels."""
+
+    def __init__(self, network: keras.Model, config: DiffusionPriorParams, dims: int, **kwargs):
+        super().__init__(**kwargs)
+        self.network, self.config, self.dims = network, config, dims
+        self.noise_dim = dims  # x_T: as many numbers as the codes
+        self.schedule = noise_schedule(config.schedule, config.num_timesteps)
+        self.noise = keras.random.SeedGenerator(config.seed)
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    def per_image_loss(self, codes, training: bool = False):
+        error, t = noise_error(self.network, codes, self.schedule, self.noise, training)
+        return min_snr_weighted(error, t, self.schedule, self.config.min_snr_gamma)
+
+    def family_metrics(self, codes: np.ndarray) -> dict[str, float]:
+        return {"test_prior_noise_mse": float(np.mean(np.asarray(self.per_image_loss(codes))))}
+
+    def _timesteps(self, steps: int | None = None) -> list[int]:
+        return ddim_timesteps(self.config.num_timesteps - 1, steps or self.config.num_inference_steps)
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """`count` codes from x_T ~ N(0, I) by the config's sampler, the same for the same seed."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((count, self.dims)).astype(np.float32)
+
+        def eps(x, t):
+            return np.asarray(self.network([x, np.full(len(x), t, dtype=np.int32)], training=False))
+
+        if self.config.sampler == "ddpm":
+            for t in reversed(range(self.config.num_timesteps)):
+                noise = rng.standard_normal(x.shape).astype(np.float32)
+                x = ddpm_step(x, eps(x, t), t, self.schedule, noise, CODE_RANGE).astype(np.float32)
+            return x
+        timesteps = self._timesteps()
+        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+            x = ddim_step(x, eps(x, t), t, t_prev, self.schedule, CODE_RANGE).astype(np.float32)
+        return x
+
+    def from_noise(self, noise):
+        """(B, dims) standard normal x_T -> codes by DDIM's deterministic steps, differentiably: the search's
+        path, in at most SEARCH_STEPS steps."""
+        timesteps = self._timesteps(min(SEARCH_STEPS, self.config.num_inference_steps))
+        x = ops.convert_to_tensor(noise)
+        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
+            eps = self.network([x, ops.full(ops.shape(x)[:1], t, dtype="int32")], training=False)
+            x = ddim_step(x, eps, t, t_prev, self.schedule, CODE_RANGE)
+        return x
+
+
+def build_prior(config: DiffusionPriorParams, dims: int) -> CodeDiffusion:
+    """The compiled DDPM over `dims` codes described by `config` (with Keras's weight EMA)."""
+    network = build_dense_network(dims, config.hidden_units, config.time_embedding_dim)
+    prior = CodeDiffusion(network, config, dims, name="diffusion_prior")
+    prior([np.zeros((1, dims), np.float32), np.zeros((1,), np.int32)])  # build it
+    prior.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema_decay,
+                                           config.gradient_clip_norm))
+    return prior
 
 
 def build(config: DiffusionParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Ddpm:

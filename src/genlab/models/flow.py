@@ -30,9 +30,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from genlab.config.params import FlowParams, FlowPriorParams
 from genlab.models.contract import LatentSpace
 from genlab.models.networks import PerImageObjective, optimizer, prior_noise
-from genlab.config.params import FlowParams
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -305,3 +305,61 @@ def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution:
     model(np.zeros((1, *image_shape), dtype=np.float32))  # create every coupling's weights
     model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
     return model
+
+
+# --- a prior over an encoder's codes (genlab.models.latent) ------------------------------------------
+
+
+def code_masks(dims: int, count: int) -> list[np.ndarray]:
+    """(dims,) masks for `count` couplings over a vector: the even and the odd entries, then the first and
+    the second half, and so on, so that every entry conditions every other within four couplings."""
+    halves = (np.arange(dims) < dims // 2).astype(np.float32)
+    evens = (np.arange(dims) % 2 == 0).astype(np.float32)
+    patterns = [evens, 1 - evens, halves, 1 - halves]
+    return [patterns[index % 4] for index in range(count)]
+
+
+class CodeFlow(PerImageObjective):
+    """RealNVP over a vector of codes with a standard normal base: dense affine couplings (hidden_units),
+    trained by the codes' exact negative log-likelihood. Sampling inverts it from N(0, T^2 I)."""
+
+    def __init__(self, couplings: list[AffineCoupling], config: FlowPriorParams, dims: int, **kwargs):
+        super().__init__(**kwargs)
+        self.couplings, self.config, self.dims = couplings, config, dims
+        self.noise_dim = dims  # what sampling draws: as many numbers as the codes
+
+    def call(self, codes):
+        z, log_det = codes, ops.zeros(ops.shape(codes)[:1])
+        for coupling in self.couplings:
+            z, step_log_det = coupling(z)
+            log_det = log_det + step_log_det
+        return z, log_det
+
+    def per_image_loss(self, codes, training: bool = False):
+        """-log p(codes) / dims in nats, per row of codes: (B,)."""
+        z, log_det = self(codes)
+        log_pz = ops.sum(-0.5 * ops.square(z) - 0.5 * LOG_2PI, axis=-1)
+        return -(log_pz + log_det) / self.dims
+
+    def family_metrics(self, codes: np.ndarray) -> dict[str, float]:
+        return {"test_prior_nll_nats_per_dim": float(np.mean(np.asarray(self.per_image_loss(codes))))}
+
+    def from_noise(self, noise):
+        """(B, dims) standard normal noise w -> codes, through the inverse flow from z = T w (differentiable)."""
+        z = self.config.temperature * noise
+        for coupling in reversed(self.couplings):
+            z = coupling.inverse(z)
+        return z
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        return np.asarray(self.from_noise(prior_noise(count, self.dims, seed)))
+
+
+def build_prior(config: FlowPriorParams, dims: int) -> CodeFlow:
+    """The compiled RealNVP over `dims` codes described by `config`."""
+    couplings = [AffineCoupling(mask, scale_shift_network(config, (dims,)), name=f"prior_coupling_{index}")
+                 for index, mask in enumerate(code_masks(dims, config.num_couplings))]
+    prior = CodeFlow(couplings, config, dims, name="flow_prior")
+    prior(np.zeros((1, dims), dtype=np.float32))  # create the couplings' weights
+    prior.compile(optimizer=optimizer(config))
+    return prior

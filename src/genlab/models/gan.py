@@ -19,7 +19,7 @@ from keras import ops
 
 from genlab.models.contract import FamilyModel, LatentSpace
 from genlab.models.networks import build_decoder_head, build_encoder_trunk, predict_in_batches, prior_noise
-from genlab.config.params import GanParams
+from genlab.config.params import GanParams, GanPriorParams
 from genlab.training.devices import replica_share
 from genlab.training.optimizers import make_optimizer
 
@@ -159,3 +159,35 @@ def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: 
     model.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config, config.ema_decay),
                   steps_per_execution=steps_per_execution)
     return model
+
+
+# --- a prior over an encoder's codes (genlab.models.latent) ------------------------------------------
+
+
+class CodeGan(Gan):
+    """The same game over a vector of standardised codes: a latent GAN (Achlioptas et al. 2018, "Learning
+    Representations and Generative Models for 3D Point Clouds": a GAN in an autoencoder's latent space), with
+    dense networks and a linear generator output (codes are not pixels in [0, 1])."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: GanPriorParams, dims: int,
+                 **kwargs):
+        super().__init__(generator, discriminator, config, **kwargs)
+        self.dims, self.noise_dim = dims, config.latent_dim
+
+    def from_noise(self, noise):
+        """(B, latent_dim) standard normal noise -> codes at the sampling temperature (differentiable)."""
+        return self.generator(self.config.temperature * ops.convert_to_tensor(noise), training=False)
+
+
+def build_prior(config: GanPriorParams, dims: int) -> CodeGan:
+    """The compiled GAN over `dims` codes described by `config`."""
+    z = keras.Input(shape=(config.latent_dim,), name="noise")
+    generator = keras.Model(z, build_decoder_head(z, (dims,), tuple(reversed(config.generator_units)), "relu",
+                                                  "linear"), name="generator")
+    codes = keras.Input(shape=(dims,), name="codes")
+    features = build_encoder_trunk(codes, config.discriminator_units, "leaky_relu")
+    discriminator = keras.Model(codes, keras.layers.Dense(1, name="logit")(features), name="discriminator")
+    prior = CodeGan(generator, discriminator, config, dims, name="gan_prior")
+    prior.build((None, config.latent_dim))
+    prior.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config, config.ema_decay))
+    return prior

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from genlab.models.contract import FamilyModel
+from genlab.models.contract import FamilyModel, Generator
 from genlab.training.devices import replica_share
 from genlab.training.optimizers import make_optimizer
 
@@ -106,7 +106,11 @@ class PerImageObjective(FamilyModel, keras.Model):
 
 def trainable_parameters(model: keras.Model) -> int:
     """The numbers training learns (the lecture's "this simple model has 200K parameters!"): weights and
-    biases, not an autoencoder's fitted Gaussian, batch-normalisation statistics or an optimizer's state."""
+    biases, not an autoencoder's fitted Gaussian, batch-normalisation statistics or an optimizer's state; a
+    family's own count where it has one (a prior over codes adds its frozen encoder's, whose decoder draws
+    every sample)."""
+    if isinstance(model, Generator):
+        return model.num_parameters()
     return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
 
 

@@ -99,16 +99,20 @@ class Ppca(PerImageObjective):
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(images))
 
+    def code_decoder(self):
+        """W z + mu as (B, H, W) tensors."""
+        def decode(codes):
+            return ops.reshape(ops.matmul(codes, ops.transpose(self.factors)) + self.mean, (-1, *self.image_shape))
+        return decode
+
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
         return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
 
     def latent_space(self):
         """W (T w) + mu over the prior's standard normal w (PULSE's search)."""
-        def decode(noise):
-            pixels = ops.matmul(self.config.temperature * noise, ops.transpose(self.factors)) + self.mean
-            return ops.reshape(pixels, (-1, *self.image_shape))
-        return LatentSpace(decode, self.config.latent_dim)
+        decode = self.code_decoder()
+        return LatentSpace(lambda noise: decode(self.config.temperature * noise), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"original": images, "reconstruction": self.reconstruct(images), "sample": self.sample(len(images), 0)}

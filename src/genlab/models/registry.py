@@ -5,7 +5,8 @@ hyperparameters' schema in genlab.config.params.FAMILY_PARAMS under the same nam
 imported only when a model of that family is built, so a stage that trains a VAE imports `vae.py`
 and none of the other families (and `dvc.yaml` lists only that file for it). `build_model` and
 `load_model` are the only way models are made, so a registered family is trained, saved, reloaded
-and evaluated by the same stages.
+and evaluated by the same stages. A family that offers `build_prior(config, dims)` (the flow, DDPM, the
+GAN) can also be a learned prior over an encoder's codes (an entry of `priors:`, genlab.models.latent).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import ModuleType
 
 import keras
 
-from genlab.config.params import FAMILY_PARAMS
+from genlab.config.params import FAMILY_PARAMS, PRIOR_PARAMS, PriorOverCodes
 from genlab.models.contract import Generator
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -32,7 +33,10 @@ def family_module(family: str) -> ModuleType:
 
 
 def build_model(config, image_shape: tuple[int, int]) -> Generator:
-    """Build the family named by `config.family`; an unknown name lists the valid ones."""
+    """Build the family named by `config.family`, or a prior of that family over an encoder's codes (an entry
+    of `priors:`, genlab.models.latent); an unknown name lists the valid ones."""
+    if isinstance(config, PriorOverCodes):
+        return importlib.import_module("genlab.models.latent").build(config, tuple(image_shape))
     return family_module(config.family).build(config, tuple(image_shape))
 
 
@@ -49,7 +53,7 @@ def load_model(directory: str | Path) -> tuple[Generator, object]:
     directory = Path(directory)
     payload = json.loads((directory / CONFIG_FILE).read_text())
     family = payload["model"]["family"]
-    config = FAMILY_PARAMS[family].model_validate(payload["model"])
+    config = (PRIOR_PARAMS if "encoder" in payload["model"] else FAMILY_PARAMS)[family].model_validate(payload["model"])
     model = build_model(config, tuple(payload["image_shape"]))
     model.build_optimizers()  # the weights file holds the optimizers' state too, whose variables exist only once built
     model.load_weights(directory / WEIGHTS_FILE)

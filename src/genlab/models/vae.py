@@ -20,9 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from genlab.config.params import VaeParams
 from genlab.models.contract import FamilyModel, LatentSpace
 from genlab.models.networks import build_decoder_head, build_encoder_trunk, optimizer, predict_in_batches, prior_noise
-from genlab.config.params import VaeParams
 from genlab.training.devices import replica_share
 
 LOG_2PI = math.log(2 * math.pi)
@@ -112,13 +112,16 @@ class Vae(FamilyModel, keras.Model):
     def decode(self, codes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         return predict_in_batches(self.decoder, codes, batch_size)
 
+    def code_decoder(self):
+        return lambda z: self.decoder(z, training=False)
+
     def sample(self, count: int, seed: int) -> np.ndarray:
         """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
         return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
 
     def latent_space(self):
         """The decoder over the prior's z (PULSE's search)."""
-        return LatentSpace(lambda z: self.decoder(z, training=False), self.config.latent_dim)
+        return LatentSpace(self.code_decoder(), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"original": images, "reconstruction": self.reconstruct(images),

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the comparison table and charts")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    names = list(params.models)
+    names = [*params.models, *params.priors]
     evaluations, summaries = read_evaluations(args, names)
     histories = {name: comparison.read_history(Path(args.histories) / f"{name}.csv") for name in names}
     judge = read_json(args.judge_metrics)
@@ -80,7 +80,7 @@ def record_comparison(params, table, answers: list[str], summaries: dict, data_d
     """The comparison's MLflow run (the table, the figures, the answer; not copies of the model runs'
     metrics), and the best recommended model by `compare.rank_by` registered as the champion."""
     experiment_id = tracking.setup(params.tracking.experiment)
-    names, rank_by = list(params.models), params.compare.rank_by
+    names, rank_by = [*params.models, *params.priors], params.compare.rank_by
     tags = tracking.provenance_tags("compare", splits.data_hash(data_dir))
     tags |= {f"{tracking.TAG_PREFIX}role": "comparison",
              f"{tracking.TAG_PREFIX}compared_runs": ",".join(f"{name}={summaries[name]['run_id']}" for name in names)}
@@ -102,7 +102,8 @@ def record_comparison(params, table, answers: list[str], summaries: dict, data_d
 def tag_model_runs(table, run_ids: dict[str, str], comparison_run_id: str) -> None:
     """Each model's run tagged with the comparison's id, its verdict and the inputs of its train and evaluate
     stages as dvc.lock recorded them (both ran before compare)."""
-    lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in run_ids for stage in ("train", "evaluate"))])
+    stages = ("train", "evaluate", "train_prior", "evaluate_prior")  # a model's, or a prior's (dvc.yaml)
+    lock = tracking.lock_tags(["prepare", *(f"{stage}@{name}" for name in run_ids for stage in stages)])
     verdicts = table.set_index("model")["verdict"]
     for name, run_id in run_ids.items():
         if not tracking.tag_run(run_id, f"{tracking.TAG_PREFIX}comparison_run_id", comparison_run_id):

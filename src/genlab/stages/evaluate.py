@@ -1,4 +1,4 @@
-"""DVC stage `evaluate@<model>`: the model's test-split metrics, samples and figures.
+"""DVC stages `evaluate@<model>` and `evaluate_prior@<prior>`: the model's test-split metrics, samples and figures.
 
 Every model generates `evaluate.num_samples` images, measured the same way in the judge's features
 against the test split beside the data floor, with the judge's class shares of the samples, its bias
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genlab import tracking
-from genlab.config.params import load_params, model_params
+from genlab.config.params import entry_key, load_params, model_params
 from genlab.data import splits
 from genlab.evaluation import bias, metrics, report
 from genlab.runtime import parallel, progress
@@ -30,7 +30,7 @@ from genlab.training.summary import RUN_FILE, SUMMARY_FILE, describe_training
 def parse_arguments(argv: list[str] | None):
     """The command line DVC runs (dvc.yaml)."""
     parser = argument_parser(__doc__)
-    parser.add_argument("model", help="a key of `models:` in params.yaml")
+    parser.add_argument("model", help="a key of `models:` (or `priors:`) in params.yaml")
     parser.add_argument("--model-dir", required=True, help="the trained model's folder")
     parser.add_argument("--judge", required=True, help="the judge stage's folder")
     parser.add_argument("--audit", required=True, help="the audit's metrics JSON (the stroke subgroups' thresholds)")
@@ -49,11 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     recorded, trained = read_json(Path(args.model_dir) / RUN_FILE), read_json(Path(args.model_dir) / SUMMARY_FILE)
     experiment_id = tracking.setup(params.tracking.experiment)
     data_md5 = splits.data_hash(args.data)
-    run_id, run_tags = tracking.model_run_to_continue(recorded["run_id"], f"evaluate@{args.model}", args.model,
-                                                      data_md5)
+    config = model_params(params, args.model)
+    stage = "evaluate_prior" if entry_key(config) == "priors" else "evaluate"
+    run_id, run_tags = tracking.model_run_to_continue(recorded["run_id"], f"{stage}@{args.model}", args.model, data_md5)
     model_id = tracking.existing_logged_model(recorded.get("model_id"))  # the Models tab lines its metrics up
     test = report.TestImages.measure(prepared, read_json(args.audit)["subgroups"], params.audit.upright_degrees)
-    seed = model_params(params, args.model).seed
+    seed = config.seed
     phases = progress.Phases(f"evaluate {args.model}", total=8)
     # The restorations need nothing of the measures below: they run beside them, in a process of their own on
     # the other core (genlab.runtime.parallel), forked before this stage's first TensorFlow operation.
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             report.save_folder(staging, evaluation, restored, restoration_grids, {
                 "run_id": run_id, "model_id": model_id, "diagnosis": trained["diagnosis"],
                 "diagnosis_reason": trained["diagnosis_reason"], "family": config.family,
-                "likelihood": model.likelihood, "params": config.model_dump(mode="json")})
+                "likelihood": model.likelihood, "params": config.model_dump(mode="json", exclude={"encoder_model"})}
+                | ({"prior_over": config.encoder} if entry_key(config) == "priors" else {}))
         described = write_and_log(args, evaluation, restored, prepared, data_md5, model_id)
         tracking.describe(f"{describe_training(args.model, config.family, trained)}\n\nTest: {described}.\n\n"
                           f"Image-to-image: {report.describe_restoration(restored)}.")

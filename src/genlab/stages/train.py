@@ -1,4 +1,5 @@
-"""DVC stage `train@<model>`: fit one model from params.yaml and record it in its own MLflow run.
+"""DVC stage `train@<model>`: fit one model from params.yaml and record it in its own MLflow run; and
+`train_prior@<prior>`: fit a learned prior over a trained encoder's codes (`priors:`, genlab.models.latent).
 
 Writes the weights and config (`--out`), the loss history and its figure (`--history`, `--figure`),
 and logs to MLflow the hyperparameters, the splits it used (datasets), per-epoch losses (`train/...`),
@@ -14,7 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from genlab import tracking
-from genlab.config.params import check_image_shape, hyperparameter_count, load_params, model_params
+from genlab.config.params import (
+    ParamsError,
+    check_image_shape,
+    entry_key,
+    hyperparameter_count,
+    load_params,
+    model_params,
+)
 from genlab.data import splits
 from genlab.evaluation import plots
 from genlab.runtime.files import atomic_dir, write_json
@@ -30,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the model's weights, config and run id")
     parser.add_argument("--history", required=True, help="CSV of the per-epoch losses (DVC plots)")
     parser.add_argument("--figure", required=True, help="PNG of the loss curves and their diagnosis")
+    parser.add_argument("--encoder-dir", help="for a prior over codes (`priors:`): the trained encoder's folder")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     config = model_params(params, args.model)
@@ -41,20 +50,25 @@ def main(argv: list[str] | None = None) -> None:
     from genlab.training import devices, fit
 
     data_md5 = splits.data_hash(args.data)
-    backup = fit.Backup(RESUME_DIR / args.model, fit.backup_fingerprint(config, params.train, data_md5))
+    encoder = load_encoder(config, args.encoder_dir, args.model)
+    backup = fit.Backup(RESUME_DIR / args.model, fit.backup_fingerprint(config, params.train, data_md5,
+                                                                        encoder and encoder[1]))
     resumed_run = tracking.continuable_run(backup.open().get("run_id"), experiment_id)
     devices.set_seed(config.seed)
     model, replicas = build_on_replicas(config, prepared.image_shape, params.train.distribute, args.model)
+    if encoder is not None:
+        model.take_encoder(encoder[0])
     num_params = trainable_parameters(model)
     originals = prepared.test.x[splits.grid_indices(prepared.test.y, params.train.grid_images)]
     log = tracking.EpochLog(lambda: plots.tile(list(model.progress_rows(originals).values())),
                             params.train.grid_every_epochs, resumed_run)
-    tags = tracking.model_run_tags(f"train@{args.model}", args.model, config.family, data_md5)
+    tags = tracking.model_run_tags(f"{stage_name(config)}@{args.model}", args.model, config.family, data_md5)
     with tracking.run(experiment_id, run_name=args.model, run_id=resumed_run, tags=tags) as run_id:
         backup.remember(run_id=run_id)
         tracking.log_splits(prepared, args.data, data_md5, ("train", "validation"))
         if resumed_run is None:
-            tracking.log_params(config.model_dump() | hyperparameter_count(config) | devices.resolved_settings(config)
+            tracking.log_params(config.model_dump(exclude={"encoder_model"}) | hyperparameter_count(config)
+                                | devices.resolved_settings(config)
                                 | {"num_params": num_params, "image_shape": prepared.image_shape,
                                    "replicas": replicas})
             log.grid(0)
@@ -66,6 +80,28 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.model}: {trained['epochs_trained']} epochs in {result.seconds:.1f}s, validation "
           f"{trained['monitored_loss']} {trained['final_val_loss']:.5g}; {diagnosis.verdict.replace('_', ' ')} "
           f"(why: {args.figure})")
+
+
+def stage_name(config) -> str:
+    """train, or train_prior for an entry of `priors:` (dvc.yaml)."""
+    return "train_prior" if entry_key(config) == "priors" else "train"
+
+
+def load_encoder(config, encoder_dir: str | None, name: str):
+    """A prior's trained encoder (through the registry) and its weights' md5, or None for a model of `models:`."""
+    if entry_key(config) != "priors":
+        return None
+    if encoder_dir is None:
+        raise ParamsError(f"priors.{name}: a prior over codes needs --encoder-dir, the folder of the trained "
+                          f"models.{config.encoder} (dvc.yaml gives models/{config.encoder})")
+    from genlab.models.registry import WEIGHTS_FILE, load_model
+
+    weights = Path(encoder_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained encoder for priors.{name}; run train@{config.encoder} first")
+    import hashlib
+
+    return load_model(encoder_dir)[0], hashlib.md5(weights.read_bytes()).hexdigest()
 
 
 def build_on_replicas(config, image_shape: tuple[int, int], distribute: str, name: str):
@@ -89,8 +125,9 @@ def train(model, config, prepared: splits.PreparedData, settings, backup, log: t
     diverged training leaves no backup (a rerun with the same settings would diverge again)."""
     from genlab.training import fit
 
+    train_inputs, validation_inputs = model.training_data(prepared.train.x, prepared.validation.x)  # or codes
     try:
-        result = fit.fit(model, prepared.train.x, prepared.validation.x, epochs=config.epochs,
+        result = fit.fit(model, train_inputs, validation_inputs, epochs=config.epochs,
                          batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                          on_epoch=log.on_epoch, seed=config.seed, backup_dir=backup.folder,
                          backup_every_seconds=settings.backup_every_seconds,

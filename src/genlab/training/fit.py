@@ -195,15 +195,16 @@ class _Resumable(keras.callbacks.Callback):
         self.saved_at = time.monotonic()
 
 
-def backup_fingerprint(config, train_params, data_md5: str) -> str:
-    """What a backup must match to be resumed: the model's settings, the train section, the data, and
-    the code that trains them (genlab's sources, TensorFlow's and Keras's versions)."""
+def backup_fingerprint(config, train_params, data_md5: str, encoder_md5: str | None = None) -> str:
+    """What a backup must match to be resumed: the model's settings, the train section, the data (and a
+    prior's trained encoder), and the code that trains them (genlab's sources, TensorFlow's and Keras's versions)."""
     import tensorflow as tf
 
     package = Path(__file__).resolve().parents[1]
     code = hashlib.md5(b"".join(path.read_bytes() for path in sorted(package.rglob("*.py")))).hexdigest()
     described = {"model": config.model_dump(mode="json"), "train": train_params.model_dump(mode="json"),
-                 "data_md5": data_md5, "code_md5": code, "versions": [tf.__version__, keras.__version__]}
+                 "data_md5": data_md5, "encoder_md5": encoder_md5, "code_md5": code,
+                 "versions": [tf.__version__, keras.__version__]}
     return hashlib.md5(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 

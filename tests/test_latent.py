@@ -1,0 +1,146 @@
+"""Learned priors over an encoder's codes (genlab.models.latent): known answers on tiny shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from pipeline_project import PROJECT
+
+from genlab.config.params import PRIOR_PARAMS, ParamsError, parse_params
+from genlab.models.contract import Encoder, Generator, Searchable
+from genlab.models.registry import build_model, load_model, save_model
+from genlab.training import fit
+from genlab.training.devices import set_seed
+
+IMAGE_SHAPE = (8, 8)
+ENCODER = dict(family="autoencoder", hidden_units=[16], latent_dim=2, learning_rate=0.01, epochs=2)
+PRIORS = {
+    "flow": dict(family="flow", num_couplings=6, hidden_units=[64, 64], temperature=1.0, learning_rate=0.003,
+                 batch_size=128, epochs=60),
+    "diffusion": dict(family="diffusion", hidden_units=[128, 128], num_timesteps=100, schedule="cosine",
+                      sampler="ddim", num_inference_steps=50, time_embedding_dim=16, ema_decay=0.0,
+                      learning_rate=0.002, learning_rate_schedule="cosine", batch_size=128, epochs=300),
+    # slower, with the generator's weight average: at 1e-3 without it the game collapsed onto one mode
+    "gan": dict(family="gan", latent_dim=2, generator_units=[64, 64], discriminator_units=[64, 64],
+                temperature=1.0, learning_rate=0.0002, ema_decay=0.99, batch_size=64, epochs=300),
+}
+
+
+def prior_config(family: str, **changes):
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["models"] = {"ae": ENCODER}
+    params["priors"] = {"prior": PRIORS[family] | {"encoder": "ae"} | changes}
+    return parse_params(params).priors["prior"]
+
+
+def mixture(count: int, seed: int) -> np.ndarray:
+    """A two-component Gaussian mixture in 2-D: 30% at (-2, 0), 70% at (2, 0), each with std 0.3."""
+    rng = np.random.default_rng(seed)
+    right = rng.random(count) < 0.7
+    centres = np.where(right[:, None], [2.0, 0.0], [-2.0, 0.0])
+    return (centres + 0.3 * rng.standard_normal((count, 2))).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=sorted(PRIORS))
+def fitted(request):
+    """A latent model whose prior learned the mixture's codes (the standardisation left at 0 and 1)."""
+    set_seed(0)
+    model = build_model(prior_config(request.param), IMAGE_SHAPE)
+    config = model.config
+    fit.fit(model, mixture(2000, 0), mixture(400, 1), epochs=config.epochs, batch_size=config.batch_size, seed=0)
+    return request.param, model
+
+
+def test_a_prior_fitted_to_a_known_mixture_recovers_it(fitted):
+    family, model = fitted
+    codes = model.sample_codes(2000, seed=3)
+    right = codes[:, 0] > 0
+    assert right.mean() == pytest.approx(0.7, abs=0.06), family  # the mixture's weights
+    for share_of, centre in ((right, 2.0), (~right, -2.0)):
+        assert codes[share_of, 0].mean() == pytest.approx(centre, abs=0.25), family
+        assert codes[share_of, 1].mean() == pytest.approx(0.0, abs=0.25), family
+        assert 0.15 < codes[share_of].std(axis=0).max() < 0.6, family  # not collapsed, not the Gaussian's spread
+    # a single Gaussian would put half of its mass between the modes; the prior puts almost none there
+    assert np.mean(np.abs(codes[:, 0]) < 1.0) < 0.08, family
+
+
+def test_decoding_a_code_from_the_prior_gives_the_decoders_output_for_it(fitted):
+    _, model = fitted
+    codes = model.sample_codes(7, seed=5)
+    decoded = np.clip(model.encoder_model.decode(codes), 0, 1)
+    np.testing.assert_array_equal(model.sample(7, seed=5), decoded)
+    assert isinstance(model, Generator) and isinstance(model, Encoder) and isinstance(model, Searchable)
+
+
+def test_the_search_space_is_the_priors_noise(fitted):
+    """PULSE searches the prior's input: decoding a noise draw through the differentiable path gives the same
+    images as the sampler for a flow, and codes from the learned distribution for either prior."""
+    family, model = fitted
+    space = model.latent_space()
+    assert space.dim == 2
+    noise = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
+    codes = np.asarray(model.prior.from_noise(noise)) * np.asarray(model.code_scale) + np.asarray(model.code_mean)
+    assert np.mean(np.abs(codes[:, 0]) < 1.0) < 0.1, family  # the search stays on the learned modes
+    images = np.asarray(space.decode(noise))
+    np.testing.assert_allclose(images, model.encoder_model.decode(codes), atol=1e-5)
+
+
+def test_a_save_and_load_round_trip_reproduces_the_samples(fitted, tmp_path):
+    _, model = fitted
+    save_model(model, model.config, IMAGE_SHAPE, tmp_path)
+    loaded, config = load_model(tmp_path)
+    assert config == model.config and config.encoder_model == model.config.encoder_model
+    np.testing.assert_array_equal(loaded.sample(9, seed=2), model.sample(9, seed=2))
+    np.testing.assert_array_equal(loaded.code_mean, model.code_mean)
+
+
+def test_training_data_are_the_standardised_codes_of_the_training_images():
+    set_seed(0)
+    model = build_model(prior_config("flow", epochs=2), IMAGE_SHAPE)
+    images = np.random.default_rng(0).random((50, *IMAGE_SHAPE)).astype(np.float32)
+    train, validation = model.training_data(images, images[:10])
+    assert train.shape == (50, 2) and validation.shape == (10, 2)
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(validation, train[:10], atol=1e-6)
+
+
+def test_only_the_prior_learns():
+    set_seed(0)
+    model = build_model(prior_config("diffusion", epochs=2), IMAGE_SHAPE)
+    before = [weight.copy() for weight in model.encoder_model.get_weights()]
+    fit.fit(model, mixture(200, 0), mixture(50, 1), epochs=2, batch_size=64, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.encoder_model.get_weights()))
+    assert model.prior.count_params() == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert not model.encoder_model.trainable_weights
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"encoder": "nope"}, "priors.prior.encoder: no model 'nope'"),
+    ({"family": "vae"}, "'vae' cannot be a prior over codes; allowed: ['diffusion', 'flow', 'gan']"),
+    ({"conv_filters": [8]}, "conv_filters: a setting of networks over images"),
+    ({"network": "conv"}, "network: conv is for images"),
+    ({"epochs": 0}, "priors.prior.epochs"),
+])
+def test_bad_prior_settings_name_the_key(change, message):
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["priors"] = {"prior": PRIORS["flow"] | {"encoder": "ae_sigmoid_bce"} | change}
+    with pytest.raises(ParamsError) as raised:
+        parse_params(params)
+    assert message in str(raised.value)
+
+
+def test_a_prior_needs_an_encoder_with_codes():
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["priors"] = {"prior": PRIORS["flow"] | {"encoder": "gan"}}
+    with pytest.raises(ParamsError, match=r"gan \(gan\) has no codes to model; models with an encoder: \["):
+        parse_params(params)
+    params["priors"] = {"vae": PRIORS["flow"] | {"encoder": "ae_sigmoid_bce"}}
+    with pytest.raises(ParamsError, match="priors.vae: the name is taken by models.vae"):
+        parse_params(params)
+
+
+def test_the_prior_schemas_are_the_families_own():
+    assert set(PRIOR_PARAMS) == {"flow", "diffusion", "gan"}
+    assert prior_config("diffusion").num_timesteps == 100 and prior_config("flow").num_couplings == 6
