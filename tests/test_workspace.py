@@ -258,6 +258,19 @@ def test_a_model_name_dvc_cannot_use_as_a_stage_key(root):
         assert snapshot(root) == before
 
 
+def test_a_params_file_without_priors_is_told_what_to_add(root):
+    """An older params.yaml has no `priors:`; DVC's own error would be that it cannot find it."""
+    before = snapshot(root)
+
+    def drop(params):
+        del params["priors"]
+
+    with edited_params(root, drop):
+        output = fail([sys.executable, "-m", "genlab.runtime.console", "repro"], root)
+        assert "no `priors:` section" in output and "add `priors: {}`" in output and "Running stage" not in output
+        assert snapshot(root) == before
+
+
 def in_mount_namespace(root: Path, script: str) -> subprocess.CompletedProcess:
     """Run a shell script as root in a private mount namespace (its mounts vanish with it)."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:

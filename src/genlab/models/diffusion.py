@@ -384,7 +384,12 @@ class CodeDiffusion(PerImageObjective):
     def _timesteps(self, steps: int | None = None) -> list[int]:
         return ddim_timesteps(self.config.num_timesteps - 1, steps or self.config.num_inference_steps)
 
-    def sample(self, count: int, seed: int) -> np.ndarray:
+    def preview(self, count: int, seed: int) -> np.ndarray:
+        """What the progress grid decodes while training: DDIM in at most PROGRESS_STEPS steps."""
+        return self.sample(count, seed, num_steps=min(PROGRESS_STEPS, self.config.num_inference_steps),
+                           sampler="ddim")
+
+    def sample(self, count: int, seed: int, num_steps: int | None = None, sampler: str | None = None) -> np.ndarray:
         """`count` codes from x_T ~ N(0, I) by the config's sampler, the same for the same seed."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((count, self.dims)).astype(np.float32)
@@ -392,12 +397,12 @@ class CodeDiffusion(PerImageObjective):
         def eps(x, t):
             return np.asarray(self.network([x, np.full(len(x), t, dtype=np.int32)], training=False))
 
-        if self.config.sampler == "ddpm":
+        if (sampler or self.config.sampler) == "ddpm":
             for t in reversed(range(self.config.num_timesteps)):
                 noise = rng.standard_normal(x.shape).astype(np.float32)
                 x = ddpm_step(x, eps(x, t), t, self.schedule, noise, CODE_RANGE).astype(np.float32)
             return x
-        timesteps = self._timesteps()
+        timesteps = self._timesteps(num_steps)
         for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
             x = ddim_step(x, eps(x, t), t, t_prev, self.schedule, CODE_RANGE).astype(np.float32)
         return x

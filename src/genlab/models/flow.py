@@ -354,6 +354,10 @@ class CodeFlow(PerImageObjective):
     def sample(self, count: int, seed: int) -> np.ndarray:
         return np.asarray(self.from_noise(prior_noise(count, self.dims, seed)))
 
+    def preview(self, count: int, seed: int) -> np.ndarray:
+        """What the progress grid decodes while training: samples (one pass of the inverse)."""
+        return self.sample(count, seed)
+
 
 def build_prior(config: FlowPriorParams, dims: int) -> CodeFlow:
     """The compiled RealNVP over `dims` codes described by `config`."""

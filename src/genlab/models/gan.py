@@ -174,6 +174,10 @@ class CodeGan(Gan):
         super().__init__(generator, discriminator, config, **kwargs)
         self.dims, self.noise_dim = dims, config.latent_dim
 
+    def preview(self, count: int, seed: int) -> np.ndarray:
+        """What the progress grid decodes while training: samples (one pass of the generator)."""
+        return self.sample(count, seed)
+
     def from_noise(self, noise):
         """(B, latent_dim) standard normal noise -> codes at the sampling temperature (differentiable)."""
         return self.generator(self.config.temperature * ops.convert_to_tensor(noise), training=False)

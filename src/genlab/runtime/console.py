@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import threading
+from pathlib import Path
 
 VERBOSE_ENV = "GENLAB_VERBOSE"
 # What TensorFlow's C++ side writes on every start of a CPU machine, whatever the work: absl's notice,
@@ -163,11 +164,17 @@ def check_params(path: str = "params.yaml") -> int:
     """params.yaml checked before DVC reads it: genlab's errors name the key and what is allowed, where
     DVC's own (for a model name it cannot use as a stage key) would not; a user's npz file is read once to
     check that every network fits its images, before any stage trains on them."""
+    import yaml
+
     from genlab.config.params import ParamsError, load_params
     from genlab.data.sources import DataError, load_npz
 
     try:
         params = load_params(path)
+        if "priors" not in (yaml.safe_load(Path(path).read_text()) or {}):  # DVC's foreach needs the key itself
+            raise ParamsError(f"{path}: no `priors:` section; dvc.yaml's train_prior and evaluate_prior stages run "
+                              f"one per entry of it (learned priors over an encoder's codes): add `priors: {{}}` "
+                              f"for none")
         if params.data.source == "npz":
             images, _ = load_npz(params.data.path)
             problems = params.image_problems(images.shape[1:], f"{images.shape[1]}x{images.shape[2]} images in "
