@@ -176,20 +176,20 @@ def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData,
     floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(fake),
                                                                         replace=False)]
     floor_features, _ = judge.look(floor_images)
-    ceiling = {}
-    if reconstruct is not None:
-        reconstruction_fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images), 0, 1))[0])
-        ceiling = {"reconstruction_fid": reconstruction_fid}
     options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
                "kid_subset_size": settings.kid_subset_size, "seed": seed}
     measured = metrics.sample_quality(real, fake, **options)
     floor = metrics.sample_quality(real, floor_features, **options)
     reference = bias.shares(prepared.train.y, prepared.num_classes)
     classes = metrics.class_distribution(probabilities.argmax(axis=1), reference, settings.min_class_share_ratio)
+
     def to_floor(fid: float) -> float:
         return fid / floor["fid"] if floor["fid"] > 0 else float("inf")
 
-    ceiling |= {"reconstruction_fid_to_floor": to_floor(ceiling["reconstruction_fid"])} if ceiling else {}
+    ceiling = {}
+    if reconstruct is not None:
+        fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images), 0, 1))[0])
+        ceiling = {"reconstruction_fid": fid, "reconstruction_fid_to_floor": to_floor(fid)}
     return (measured | {f"data_floor_{key}": value for key, value in floor.items()} | ceiling
             | {"fid_to_floor": to_floor(measured["fid"]),
                "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}

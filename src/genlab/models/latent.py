@@ -84,10 +84,13 @@ class LatentModel(FamilyModel, keras.Model):
     def standardise(self, codes: np.ndarray) -> np.ndarray:
         return ((codes - np.asarray(self.code_mean)) / np.asarray(self.code_scale)).astype(np.float32)
 
+    def unstandardise(self, codes: np.ndarray) -> np.ndarray:
+        """The prior's standardised codes in the encoder's units."""
+        return (codes * np.asarray(self.code_scale) + np.asarray(self.code_mean)).astype(np.float32)
+
     def sample_codes(self, count: int, seed: int) -> np.ndarray:
         """`count` codes drawn from the prior, in the encoder's units."""
-        return (self.prior.sample(count, seed) * np.asarray(self.code_scale) + np.asarray(self.code_mean)).astype(
-            np.float32)
+        return self.unstandardise(self.prior.sample(count, seed))
 
     # --- the contract ----------------------------------------------------------------------------------
 
@@ -118,8 +121,8 @@ class LatentModel(FamilyModel, keras.Model):
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Samples every few epochs, by the prior's quick look (a DDPM's DDIM in fewer steps)."""
-        codes = self.prior.preview(len(images), seed=0) * np.asarray(self.code_scale) + np.asarray(self.code_mean)
-        return {"sample": np.clip(self.encoder_model.decode(codes.astype(np.float32)), 0.0, 1.0)}
+        codes = self.unstandardise(self.prior.preview(len(images), seed=0))
+        return {"sample": np.clip(self.encoder_model.decode(codes), 0.0, 1.0)}
 
     def family_metrics(self, images: np.ndarray) -> dict[str, float]:
         """The prior's own on the test images' codes (a flow's NLL per code, a DDPM's noise error, a GAN's
@@ -148,4 +151,3 @@ def build(config: PriorOverCodes, image_shape: tuple[int, int], steps_per_execut
     # the prior's optimizer is the model's: Keras's fit ends by giving the model its weight average, if any
     model.compile(optimizer=prior.optimizer, steps_per_execution=steps_per_execution)
     return model
-
