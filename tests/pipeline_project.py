@@ -1,4 +1,5 @@
-"""The tiny project that the end-to-end, browser and sweep tests share: one small model of each family."""
+"""The tiny project that the end-to-end, browser and sweep tests share: one small model of each family (the DDPM
+told the class)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
                 batch_size=64, epochs=5)
     every = {"ae_a": model, "ae_b": model | {"output_activation": "linear", "loss": "mse"}, "vae_c": vae,
              "gan_d": gan, "flow_e": flow,
-             "ddpm_f": dict(family="diffusion", num_timesteps=10, hidden_units=[16], time_embedding_dim=8,
-                            num_inference_steps=5, batch_size=64, epochs=5)}
+             # told the class, with classifier-free guidance (issue 30): evaluate asks it for every class
+             "ddpm_f": dict(family="diffusion", conditional=True, condition_dropout=0.2, guidance_scale=2.0,
+                            num_timesteps=10, hidden_units=[16], time_embedding_dim=8, num_inference_steps=5,
+                            batch_size=64, epochs=5)}
     params["models"] = {name: every[name] for name in models}
     every_prior = {"ldm_g": dict(encoder="ae_a", family="diffusion", num_timesteps=10, hidden_units=[16],
                                  time_embedding_dim=8, sampler="ddim", num_inference_steps=5, batch_size=64, epochs=5)}
@@ -77,7 +80,7 @@ def tiny_mnist_params() -> dict:
         "ae_784": dict(family="autoencoder", hidden_units=[32], latent_dim=16, learning_rate=0.005) | common,
         "flow_conv": dict(family="flow", network="conv", conv_filters=[4], num_couplings=2, num_scales=2) | common,
         "ddpm_conv": dict(family="diffusion", network="conv", conv_filters=[8, 16], patch_size=2, num_timesteps=20,
-                          num_inference_steps=4) | common,
+                          num_inference_steps=4, conditional=True, guidance_scale=1.5) | common,  # a guided U-Net
     }
     params["models"] = {name: every[name] for name in MNIST_MODELS}
     params["priors"] = {"ae_784_flow_prior": dict(encoder="ae_784", family="flow", num_couplings=4, hidden_units=[32])

@@ -12,6 +12,7 @@ from pipeline_project import TINY_NETWORKS
 from sklearn.datasets import load_digits
 
 from genlab.config.params import FAMILY_PARAMS
+from genlab.data.splits import Split
 from genlab.evaluation import restoration
 from genlab.models.contract import LIKELIHOODS, Encoder, Generator, GuidedRestorer, LatentSpace, Searchable
 from genlab.models.registry import build_model, load_model, save_model
@@ -33,17 +34,33 @@ def test_every_registered_family_is_run_through_the_contract():
     assert set(TINY_NETWORKS) == set(FAMILY_PARAMS) == set(CAPABILITIES)
 
 
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
 @pytest.mark.parametrize("family", sorted(FAMILY_PARAMS))
-def test_a_family_keeps_the_contract(family, digits, tmp_path):
+def test_a_family_keeps_the_contract(family, conditional, digits, tmp_path):
     images, labels = digits
     devices.set_seed(0)
-    config = FAMILY_PARAMS[family](family=family, epochs=2, batch_size=32, **TINY_NETWORKS[family])
-    model = build_model(config, SHAPE)
-    assert isinstance(model, Generator)
+    config = FAMILY_PARAMS[family](family=family, epochs=2, batch_size=32, conditional=conditional,
+                                   **TINY_NETWORKS[family])
+    model = build_model(config, SHAPE, num_classes=10)
+    assert isinstance(model, Generator) and model.num_classes == (10 if conditional else 0)
     assert model.likelihood in LIKELIHOODS and model.training_optimizers()
-    result = fit.fit(model, images, images[:32], epochs=2, batch_size=32)
+    (x, y), validation = model.training_data(Split(images, labels), Split(images[:32], labels[:32]))
+    result = fit.fit(model, x, validation[0], targets=(y, validation[1]), epochs=2, batch_size=32)
     assert len(result.history[model.monitored_loss]) == len(result.history[f"val_{model.monitored_loss}"]) == 2
-    model.after_training(images)
+    model.after_training(Split(images, labels))
+
+    asked = np.array([1, 1, 7, 7, 3])
+    if conditional:
+        np.testing.assert_allclose(np.asarray(model.class_shares), np.bincount(labels, minlength=10) / len(labels),
+                                   rtol=1e-6)
+        of_classes = model.sample(5, seed=3, labels=asked)
+        assert of_classes.shape == (5, *SHAPE)
+        np.testing.assert_array_equal(of_classes, model.sample(5, seed=3, labels=asked))
+        with pytest.raises(ValueError, match="labels must be 5 classes"):
+            model.sample(5, seed=3, labels=np.array([1, 2, 10, 0, 0]))
+    else:
+        with pytest.raises(ValueError, match="unconditional"):
+            model.sample(5, seed=3, labels=asked)
 
     samples = model.sample(5, seed=3)
     assert samples.shape == (5, *SHAPE) and samples.dtype == np.float32
@@ -52,7 +69,7 @@ def test_a_family_keeps_the_contract(family, digits, tmp_path):
     assert not np.array_equal(samples, model.sample(5, seed=4))
     rows = model.progress_rows(images[:4])
     assert rows and all(np.asarray(row).shape == (4, *SHAPE) for row in rows.values())
-    found = model.family_metrics(images[:64])
+    found = model.family_metrics(images[:64], labels[:64])
     assert all(isinstance(value, float) and math.isfinite(value) for value in found.values())
     assert (model.likelihood == "none") == ("test_nll_bits_per_dim" not in found)  # a likelihood is reported
     for name, shown in model.family_images(images[:32], labels[:32]).items():
@@ -61,8 +78,8 @@ def test_a_family_keeps_the_contract(family, digits, tmp_path):
     assert {capability for capability in (Encoder, Searchable, GuidedRestorer)
             if isinstance(model, capability)} == CAPABILITIES[family]
     if isinstance(model, Encoder):
-        assert model.encode(images[:4]).shape == (4, config.latent_dim)
-        assert model.reconstruct(images[:4]).shape == (4, *SHAPE)
+        assert model.encode(images[:4]).shape == model.encode(images[:4], labels[:4]).shape == (4, config.latent_dim)
+        assert model.reconstruct(images[:4]).shape == model.reconstruct(images[:4], labels[:4]).shape == (4, *SHAPE)
     if isinstance(model, Searchable):
         space = model.latent_space()
         assert isinstance(space, LatentSpace) and np.asarray(space.decode(np.zeros((2, space.dim), np.float32))).shape \
@@ -75,3 +92,5 @@ def test_a_family_keeps_the_contract(family, digits, tmp_path):
     loaded, loaded_config = load_model(tmp_path)
     assert loaded_config == config and type(loaded) is type(model)
     np.testing.assert_array_equal(loaded.sample(5, seed=3), samples)
+    if conditional:
+        np.testing.assert_array_equal(loaded.sample(5, seed=3, labels=asked), of_classes)

@@ -74,7 +74,7 @@ TWO_REPLICAS = textwrap.dedent("""
         def call(self, images):
             return self.dense(images)
 
-        def per_image_loss(self, images, training):
+        def per_image_loss(self, images, condition, training):
             return keras.ops.mean((self.dense(images) - images[:, :4]) ** 2, axis=1)
 
     def one_step(strategy):

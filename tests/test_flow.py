@@ -96,7 +96,7 @@ def test_samples_are_images_deterministic_and_survive_save_load(images, tmp_path
     save_model(model, model.config, (8, 8), tmp_path)
     loaded, _ = load_model(tmp_path)
     np.testing.assert_array_equal(loaded.sample(12, seed=4), samples)
-    results = model.family_metrics(images[:32])
+    results = model.family_metrics(images[:32], np.zeros(32, int))
     assert results["test_nll_nats"] == pytest.approx(results["test_nll_bits_per_dim"] * 64 * math.log(2))
 
 

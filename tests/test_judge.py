@@ -8,6 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from genlab.config.params import AutoencoderParams, JudgeParams  # noqa: E402
+from genlab.data.splits import Split  # noqa: E402
 from genlab.evaluation import judge as judges  # noqa: E402
 from genlab.models.registry import build_model, load_model, save_model  # noqa: E402
 from genlab.training import devices, fit  # noqa: E402
@@ -46,12 +47,12 @@ def test_judge_is_convolutional_for_larger_images():
 
 
 def test_autoencoder_samples_from_a_gaussian_fitted_to_its_codes(digits, tmp_path):
-    x, _ = digits
+    x, y = digits
     config = AutoencoderParams(family="autoencoder", hidden_units=(16,), latent_dim=3, epochs=3)
     devices.set_seed(0)
     model = build_model(config, (8, 8))
     fit.fit(model, x[:512], x[512:600], epochs=3, batch_size=64)
-    model.after_training(x[:512])
+    model.after_training(Split(x[:512], y[:512]))
     codes = model.encode(x[:512]).astype(np.float64)
     np.testing.assert_allclose(np.asarray(model.latent_mean), codes.mean(axis=0), atol=1e-5)
     scale = np.asarray(model.latent_scale, dtype=np.float64)
@@ -71,11 +72,11 @@ def test_a_model_is_a_logged_model_loaded_without_pickle_and_registered_as_champ
     # set, not deleted: mlflow.set_tracking_uri exports the variable, and monkeypatch then removes it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    x, _ = digits
+    x, y = digits
     config = AutoencoderParams(family="autoencoder", hidden_units=(16,), latent_dim=3, epochs=1)
     model = build_model(config, (8, 8))
     fit.fit(model, x[:200], x[200:264], epochs=1, batch_size=64)
-    model.after_training(x[:200])
+    model.after_training(Split(x[:200], y[:200]))
     (tmp_path / "model").mkdir()
     save_model(model, config, (8, 8), tmp_path / "model")
     experiment_id = tracking.setup("registry-test")

@@ -8,6 +8,7 @@ import yaml
 from pipeline_project import PROJECT
 
 from genlab.config.params import PRIOR_PARAMS, ParamsError, parse_params
+from genlab.data.splits import Split
 from genlab.models.contract import Encoder, Generator, Searchable
 from genlab.models.registry import build_model, load_model, save_model
 from genlab.training import fit
@@ -34,12 +35,14 @@ def prior_config(family: str, **changes):
     return parse_params(params).priors["prior"]
 
 
-def mixture(count: int, seed: int) -> np.ndarray:
-    """A two-component Gaussian mixture in 2-D: 30% at (-2, 0), 70% at (2, 0), each with std 0.3."""
+def mixture(count: int, seed: int, labelled: bool = False):
+    """A two-component Gaussian mixture in 2-D: 30% at (-2, 0), 70% at (2, 0), each with std 0.3 (and with
+    `labelled`, each point's component: 1 on the right)."""
     rng = np.random.default_rng(seed)
     right = rng.random(count) < 0.7
     centres = np.where(right[:, None], [2.0, 0.0], [-2.0, 0.0])
-    return (centres + 0.3 * rng.standard_normal((count, 2))).astype(np.float32)
+    points = (centres + 0.3 * rng.standard_normal((count, 2))).astype(np.float32)
+    return (points, right.astype(np.int64)) if labelled else points
 
 
 @pytest.fixture(scope="module", params=sorted(PRIORS))
@@ -99,7 +102,9 @@ def test_training_data_are_the_standardised_codes_of_the_training_images():
     set_seed(0)
     model = build_model(prior_config("flow", epochs=2), IMAGE_SHAPE)
     images = np.random.default_rng(0).random((50, *IMAGE_SHAPE)).astype(np.float32)
-    train, validation = model.training_data(images, images[:10])
+    labels = np.arange(50) % 3
+    (train, targets), (validation, _) = model.training_data(Split(images, labels), Split(images[:10], labels[:10]))
+    np.testing.assert_array_equal(targets, train)  # unconditional: the codes are their own targets
     assert train.shape == (50, 2) and validation.shape == (10, 2)
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-4)
@@ -144,3 +149,59 @@ def test_a_prior_needs_an_encoder_with_codes():
 def test_the_prior_schemas_are_the_families_own():
     assert set(PRIOR_PARAMS) == {"flow", "diffusion", "gan"}
     assert prior_config("diffusion").num_timesteps == 100 and prior_config("flow").num_couplings == 6
+
+
+@pytest.fixture(scope="module", params=sorted(PRIORS))
+def conditional(request):
+    """A conditional prior told each point's component of the mixture."""
+    set_seed(0)
+    # DDPM: a third of the points shown with the null class, so that it also learns the unconditional mixture
+    dropout = {"condition_dropout": 0.3} if request.param == "diffusion" else {}
+    model = build_model(prior_config(request.param, conditional=True, **dropout), IMAGE_SHAPE, num_classes=2)
+    (train, train_labels), (validation, validation_labels) = mixture(2000, 0, True), mixture(400, 1, True)
+    fit.fit(model, train, validation, targets=(train_labels, validation_labels), epochs=model.config.epochs,
+            batch_size=model.config.batch_size, seed=0)
+    model.after_training(Split(train, train_labels))
+    return request.param, model
+
+
+def test_a_conditional_prior_draws_the_component_it_is_asked_for(conditional, tmp_path):
+    family, model = conditional
+    assert model.num_classes == 2
+    np.testing.assert_allclose(np.asarray(model.prior.class_shares), [0.3, 0.7], atol=0.03)
+    left = model.sample_codes(500, seed=3, labels=np.zeros(500, int))
+    right = model.sample_codes(500, seed=3, labels=np.ones(500, int))
+    assert np.mean(left[:, 0] < 0) >= 0.97 and np.mean(right[:, 0] > 0) >= 0.97, family
+    assert left[:, 0].mean() == pytest.approx(-2.0, abs=0.3) and right[:, 0].mean() == pytest.approx(2.0, abs=0.3)
+    assert np.mean(model.sample_codes(1000, seed=4)[:, 0] > 0) == pytest.approx(0.7, abs=0.05)  # not asked
+    space = model.latent_space()  # PULSE searches the class with the prior's noise
+    assert space.dim == model.prior.noise_dim + 2
+    assert np.asarray(space.decode(np.zeros((3, space.dim), np.float32))).shape == (3, *IMAGE_SHAPE)
+    save_model(model, model.config, IMAGE_SHAPE, tmp_path)
+    loaded, _ = load_model(tmp_path)
+    np.testing.assert_array_equal(loaded.sample(6, seed=2, labels=np.array([0, 1, 0, 1, 1, 0])),
+                                  model.sample(6, seed=2, labels=np.array([0, 1, 0, 1, 1, 0])))
+
+
+def test_latent_diffusion_at_guidance_zero_is_the_unconditional_prior(conditional):
+    family, model = conditional
+    if family != "diffusion":
+        pytest.skip("classifier-free guidance is diffusion's")
+    guided = model.prior.config
+    try:
+        model.prior.config = guided.model_copy(update={"guidance_scale": 0.0})
+        codes = model.sample_codes(1000, seed=3, labels=np.zeros(1000, int))  # asked for the left one only
+        np.testing.assert_array_equal(codes, model.sample_codes(1000, seed=3, labels=np.ones(1000, int)))
+        assert np.mean(codes[:, 0] > 0) == pytest.approx(0.7, abs=0.05)  # the mixture's own weights
+        model.prior.config = guided.model_copy(update={"guidance_scale": 3.0})
+        assert np.mean(model.sample_codes(1000, seed=3, labels=np.zeros(1000, int))[:, 0] < 0) >= 0.97
+    finally:
+        model.prior.config = guided
+
+
+def test_a_prior_over_a_conditional_encoder_is_refused():
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["models"] = {"ae": ENCODER | {"conditional": True}}
+    params["priors"] = {"prior": PRIORS["flow"] | {"encoder": "ae"}}
+    with pytest.raises(ParamsError, match="priors.prior.encoder: ae is conditional"):
+        parse_params(params)

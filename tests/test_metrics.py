@@ -200,3 +200,38 @@ def test_detail_counts_the_speckle_a_reconstruction_adds():
     assert found["detail_ratio"] == pytest.approx((16 + 2) / 16)
     assert found["out_of_range_share"] == pytest.approx(1 / 16)
     assert metrics.detail(images, np.full_like(images, 0.5))["detail_ratio"] == 0.0  # a flat grey guess
+
+
+def test_intra_class_fid_finds_the_class_a_model_draws_badly():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((300, 20))
+    real_labels = np.repeat(np.arange(3), 100)
+    real[real_labels == 1] += 3.0  # three classes apart in feature space
+    real[real_labels == 2] -= 3.0
+    fake = rng.standard_normal((600, 20))
+    fake_labels = np.repeat(np.arange(3), 200)
+    fake[fake_labels == 1] += 3.0
+    fake[fake_labels == 2] -= 3.0
+    fake[fake_labels == 2, :5] += 2.0  # class 2 drawn off its place
+    per_class = metrics.per_class_fid(real, real_labels, fake, fake_labels, num_classes=3, components=10)
+    assert per_class["2"] > 5 * max(per_class["0"], per_class["1"])
+    floor_features = rng.standard_normal((300, 20))
+    floor_features[real_labels == 1] += 3.0
+    floor_features[real_labels == 2] -= 3.0
+    floor = metrics.per_class_fid(real, real_labels, floor_features, real_labels, num_classes=3, components=10)
+    found = metrics.within_class_quality(per_class, floor)
+    assert found["worst_fid_class"] == 2 and found["worst_class_fid_to_floor"] > 3
+    assert found["per_class_fid_to_floor"]["0"] == pytest.approx(1.0, abs=0.6)
+    # at most `counts` samples of each class compared, and a class with too few is not measured
+    capped = metrics.per_class_fid(real, real_labels, fake, fake_labels, 3, components=10,
+                                   counts=np.array([5, 200, 200]))
+    assert np.isnan(capped["0"]) and capped["1"] == per_class["1"]
+    assert metrics.within_class_quality(capped, floor)["classes_unmeasured"] == 1
+
+
+def test_asked_for_accuracy_is_the_share_of_each_class_the_judge_sees():
+    asked = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    judged = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    found = metrics.asked_for_accuracy(asked, judged, 2)
+    assert found["per_class_asked_accuracy"] == {"0": 0.75, "1": 1.0}
+    assert found["asked_class_accuracy"] == 0.875 and found["worst_asked_class"] == 0

@@ -172,7 +172,7 @@ BAD_CASES = [
     ("window_above_one", set_key("train.diagnosis.window", 1.5),
      ["train.diagnosis.window:", "less than or equal to 1"]),
     ("rank_by_unknown", set_key("compare.rank_by", "test_mae"),
-     ["compare.rank_by:", "'restore_ssim' or 'restore_identity_kept'", "(got 'test_mae')"]),
+     ["compare.rank_by:", "'worst_class_fid_to_floor' or 'asked_class_accuracy'", "(got 'test_mae')"]),
     ("experiment_empty", set_key("tracking.experiment", ""), ["tracking.experiment:", "at least 1 character"]),
     ("log_model_weights_text", set_key("tracking.log_model_weights", "yes"),
      ["tracking.log_model_weights:", "valid boolean"]),

@@ -54,6 +54,14 @@ def test_outputs_exist(project):
     assert 0 < flow["test_nll_bits_per_dim"] < 8
     ddpm = json.loads((root / "reports/eval/ddpm_f.json").read_text())
     assert 0 < ddpm["test_noise_mse"] < 2
+    # told the class (asked for ten of each): how often the judge sees it; every model's classes within
+    assert 0 <= ddpm["asked_class_accuracy"] <= 1
+    assert set(ddpm["per_class_asked_accuracy"]) == {str(k) for k in range(10)}
+    assert json.loads((root / "models/ddpm_f/config.json").read_text())["num_classes"] == 10
+    for name in MODELS:
+        results = json.loads((root / f"reports/eval/{name}.json").read_text())
+        assert set(results["per_class_fid"]) == set(results["per_class_fid_floor"]) == {str(k) for k in range(10)}
+        assert ("asked_class_accuracy" in results) == (name == "ddpm_f")
     # wall-clock times in files of their own, so that the metrics files are reproducible bit for bit
     for name in MODELS:
         timings = json.loads((root / f"reports/timings/{name}.json").read_text())
@@ -270,7 +278,8 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     data_md5 = json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
     for name, run in model_runs(client).items():
         keys = set(run.data.metrics)
-        assert len(keys) <= 37, (name, sorted(keys))  # the ones a person compares; the rest in tables and JSON
+        # the ones a person compares (within each class two, and a conditional model two more); the rest in tables, JSON
+        assert len(keys) <= 41, (name, sorted(keys))
         assert ({key.split("/")[0] for key in keys}
                 == {"train", "test", "bias", "restore", "timing"}), (name, sorted(keys))
         assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
@@ -320,6 +329,9 @@ def test_every_model_is_a_logged_model_that_loads_without_pickle_and_generates_i
         own, _ = load_model(root / f"models/{name}")
         np.testing.assert_allclose(np.asarray(generator.predict({"num_images": 3, "seed": 7})),
                                    own.sample(3, seed=7), atol=1e-5)
+        if own.num_classes:  # a conditional model, asked for a class
+            np.testing.assert_allclose(np.asarray(generator.predict({"num_images": 3, "seed": 7, "class": 4})),
+                                       own.sample(3, seed=7, labels=np.full(3, 4)), atol=1e-5)
         if name in ENCODERS:
             images = np.load(root / "data/prepared/x_test.npy")[:4]
             np.testing.assert_allclose(generator.unwrap_python_model().reconstruct(images), own.reconstruct(images),

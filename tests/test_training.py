@@ -121,7 +121,7 @@ def test_a_test_step_that_returns_other_values_than_its_metrics_is_refused(image
             super().__init__()
             self.dense = keras.layers.Dense(1)
 
-        def per_image_loss(self, batch, training=False):
+        def per_image_loss(self, batch, condition=None, training=False):
             return keras.ops.mean(keras.ops.square(self.dense(keras.ops.reshape(batch, (-1, 64)))), axis=-1)
 
         def test_step(self, data):

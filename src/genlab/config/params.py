@@ -205,6 +205,9 @@ class EvaluateParams(Section):
     kid_subsets: Annotated[StrictInt, Field(ge=1, le=1000)] = 100  # KID's random subsets
     kid_subset_size: Annotated[StrictInt, Field(ge=2, le=10_000)] = 1000  # capped by the smaller sample set
     min_class_share_ratio: Fraction = 0.25  # a class is covered when its sample share reaches this x its real share
+    # the classes a conditional model is asked for: equal shares (as many of every class, also of a class that
+    # was rare in training: data.keep_fraction), or the training split's shares
+    conditional_shares: Literal["equal", "training"] = "equal"
 
 
 # genlab.evaluation.restoration.TASKS
@@ -257,6 +260,8 @@ RANKING_METRICS: dict[str, bool] = {
     "sampling_seconds_per_1000": False, "train_seconds": False, "num_params": False,
     "test_nll_bits_per_dim": False, "test_bce": False, "test_mse": False,
     "restore_psnr": True, "restore_ssim": True, "restore_identity_kept": True,  # image-to-image (restoration)
+    # within each class (intra-class FID over its floor), and a conditional model's class asked for
+    "intra_class_fid_to_floor": False, "worst_class_fid_to_floor": False, "asked_class_accuracy": True,
 }
 
 
@@ -338,7 +343,15 @@ class ImageNetworkParams(TrainingParams):
         return super().image_problem(image_shape)
 
 
-class AutoencoderParams(TrainingParams):
+class ClassConditional(BaseModel):
+    """What makes a family's model class-conditional: told the class, it draws that class (conditional GANs,
+    Mirza and Osindero 2014; conditional VAEs, Sohn et al. 2015; classifier-free guidance, Ho and Salimans
+    2022). How each family is told is its own (genlab.models.<family>)."""
+
+    conditional: StrictBool = False
+
+
+class AutoencoderParams(ClassConditional, TrainingParams):
     """A dense autoencoder: image -> hidden_units -> latent_dim -> reversed(hidden_units) -> image."""
 
     bottleneck: ClassVar[bool] = True
@@ -360,7 +373,7 @@ class AutoencoderParams(TrainingParams):
         return self
 
 
-class VaeParams(ImageNetworkParams):
+class VaeParams(ClassConditional, ImageNetworkParams):
     """A variational autoencoder: a Gaussian latent of latent_dim numbers with a standard normal prior.
 
     Dense: image -> hidden_units -> z; conv: stride-2 convolutions (conv_filters), then hidden_units -> z."""
@@ -377,7 +390,7 @@ class VaeParams(ImageNetworkParams):
     temperature: Temperature = 1.0  # samples decode z ~ N(0, T^2 I)
 
 
-class GanParams(ImageNetworkParams):
+class GanParams(ClassConditional, ImageNetworkParams):
     """A generative adversarial network: a generator from `latent_dim` noise numbers against a discriminator.
 
     Dense: generator_units and discriminator_units; conv (DCGAN-style): the discriminator halves the
@@ -410,7 +423,7 @@ class GanParams(ImageNetworkParams):
         return self
 
 
-class FlowParams(ImageNetworkParams):
+class FlowParams(ClassConditional, ImageNetworkParams):
     """A RealNVP normalizing flow: affine couplings, exact likelihood.
 
     Dense: `num_couplings` couplings with alternating checkerboard masks, each with a dense
@@ -442,7 +455,7 @@ class FlowParams(ImageNetworkParams):
         return super().image_problem(image_shape)
 
 
-class DiffusionParams(ImageNetworkParams):
+class DiffusionParams(ClassConditional, ImageNetworkParams):
     """A denoising diffusion model (DDPM): a network that predicts the noise added at a random timestep.
 
     Dense (hidden_units) for small images; conv: a lean U-Net on patch_size x patch_size patches, one
@@ -462,6 +475,24 @@ class DiffusionParams(ImageNetworkParams):
     # the noise predictor's arithmetic: float32, or Keras's mixed precision with bfloat16 products (float32
     # weights); auto: bfloat16 on a CPU that multiplies it natively (genlab.training.fit.compute_precision)
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
+    # classifier-free guidance (Ho and Salimans 2022), for a conditional model: the condition is dropped (the
+    # null class) for this share of the training images, so that one network also learns the unconditional
+    # noise; sampling takes eps_u + guidance_scale (eps_c - eps_u): 0 the unconditional model, 1 the
+    # conditional one, above 1 guided further toward the class (sharper, less varied)
+    condition_dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.1
+    guidance_scale: Annotated[Number, Field(ge=0, le=20)] = 1.0
+
+    @model_validator(mode="after")
+    def _guidance_needs_conditions(self) -> DiffusionParams:
+        fields = type(self).model_fields
+        given = [key for key in ("condition_dropout", "guidance_scale") if getattr(self, key) != fields[key].default]
+        if given and not self.conditional:
+            raise ValueError(f"{', '.join(given)}: classifier-free guidance is for a conditional model "
+                             f"(conditional: true)")
+        if self.guidance_scale != 1 and self.condition_dropout == 0:
+            raise ValueError(f"guidance_scale {self.guidance_scale:g} needs the unconditional model as well: "
+                             f"condition_dropout above 0 (0.1 to 0.2, as Ho and Salimans)")
+        return self
 
     def image_problem(self, image_shape: tuple[int, int]) -> str | None:
         factor = self.patch_size * 2 ** (len(self.conv_filters) - 1)
@@ -479,7 +510,7 @@ class DiffusionParams(ImageNetworkParams):
         return self
 
 
-class PpcaParams(TrainingParams):
+class PpcaParams(ClassConditional, TrainingParams):
     """Probabilistic PCA: the linear autoencoder with a density, x = W z + mu + noise, z ~ N(0, I) of
     latent_dim numbers, trained by its exact likelihood (genlab.models.ppca)."""
 
@@ -616,6 +647,9 @@ class Params(Section):
                 encoders = sorted(key for key, model in self.models.items() if model.bottleneck)
                 raise ValueError(f"priors.{name}.encoder: {prior.encoder} ({encoder.family}) has no codes to model; "
                                  f"models with an encoder: {encoders}")
+            if encoder.conditional:
+                raise ValueError(f"priors.{name}.encoder: {prior.encoder} is conditional; a prior models an "
+                                 f"unconditional encoder's codes (make the prior conditional instead)")
             object.__setattr__(prior, "encoder_model", encoder)  # a frozen section: set once, here
         return self
 

@@ -38,6 +38,9 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
         family = summaries[name]["family"]
         if "prior_over" in summaries[name]:  # a learned prior over an encoder's codes (genlab.models.latent)
             family = f"{family} prior over {summaries[name]['prior_over']}"
+        if settings.get("conditional"):  # told the class (genlab.models.contract)
+            guidance = settings.get("guidance_scale", 1)
+            family = f"conditional {family}" + (f" (guidance {guidance:g})" if guidance != 1 else "")
         rows.append({"model": name, "family": family,
                      "likelihood": summaries[name].get("likelihood", "none")}  # genlab.models.contract
                     | {key: settings.get(key) for key in SETTING_COLUMNS}
@@ -175,6 +178,9 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     restoring = restoration_answer(table)
     if restoring:
         lines.append(restoring)
+    asked = conditional_answer(table)
+    if asked:
+        lines.append(asked)
     if "rarest_class_share_ratio" in table and table["rarest_class"].nunique() == 1:
         ratios = table.set_index("model")["rarest_class_share_ratio"].astype(float).dropna().sort_values()
         lines.append(f"**The rarest training class ({int(table['rarest_class'].iloc[0])})**: its share of the "
@@ -182,6 +188,27 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"classifier's confusion): " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items())
                      + ".")
     return lines
+
+
+def conditional_answer(table: pd.DataFrame) -> str | None:
+    """Would the opposite have been acceptable? Which model draws the class asked for most often, and what every
+    model's worst class costs (intra-class FID over its floor; an unconditional model's classes by the judge)."""
+    if "intra_class_fid_to_floor" not in table:
+        return None
+    rows = table.dropna(subset=["intra_class_fid_to_floor"])
+    line = ("**Within each class** (intra-class FID over each class's floor, mean and worst class): "
+            + ", ".join(f"{row['model']} {row['intra_class_fid_to_floor']:.2g}x (worst: class "
+                        f"{int(row['worst_fid_class'])}, {row['worst_class_fid_to_floor']:.2g}x)"
+                        for _, row in rows.sort_values("intra_class_fid_to_floor").iterrows()) + "."
+            if len(rows) else "**Within each class**: too few samples of each class to measure.")
+    if "asked_class_accuracy" in table and table["asked_class_accuracy"].notna().any():
+        conditional = table.dropna(subset=["asked_class_accuracy"]).sort_values("asked_class_accuracy",
+                                                                                 ascending=False)
+        line += (" **Told the class**, the judge sees the class asked for in: "
+                 + ", ".join(f"{row['model']} {row['asked_class_accuracy']:.0%} (worst: class "
+                             f"{int(row['worst_asked_class'])}, {row['worst_asked_class_accuracy']:.0%})"
+                             for _, row in conditional.iterrows()) + ".")
+    return line
 
 
 def restoration_answer(table: pd.DataFrame) -> str | None:

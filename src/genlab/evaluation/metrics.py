@@ -165,6 +165,67 @@ def sample_quality(real: np.ndarray, fake: np.ndarray, k: int = 3, kid_subsets: 
     return {"fid": frechet_distance(real, fake), "kid": kid, "kid_std": kid_std} | precision_recall(real, fake, k)
 
 
+# --- within each class -------------------------------------------------------------------------------
+
+# Intra-class FID is measured in this many principal components of the judge's features: a class of the test
+# split has tens of images (27 on the digits, 75 on the MNIST sample), fewer than the judge's 128 features,
+# and a Frechet distance needs more samples than dimensions for a full-rank covariance.
+CLASS_FID_COMPONENTS = 16
+
+
+def principal_projection(features: np.ndarray, components: int) -> np.ndarray:
+    """The (F, components) directions of largest variance of (N, F) features, to project any features onto
+    (after subtracting these features' mean)."""
+    _, _, directions = np.linalg.svd(features - features.mean(axis=0), full_matrices=False)
+    return directions[:components].T
+
+
+def per_class_fid(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
+                  num_classes: int, components: int = CLASS_FID_COMPONENTS,
+                  counts: np.ndarray | None = None) -> dict[str, float]:
+    """FID within each class (intra-class FID): the real features of class c against the generated ones of
+    class c (a conditional model's asked-for class, else the judge's label), at most `counts[c]` of them (the
+    first), both projected onto the real features' first `components` principal directions. NaN for a class
+    with too few of either."""
+    mean = real.mean(axis=0)
+    projection = principal_projection(real, min(components, real.shape[1]))
+    real_projected, fake_projected = (real - mean) @ projection, (fake - mean) @ projection
+    found = {}
+    for label in range(num_classes):
+        generated = fake_projected[fake_labels == label][:None if counts is None else int(counts[label])]
+        try:
+            found[str(label)] = frechet_distance(real_projected[real_labels == label], generated)
+        except TooFewSamples:
+            found[str(label)] = float("nan")
+    return found
+
+
+def within_class_quality(per_class: dict[str, float], floor: dict[str, float]) -> dict[str, object]:
+    """Intra-class FID beside its data floor (the training images of each class against the test ones): the
+    mean over the classes measured, the worst class and its ratio to its floor, and the classes that could
+    not be measured (too few samples of them)."""
+    ratios = {label: value / floor[label] for label, value in per_class.items()
+              if np.isfinite(value) and np.isfinite(floor.get(label, np.nan)) and floor[label] > 0}
+    measured = [value for value in per_class.values() if np.isfinite(value)]
+    worst = max(ratios, key=ratios.get) if ratios else None
+    return {"intra_class_fid": float(np.mean(measured)) if measured else float("nan"),
+            "intra_class_fid_to_floor": float(np.mean(list(ratios.values()))) if ratios else float("nan"),
+            "worst_class_fid_to_floor": ratios[worst] if worst is not None else float("nan"),
+            "worst_fid_class": int(worst) if worst is not None else -1,
+            "classes_unmeasured": int(len(per_class) - len(ratios)),
+            "per_class_fid": per_class, "per_class_fid_to_floor": ratios}
+
+
+def asked_for_accuracy(asked: np.ndarray, judged: np.ndarray, num_classes: int) -> dict[str, object]:
+    """"Does it draw what you asked for?": per class asked for, the share of its samples the judge labels with
+    that class; the mean over classes and the worst class."""
+    per_class = per_class_mean((asked == judged).astype(np.float64), asked, num_classes)
+    worst = min(per_class, key=per_class.get)
+    return {"asked_class_accuracy": float(np.mean(list(per_class.values()))),
+            "worst_asked_class_accuracy": per_class[worst], "worst_asked_class": int(worst),
+            "per_class_asked_accuracy": per_class}
+
+
 TIMING_MARKERS = ("_seconds", "seconds_per_", "per_second")
 
 

@@ -25,7 +25,7 @@ from genlab.evaluation.outputs import (
     SAMPLES_FILE,
     SUMMARY_FILE,
 )
-from genlab.models.contract import Encoder
+from genlab.models.contract import Encoder, class_labels, equal_shares
 from genlab.runtime.files import write_json
 
 SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  # column "<kind>_group"
@@ -35,7 +35,9 @@ SUBGROUP_KINDS = {"stroke": morphometry.STROKES, "slant": morphometry.SLANTS}  #
 # DVC metrics JSON and in the run's tables.
 RUN_METRICS = {
     "test": ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered", "judge_confidence",
-             "test_mse", "test_bce", "judge_accuracy_on_reconstructions", "reconstruction_fid_to_floor"),
+             "test_mse", "test_bce", "judge_accuracy_on_reconstructions", "reconstruction_fid_to_floor",
+             "intra_class_fid_to_floor", "worst_class_fid_to_floor", "asked_class_accuracy",
+             "worst_asked_class_accuracy"),
     "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
              "worst_slant_bce_ratio"),
     # the means over the restoration tasks by the model's best method (restoration.summary)
@@ -93,6 +95,9 @@ def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataF
                               "corrected_share_ratio": [results["corrected_share_ratios"][label] for label in labels]})
     for kind, values in results.get("per_class", {}).items():
         per_class[f"test_{kind}"] = [values[label] for label in labels]
+    for key in ("per_class_fid", "per_class_fid_to_floor", "per_class_asked_accuracy"):
+        if key in results:
+            per_class[key.removeprefix("per_class_")] = [results[key].get(label, float("nan")) for label in labels]
     tables = {"tables/per_class.json": per_class,
               "tables/morphometry_ks.json": pd.DataFrame(
                   {"measure": list(morphometry.MEASURES),
@@ -113,6 +118,11 @@ def describe_evaluation(results: dict, num_classes: int) -> str:
     text += (f", reconstructions {results['reconstruction_fid_to_floor']:.1f}x the floor"
              if "reconstruction_fid_to_floor" in results else "")
     text += (f", {results['test_nll_bits_per_dim']:.3f} bits/dim" if "test_nll_bits_per_dim" in results else "")
+    text += (f", worst class {results['worst_fid_class']} at {results['worst_class_fid_to_floor']:.1f}x its floor"
+             if results.get("worst_fid_class", -1) >= 0 else "")
+    text += (f", draws the class asked for {results['asked_class_accuracy']:.0%} of the time (worst: "
+             f"{results['worst_asked_class']}, {results['worst_asked_class_accuracy']:.0%})"
+             if "asked_class_accuracy" in results else "")
     return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
 
 
@@ -129,7 +139,7 @@ def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: 
                           groups: pd.DataFrame):
     """Metrics and figures of an encoder: errors overall, per class and per stroke and slant subgroup
     (`groups`, the test images' subgroups) with the worst/best ratio and difference, extremes, latent map."""
-    reconstructions = model.reconstruct(x_test)
+    reconstructions = model.reconstruct(x_test, y_test)  # a conditional encoder is told the class
     errors = metrics.reconstruction_errors(x_test, reconstructions)
     per_class = {kind: metrics.per_class_mean(values, y_test, num_classes) for kind, values in errors.items()}
     results = {"test_mse": float(errors["mse"].mean()), "test_bce": float(errors["bce"].mean()),
@@ -148,21 +158,59 @@ def reconstruction_report(model, x_test, y_test, grid, num_classes: int, count: 
         "extremes.png": plots.image_rows(
             {"worst": x_test[worst], "rebuilt": reconstructions[worst], "best": x_test[best],
              "rebuilt ": reconstructions[best]}, f"{title}: worst and best reconstructions (BCE)"),
-        "latent_map.png": plots.latent_map(metrics.pca_2d(model.encode(x_test)), y_test,
+        "latent_map.png": plots.latent_map(metrics.pca_2d(model.encode(x_test, y_test)), y_test,
                                            f"{title}: latent codes, first two principal components"),
     }
     return results, figures, {GRID_FILE: reconstructions[grid]}, reconstructions
 
 
-def sampling_report(model, num_samples: int, title: str):
-    """Sampling time per 1000 images and a grid of samples from a fixed seed."""
+def asked_classes(model, num_samples: int, training_labels: np.ndarray, shares: str) -> np.ndarray | None:
+    """The classes a conditional model is asked for (None for an unconditional one): equal shares, or the
+    training split's, in an order shuffled by the sampling seed."""
+    if not model.num_classes:
+        return None
+    wanted = (equal_shares(model.num_classes) if shares == "equal"
+              else bias.shares(training_labels, model.num_classes))
+    return class_labels(num_samples, wanted, SAMPLE_SEED)
+
+
+def sampling_report(model, num_samples: int, title: str, asked: np.ndarray | None = None):
+    """Sampling time per 1000 images and a grid of samples from a fixed seed: four rows of ten, or for a
+    conditional model (asked for the classes `asked`) a row per class asked for."""
     started = time.perf_counter()
-    samples = model.sample(num_samples, seed=SAMPLE_SEED)
+    samples = model.sample(num_samples, seed=SAMPLE_SEED, labels=asked)
     seconds = time.perf_counter() - started
-    shown = samples[:40]
-    rows = {f"{index * 10}-{index * 10 + 9}": shown[index * 10:(index + 1) * 10] for index in range(len(shown) // 10)}
-    figures = {"samples.png": plots.image_rows(rows or {"samples": shown}, f"{title}: samples (seed {SAMPLE_SEED})")}
-    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: samples[:10]}, samples
+    if asked is None:
+        shown = samples[:40]
+        rows = {f"{index * 10}-{index * 10 + 9}": shown[index * 10:(index + 1) * 10]
+                for index in range(len(shown) // 10)}
+        thumbnails = samples[:10]
+    else:
+        rows = {f"class {label}": samples[asked == label][:10] for label in np.unique(asked)[:10]}
+        thumbnails = np.stack([samples[asked == label][0] for label in np.unique(asked)[:10]])
+    figures = {"samples.png": plots.image_rows(rows or {"samples": samples[:40]},
+                                               f"{title}: samples (seed {SAMPLE_SEED})")}
+    return {"sampling_seconds_per_1000": 1000 * seconds / num_samples}, figures, {SAMPLES_FILE: thumbnails}, samples
+
+
+def class_quality_report(judge, test_view, sample_view, validation_images: np.ndarray, validation_labels: np.ndarray,
+                         test_labels: np.ndarray, num_classes: int, asked: np.ndarray | None) -> dict:
+    """Within each class: the intra-class FID of the samples (by the class asked for, or the judge's label of
+    an unconditional model's) against the test images of the class, beside the class's floor (the validation
+    split's images of the class, as many samples compared as it has: unseen real images, never thinned by
+    data.keep_fraction); and for a conditional model, how often the judge sees the class asked for."""
+    (real, _), (fake, probabilities) = test_view, sample_view
+    judged = probabilities.argmax(axis=1)
+    drawn = judged if asked is None else asked
+    floor_features, _ = judge.look(validation_images)
+    counts = np.bincount(validation_labels, minlength=num_classes)
+    floor = metrics.per_class_fid(real, test_labels, floor_features, validation_labels, num_classes)
+    found = metrics.within_class_quality(metrics.per_class_fid(real, test_labels, fake, drawn, num_classes,
+                                                               counts=counts), floor)
+    found["per_class_fid_floor"] = floor
+    if asked is not None:
+        found |= metrics.asked_for_accuracy(asked, judged, num_classes)
+    return found
 
 
 def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData, settings: EvaluateParams,
@@ -173,8 +221,8 @@ def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData,
     An encoder's `reconstruct` adds the ceiling of anything that decodes from its codes: the floor's own
     training images, encoded and decoded, against the same test split (what a perfect prior would score)."""
     (real, _), (fake, probabilities) = test_view, sample_view
-    floor_images = prepared.train.x[np.random.default_rng(seed).choice(len(prepared.train.x), len(fake),
-                                                                        replace=False)]
+    chosen = np.random.default_rng(seed).choice(len(prepared.train.x), len(fake), replace=False)
+    floor_images = prepared.train.x[chosen]
     floor_features, _ = judge.look(floor_images)
     options = {"k": settings.nearest_neighbours, "kid_subsets": settings.kid_subsets,
                "kid_subset_size": settings.kid_subset_size, "seed": seed}
@@ -188,7 +236,8 @@ def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData,
 
     ceiling = {}
     if reconstruct is not None:
-        fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images), 0, 1))[0])
+        fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images, prepared.train.y[chosen]),
+                                                                0, 1))[0])
         ceiling = {"reconstruction_fid": fid, "reconstruction_fid_to_floor": to_floor(fid)}
     return (measured | {f"data_floor_{key}": value for key, value in floor.items()} | ceiling
             | {"fid_to_floor": to_floor(measured["fid"]),
@@ -301,7 +350,8 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
                                                         settings.num_extreme_images, title, test.groups)
         evaluation.add(*found)
     done("reconstructions")
-    *found, samples = sampling_report(model, settings.num_samples, title)
+    asked = asked_classes(model, settings.num_samples, prepared.train.y, settings.conditional_shares)
+    *found, samples = sampling_report(model, settings.num_samples, title, asked)
     evaluation.add(*found)
     done("sampling")
     test_view, sample_view = judge.look(test.x), judge.look(samples)  # (features, probabilities), once each
@@ -310,10 +360,12 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
     done("judge")
     evaluation.results |= quality_report(judge, test_view, sample_view, prepared, settings,
                                          reconstruct=model.reconstruct if isinstance(model, Encoder) else None)
+    evaluation.results |= class_quality_report(judge, test_view, sample_view, prepared.validation.x,
+                                               prepared.validation.y, test.y, prepared.num_classes, asked)
     done("sample quality")
     evaluation.results |= bias_report(test_view[1], sample_view[1], samples, prepared, test.measures)
     done("bias")
-    family_results = model.family_metrics(test.x)
+    family_results = model.family_metrics(test.x, test.y)
     evaluation.results |= family_results
     evaluation.family_keys = list(family_results)
     done("family metrics")

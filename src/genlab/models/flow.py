@@ -20,6 +20,11 @@ of z. A last group of checkerboard couplings acts on what is left.
 Before the flow, the discrete grey levels are dequantised with uniform noise and squeezed
 through a logit, whose own log-determinant is counted. Samples invert the flow from
 z ~ N(0, T^2 I) at temperature T and are mapped back to the grey level whose bin they fall in.
+
+Conditional: the base distribution is the class's, z ~ N(mu_c, diag(sigma_c^2)) with a learned mean and
+scale per class, and the couplings are shared (Glow's class-conditional prior: Kingma and Dhariwal 2018,
+"Glow: Generative Flow with Invertible 1x1 Convolutions"); the likelihood is then log p(x|c), and sampling
+inverts the flow from the class asked for.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 from keras import ops
 
 from genlab.config.params import FlowParams, FlowPriorParams
-from genlab.models.contract import LatentSpace
+from genlab.models.contract import LatentSpace, class_search_space
 from genlab.models.networks import PerImageObjective, optimizer, prior_noise
 
 LOG_2PI = math.log(2 * math.pi)
@@ -70,6 +75,42 @@ def unsqueeze(x):
     x = ops.reshape(x, (-1, height, width, 2, 2, channels // 4))
     x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
     return ops.reshape(x, (-1, 2 * height, 2 * width, channels // 4))
+
+
+# --- the base distribution ------------------------------------------------------------------------------
+
+
+class BaseDistribution(keras.layers.Layer):
+    """p(z): standard normal, or for a conditional flow the class's Gaussian N(mu_c, diag(sigma_c^2)) with a
+    learned mean and log-scale per class (zero at the start: standard normal for every class)."""
+
+    def __init__(self, dims: int, num_classes: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.dims, self.num_classes = dims, num_classes
+        if num_classes:
+            self.class_means = self.add_weight(shape=(num_classes, dims), initializer="zeros", name="class_means")
+            self.class_log_scales = self.add_weight(shape=(num_classes, dims), initializer="zeros",
+                                                    name="class_log_scales")
+        self.built = True  # its weights, if any, are made here
+
+    def _moments(self, condition):
+        """The mean and log-scale (B, D) of the classes `condition` (one-hot or soft) picks."""
+        return ops.matmul(condition, self.class_means), ops.matmul(condition, self.class_log_scales)
+
+    def log_prob(self, z, condition=None):
+        """log p(z) (or log p(z|c)) of (B, D) values: (B,)."""
+        if condition is None:
+            return ops.sum(-0.5 * ops.square(z) - 0.5 * LOG_2PI, axis=-1)
+        mean, log_scale = self._moments(condition)
+        standardised = (z - mean) * ops.exp(-log_scale)
+        return ops.sum(-0.5 * ops.square(standardised) - log_scale - 0.5 * LOG_2PI, axis=-1)
+
+    def draw(self, noise, condition=None, temperature: float = 1.0):
+        """z from standard normal `noise` at temperature T: T noise, or mu_c + sigma_c T noise (differentiable)."""
+        if condition is None:
+            return temperature * noise
+        mean, log_scale = self._moments(condition)
+        return mean + ops.exp(log_scale) * temperature * noise
 
 
 # --- the couplings -----------------------------------------------------------------------------------
@@ -177,13 +218,15 @@ class RealNvp(PerImageObjective):
     likelihood = "exact"  # the change of variables gives log p(x) itself
 
     def __init__(self, steps: list, config: FlowParams, image_shape: tuple[int, int], shape: tuple[int, ...],
-                 **kwargs):
+                 num_classes: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.steps, self.config, self.image_shape = steps, config, tuple(image_shape)
         self.couplings = [step for step in steps if isinstance(step, AffineCoupling)]
         self.shape = tuple(shape)  # what the couplings act on: (D,) dense, (H, W, 1) multi-scale
         self.dims = int(np.prod(image_shape))
         self.noise = keras.random.SeedGenerator(config.seed)
+        self.condition_on_classes(num_classes)
+        self.base = BaseDistribution(self.dims, num_classes, name="base_distribution")
 
     def forward(self, x):
         """Logit-space x, flat (B, D) -> z (B, D) and the steps' summed log-determinant (B,). Each split
@@ -244,30 +287,34 @@ class RealNvp(PerImageObjective):
         noise = keras.random.uniform(ops.shape(flat), seed=self.noise)
         return (ops.round(flat * (levels - 1)) + noise) / levels
 
-    def bits_per_dim(self, images):
-        """-log2 p(x) / D of the discrete images, per image: (B,)."""
+    def bits_per_dim(self, images, condition=None):
+        """-log2 p(x) / D (a conditional flow's -log2 p(x|c) / D) of the discrete images, per image: (B,)."""
         y = self.dequantise(images)
         x, logit_log_det = self.to_logit(y)
         z, flow_log_det = self.forward(x)
-        log_pz = ops.sum(-0.5 * ops.square(z) - 0.5 * LOG_2PI, axis=-1)
-        log_py = log_pz + flow_log_det + logit_log_det
+        log_py = self.base.log_prob(z, condition) + flow_log_det + logit_log_det
         nll = -log_py + self.dims * math.log(self.config.num_levels)  # a bin of width 1/L per dimension
         return nll / (self.dims * math.log(2))
 
     def call(self, images, training=False):
         return self.bits_per_dim(images)
 
-    def per_image_loss(self, images, training: bool):
-        return self.bits_per_dim(images)
+    def per_image_loss(self, images, condition, training: bool):
+        return self.bits_per_dim(images, condition)
 
     # --- what the stages use -----------------------------------------------------------------
 
-    def sample(self, count: int, seed: int, temperature: float | None = None) -> np.ndarray:
-        """`count` images from z ~ N(0, T^2 I) through the inverse flow, the same for the same seed."""
+    def sample(self, count: int, seed: int, labels: np.ndarray | None = None,
+               temperature: float | None = None) -> np.ndarray:
+        """`count` images from z ~ N(0, T^2 I) (a conditional flow's class Gaussians) through the inverse flow,
+        the same for the same seed."""
         temperature = self.config.temperature if temperature is None else temperature
-        z = prior_noise(count, self.dims, seed, temperature)
-        dequantised = np.concatenate([np.asarray(self.from_logit(self.inverse(z[start:start + 1024])))
-                                      for start in range(0, count, 1024)])
+        z = prior_noise(count, self.dims, seed)
+        condition = self.conditions(count, seed, labels)
+        dequantised = np.concatenate([
+            np.asarray(self.from_logit(self.inverse(self.base.draw(
+                z[start:start + 1024], None if condition is None else condition[start:start + 1024], temperature))))
+            for start in range(0, count, 1024)])
         return self.quantise(dequantised).reshape(count, *self.image_shape)
 
     def quantise(self, y: np.ndarray) -> np.ndarray:
@@ -276,23 +323,30 @@ class RealNvp(PerImageObjective):
         return (np.clip(np.floor(y * levels), 0, levels - 1) / (levels - 1)).astype(np.float32)
 
     def latent_space(self):
-        """The inverse flow from z = T w at the sampling temperature T, to dequantised pixels (PULSE's search)."""
-        def decode(noise):
-            pixels = self.from_logit(self.inverse(self.config.temperature * noise))
+        """The inverse flow from z = T w at the sampling temperature T, to dequantised pixels (PULSE's search);
+        a conditional flow's from its classes' Gaussians, the class searched with w."""
+        def decode(noise, condition=None):
+            pixels = self.from_logit(self.inverse(self.base.draw(noise, condition, self.config.temperature)))
             return ops.reshape(pixels, (-1, *self.image_shape))
+        if self.num_classes:
+            return class_search_space(decode, self.dims, self.num_classes)
         return LatentSpace(decode, self.dims)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"sample": self.sample(len(images), seed=0)}
 
-    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
-        """The exact test NLL (one dequantisation draw per image), in bits per dimension and nats."""
-        bits = float(self.evaluate(images, images, batch_size=512, verbose=0, return_dict=True)["loss"])
+    def family_metrics(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The exact test NLL (one dequantisation draw per image), in bits per dimension and nats (a conditional
+        flow's given the images' classes)."""
+        bits = float(self.evaluate(images, labels if self.num_classes else images, batch_size=512, verbose=0,
+                                   return_dict=True)["loss"])
         return {"test_nll_bits_per_dim": bits, "test_nll_nats": bits * self.dims * math.log(2)}
 
 
-def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> RealNvp:
-    """The compiled RealNVP described by `config`, for images of `image_shape`."""
+def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution: int = 32,
+          num_classes: int = 0) -> RealNvp:
+    """The compiled RealNVP described by `config`, for images of `image_shape` (from one of `num_classes` classes'
+    Gaussians, for a conditional flow)."""
     if config.network_for(image_shape) == "dense":
         shape = (int(np.prod(image_shape)),)
         steps = [AffineCoupling(checkerboard(image_shape, index % 2), scale_shift_network(config, shape),
@@ -301,7 +355,7 @@ def build(config: FlowParams, image_shape: tuple[int, int], steps_per_execution:
     else:
         shape = (*image_shape, 1)
         steps = multi_scale_steps(config, image_shape)
-    model = RealNvp(steps, config, image_shape, shape, name="flow")
+    model = RealNvp(steps, config, image_shape, shape, num_classes, name="flow")
     model(np.zeros((1, *image_shape), dtype=np.float32))  # create every coupling's weights
     model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
     return model
@@ -323,10 +377,13 @@ class CodeFlow(PerImageObjective):
     """RealNVP over a vector of codes with a standard normal base: dense affine couplings (hidden_units),
     trained by the codes' exact negative log-likelihood. Sampling inverts it from N(0, T^2 I)."""
 
-    def __init__(self, couplings: list[AffineCoupling], config: FlowPriorParams, dims: int, **kwargs):
+    def __init__(self, couplings: list[AffineCoupling], config: FlowPriorParams, dims: int, num_classes: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.couplings, self.config, self.dims = couplings, config, dims
         self.noise_dim = dims  # what sampling draws: as many numbers as the codes
+        self.condition_on_classes(num_classes)
+        self.base = BaseDistribution(dims, num_classes, name="base_distribution")
 
     def call(self, codes):
         z, log_det = codes, ops.zeros(ops.shape(codes)[:1])
@@ -335,35 +392,37 @@ class CodeFlow(PerImageObjective):
             log_det = log_det + step_log_det
         return z, log_det
 
-    def per_image_loss(self, codes, training: bool = False):
-        """-log p(codes) / dims in nats, per row of codes: (B,)."""
+    def per_image_loss(self, codes, condition=None, training: bool = False):
+        """-log p(codes) / dims (a conditional prior's -log p(codes|c) / dims) in nats, per row of codes: (B,)."""
         z, log_det = self(codes)
-        log_pz = ops.sum(-0.5 * ops.square(z) - 0.5 * LOG_2PI, axis=-1)
-        return -(log_pz + log_det) / self.dims
+        return -(self.base.log_prob(z, condition) + log_det) / self.dims
 
-    def family_metrics(self, codes: np.ndarray) -> dict[str, float]:
-        return {"test_prior_nll_nats_per_dim": float(np.mean(np.asarray(self.per_image_loss(codes))))}
+    def family_metrics(self, codes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        condition = self.conditions(len(codes), 0, labels) if self.num_classes else None
+        return {"test_prior_nll_nats_per_dim": float(np.mean(np.asarray(self.per_image_loss(codes, condition))))}
 
-    def from_noise(self, noise):
-        """(B, dims) standard normal noise w -> codes, through the inverse flow from z = T w (differentiable)."""
-        z = self.config.temperature * noise
+    def from_noise(self, noise, condition=None):
+        """(B, dims) standard normal noise w (and a conditional prior's one-hot or soft classes) -> codes,
+        through the inverse flow from z = T w or mu_c + sigma_c T w (differentiable)."""
+        z = self.base.draw(ops.convert_to_tensor(noise), condition, self.config.temperature)
         for coupling in reversed(self.couplings):
             z = coupling.inverse(z)
         return z
 
-    def sample(self, count: int, seed: int) -> np.ndarray:
-        return np.asarray(self.from_noise(prior_noise(count, self.dims, seed)))
+    def sample(self, count: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.from_noise(prior_noise(count, self.dims, seed), self.conditions(count, seed, labels)))
 
     def preview(self, count: int, seed: int) -> np.ndarray:
         """What the progress grid decodes while training: samples (one pass of the inverse)."""
         return self.sample(count, seed)
 
 
-def build_prior(config: FlowPriorParams, dims: int) -> CodeFlow:
-    """The compiled RealNVP over `dims` codes described by `config`."""
+def build_prior(config: FlowPriorParams, dims: int, num_classes: int = 0) -> CodeFlow:
+    """The compiled RealNVP over `dims` codes described by `config` (from one of `num_classes` classes' Gaussians,
+    for a conditional prior)."""
     couplings = [AffineCoupling(mask, scale_shift_network(config, (dims,)), name=f"prior_coupling_{index}")
                  for index, mask in enumerate(code_masks(dims, config.num_couplings))]
-    prior = CodeFlow(couplings, config, dims, name="flow_prior")
+    prior = CodeFlow(couplings, config, dims, num_classes, name="flow_prior")
     prior(np.zeros((1, dims), dtype=np.float32))  # create the couplings' weights
     prior.compile(optimizer=optimizer(config))
     return prior

@@ -9,6 +9,12 @@ Early in training D rejects G's samples easily and log(1 - D(G(z))) saturates: i
 gradient vanishes. The lecture's fix, "to minimize generator saturation", is the
 non-saturating loss: G maximises log D(G(z)) instead. `loss` picks either objective.
 All losses are written on D's logits (softplus) for numerical stability.
+
+Conditional (Mirza and Osindero 2014, "Conditional Generative Adversarial Nets"): G is given the class
+beside z, and D judges an image with its class. D's class enters by projection (Miyato and Koyama 2018,
+"cGANs with Projection Discriminator"): logit = w.h + embed(c).h over D's features h, so that D scores
+whether the image fits the class (a one-hot joined to h before a linear logit could add a bias per class
+and nothing else).
 """
 
 from __future__ import annotations
@@ -17,8 +23,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.contract import FamilyModel, LatentSpace
-from genlab.models.networks import build_decoder_head, build_encoder_trunk, predict_in_batches, prior_noise
+from genlab.models.contract import FamilyModel, LatentSpace, class_search_space, one_hot
+from genlab.models.networks import (
+    batch_and_condition,
+    build_decoder_head,
+    build_encoder_trunk,
+    condition_input,
+    network_inputs,
+    predict_in_batches,
+    prior_noise,
+    with_condition,
+)
 from genlab.config.params import GanParams, GanPriorParams
 from genlab.training.devices import replica_share
 from genlab.training.optimizers import make_optimizer
@@ -41,9 +56,11 @@ class Gan(FamilyModel, keras.Model):
 
     monitored_loss = "g_loss"  # what the loss-curve diagnosis reads: a GAN has no single loss
 
-    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: GanParams, **kwargs):
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: GanParams, num_classes: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.generator, self.discriminator, self.config = generator, discriminator, config
+        self.condition_on_classes(num_classes)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
         self.noise = keras.random.SeedGenerator(config.seed)
 
@@ -83,21 +100,28 @@ class Gan(FamilyModel, keras.Model):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    def _generate(self, z, condition, training: bool):
+        return self.generator(network_inputs(z, condition), training=training)
+
+    def _judge(self, images, condition, training: bool):
+        return self.discriminator(network_inputs(images, condition), training=training)
+
     def train_step(self, data):
         import tensorflow as tf
 
-        images = data[0] if isinstance(data, tuple) else data
-        fakes = self.generator(self._noise(images), training=True)
+        images, condition = batch_and_condition(self, data)  # a conditional G draws the batch's classes
+        fakes = self._generate(self._noise(images), condition, training=True)
         with tf.GradientTape() as tape:  # D: tell real from generated
-            real_logits = self.discriminator(images, training=True)
-            fake_logits = self.discriminator(fakes, training=True)
+            real_logits = self._judge(images, condition, training=True)
+            fake_logits = self._judge(fakes, condition, training=True)
             d_loss = discriminator_loss(real_logits, fake_logits)
             replica_d_loss = replica_share(d_loss)
         gradients = tape.gradient(replica_d_loss, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
 
         with tf.GradientTape() as tape:  # G: fool the updated D
-            fake_logits = self.discriminator(self.generator(self._noise(images), training=True), training=True)
+            fake_logits = self._judge(self._generate(self._noise(images), condition, training=True), condition,
+                                      training=True)
             g_loss = generator_loss(fake_logits, self.config.loss)
             replica_g_loss = replica_share(g_loss)
         gradients = tape.gradient(replica_g_loss, self.generator.trainable_weights)
@@ -105,31 +129,46 @@ class Gan(FamilyModel, keras.Model):
         return self._report(d_loss, g_loss, real_logits, fake_logits)
 
     def test_step(self, data):
-        images = data[0] if isinstance(data, tuple) else data
-        real_logits = self.discriminator(images, training=False)
-        fake_logits = self.discriminator(self.generator(self._noise(images), training=False), training=False)
+        images, condition = batch_and_condition(self, data)
+        real_logits = self._judge(images, condition, training=False)
+        fake_logits = self._judge(self._generate(self._noise(images), condition, training=False), condition,
+                                  training=False)
         return self._report(discriminator_loss(real_logits, fake_logits),
                             generator_loss(fake_logits, self.config.loss), real_logits, fake_logits)
 
     # --- what the stages use -----------------------------------------------------------------
 
-    def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
-        return predict_in_batches(self.generator, prior_noise(count, self.config.latent_dim, seed,
-                                                              self.config.temperature))
+    def sample(self, count: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+        """`count` images from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed (of the
+        classes `labels`, for a conditional GAN)."""
+        z = prior_noise(count, self.config.latent_dim, seed, self.config.temperature)
+        condition = self.conditions(count, seed, labels)
+        if condition is None:
+            return predict_in_batches(self.generator, z)
+        return np.concatenate([np.asarray(self.generator([z[start:start + 1024], condition[start:start + 1024]],
+                                                         training=False)) for start in range(0, count, 1024)])
 
     def latent_space(self):
-        """The generator over its noise z: what PULSE searches."""
+        """The generator over its noise z: what PULSE searches (with the class, for a conditional GAN)."""
+        if self.num_classes:
+            return class_search_space(lambda z, condition: self.generator([z, condition], training=False),
+                                      self.config.latent_dim, self.num_classes)
         return LatentSpace(lambda z: self.generator(z, training=False), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Samples from the same noise every time, so the MLflow run shows the generator improving."""
         return {"sample": self.sample(len(images), seed=0)}
 
-    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
-        """The discriminator's mean belief that test images and samples are real."""
-        real = ops.sigmoid(predict_in_batches(self.discriminator, images))
-        fake = ops.sigmoid(predict_in_batches(self.discriminator, self.sample(len(images), seed=1)))
+    def family_metrics(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The discriminator's mean belief that test images and samples are real (a conditional one's, of
+        the test images' classes)."""
+        asked = labels if self.num_classes else None
+        fakes = self.sample(len(images), seed=1, labels=asked)
+        if asked is None:
+            real, fake = (ops.sigmoid(predict_in_batches(self.discriminator, shown)) for shown in (images, fakes))
+        else:
+            condition = one_hot(asked, self.num_classes)
+            real, fake = (ops.sigmoid(self.discriminator([shown, condition], training=False)) for shown in (images, fakes))
         return {"test_d_real": float(ops.mean(real)), "test_d_fake": float(ops.mean(fake))}
 
 
@@ -139,23 +178,42 @@ def _optimizer(config: GanParams, ema_decay: float = 0.0) -> keras.optimizers.Op
                           **settings)
 
 
-def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Gan:
-    """The compiled GAN described by `config`, for images of `image_shape`."""
+def discriminator_logit(features, condition):
+    """D's logit from its features (B, F): w.h + b, plus embed(c).h for a conditional D (the projection)."""
+    logit = keras.layers.Dense(1, name="logit")(features)
+    if condition is None:
+        return logit
+    embedded = keras.layers.Dense(features.shape[-1], use_bias=False, name="class_embedding")(condition)
+    projection = keras.layers.Dot(axes=-1, name="class_projection")([embedded, features])
+    return keras.layers.Add(name="logit_with_class")([logit, projection])
+
+
+def build(config: GanParams, image_shape: tuple[int, int], steps_per_execution: int = 32,
+          num_classes: int = 0) -> Gan:
+    """The compiled GAN described by `config`, for images of `image_shape` (G given, and D judging with, one of
+    `num_classes` classes, for a conditional GAN)."""
     conv = config.network_for(image_shape) == "conv"  # DCGAN-style: strided convolutions both ways
     conv_filters = config.conv_filters if conv else ()
     z = keras.Input(shape=(config.latent_dim,), name="noise")
+    generator_condition = condition_input(num_classes)
     generator_units = () if conv else tuple(reversed(config.generator_units))  # the head mirrors its units back
-    fakes = build_decoder_head(z, image_shape, generator_units, "relu", "sigmoid", conv_filters, batch_norm=conv)
-    generator = keras.Model(z, fakes, name="generator")
+    fakes = build_decoder_head(with_condition(z, generator_condition), image_shape, generator_units, "relu",
+                               "sigmoid", conv_filters, batch_norm=conv)
+    generator = keras.Model(network_inputs(z, generator_condition), fakes, name="generator")
 
     images = keras.Input(shape=image_shape, name="image")
+    condition = condition_input(num_classes)
     discriminator_filters = (config.discriminator_filters or conv_filters) if conv else ()
     features = build_encoder_trunk(images, () if conv else config.discriminator_units, "leaky_relu",
                                    discriminator_filters)
-    discriminator = keras.Model(images, keras.layers.Dense(1, name="logit")(features), name="discriminator")
+    discriminator = keras.Model(network_inputs(images, condition), discriminator_logit(features, condition),
+                                name="discriminator")
 
-    model = Gan(generator, discriminator, config, name="gan")
-    model.build((None, config.latent_dim))
+    model = Gan(generator, discriminator, config, num_classes, name="gan")
+    if num_classes:
+        model.built = True  # its parts are: the generator and the discriminator, each with its class input
+    else:
+        model.build((None, config.latent_dim))
     model.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config, config.ema_decay),
                   steps_per_execution=steps_per_execution)
     return model
@@ -170,28 +228,39 @@ class CodeGan(Gan):
     dense networks and a linear generator output (codes are not pixels in [0, 1])."""
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, config: GanPriorParams, dims: int,
-                 **kwargs):
-        super().__init__(generator, discriminator, config, **kwargs)
+                 num_classes: int = 0, **kwargs):
+        super().__init__(generator, discriminator, config, num_classes, **kwargs)
         self.dims, self.noise_dim = dims, config.latent_dim
 
     def preview(self, count: int, seed: int) -> np.ndarray:
         """What the progress grid decodes while training: samples (one pass of the generator)."""
         return self.sample(count, seed)
 
-    def from_noise(self, noise):
-        """(B, latent_dim) standard normal noise -> codes at the sampling temperature (differentiable)."""
-        return self.generator(self.config.temperature * ops.convert_to_tensor(noise), training=False)
+    def from_noise(self, noise, condition=None):
+        """(B, latent_dim) standard normal noise (and a conditional prior's one-hot or soft classes) -> codes at
+        the sampling temperature (differentiable)."""
+        z = self.config.temperature * ops.convert_to_tensor(noise)
+        return self.generator(network_inputs(z, condition), training=False)
 
 
-def build_prior(config: GanPriorParams, dims: int) -> CodeGan:
-    """The compiled GAN over `dims` codes described by `config`."""
+def build_prior(config: GanPriorParams, dims: int, num_classes: int = 0) -> CodeGan:
+    """The compiled GAN over `dims` codes described by `config` (a conditional one: G given, D judging with,
+    one of `num_classes` classes)."""
     z = keras.Input(shape=(config.latent_dim,), name="noise")
-    generator = keras.Model(z, build_decoder_head(z, (dims,), tuple(reversed(config.generator_units)), "relu",
-                                                  "linear"), name="generator")
+    generator_condition = condition_input(num_classes)
+    generator = keras.Model(network_inputs(z, generator_condition),
+                            build_decoder_head(with_condition(z, generator_condition), (dims,),
+                                               tuple(reversed(config.generator_units)), "relu", "linear"),
+                            name="generator")
     codes = keras.Input(shape=(dims,), name="codes")
+    condition = condition_input(num_classes)
     features = build_encoder_trunk(codes, config.discriminator_units, "leaky_relu")
-    discriminator = keras.Model(codes, keras.layers.Dense(1, name="logit")(features), name="discriminator")
-    prior = CodeGan(generator, discriminator, config, dims, name="gan_prior")
-    prior.build((None, config.latent_dim))
+    discriminator = keras.Model(network_inputs(codes, condition), discriminator_logit(features, condition),
+                                name="discriminator")
+    prior = CodeGan(generator, discriminator, config, dims, num_classes, name="gan_prior")
+    if num_classes:
+        prior.built = True
+    else:
+        prior.build((None, config.latent_dim))
     prior.compile(d_optimizer=_optimizer(config), g_optimizer=_optimizer(config, config.ema_decay))
     return prior

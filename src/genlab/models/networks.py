@@ -8,14 +8,16 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from genlab.models.contract import FamilyModel, Generator
+from genlab.models.contract import FamilyModel, Generator, one_hot
 from genlab.training.devices import replica_share
 from genlab.training.optimizers import make_optimizer
 
 
-def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = ()):
+def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, conv_filters: tuple[int, ...] = (),
+                        condition=None):
     """(B, H, W) images -> (B, features): 3x3 stride-2 convolutions that each halve the image
-    (one per `conv_filters` entry, none for a dense network), then the hidden Dense layers."""
+    (one per `conv_filters` entry, none for a dense network), then the hidden Dense layers; a conditional
+    network's one-hot class (B, K) joins the flattened features before them."""
     h = images
     if conv_filters:
         h = keras.layers.Reshape((*image_size(images), 1))(h)
@@ -23,6 +25,8 @@ def build_encoder_trunk(images, hidden_units: tuple[int, ...], activation: str, 
             h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=activation,
                                     name=f"encoder_conv_{index}")(h)
     h = keras.layers.Flatten()(h)
+    if condition is not None:
+        h = keras.layers.Concatenate(name="with_class")([h, condition])
     for index, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation=activation, name=f"encoder_hidden_{index}")(h)
     return h
@@ -60,6 +64,22 @@ def build_decoder_head(code, image_shape: tuple[int, int], hidden_units: tuple[i
     return keras.layers.Reshape(image_shape, name="image")(h)
 
 
+def condition_input(num_classes: int):
+    """The one-hot class (B, K) of a conditional network, or None (0 classes: unconditional)."""
+    return keras.Input(shape=(num_classes,), name="condition") if num_classes else None
+
+
+def with_condition(code, condition):
+    """(B, D) -> (B, D + K): the class joins a generator's input (a conditional GAN's noise, a CVAE's z)."""
+    return code if condition is None else keras.layers.Concatenate(name="code_with_class")([code, condition])
+
+
+def network_inputs(*inputs):
+    """A keras.Model's inputs without the absent condition: one input alone, else the list."""
+    present = [tensor for tensor in inputs if tensor is not None]
+    return present[0] if len(present) == 1 else present
+
+
 def image_size(images) -> tuple[int, int]:
     """(H, W) of a symbolic (B, H, W) batch of images."""
     return tuple(images.shape[1:3])
@@ -73,9 +93,9 @@ def optimizer(config) -> keras.optimizers.Optimizer:
 class PerImageObjective(FamilyModel, keras.Model):
     """A model trained by minimising the mean of one per-image loss.
 
-    Subclasses define `per_image_loss(images, training) -> (B,)`. The flow (bits per
-    dimension) and DDPM (noise MSE) are both this; the metric averages per image, so a
-    short last batch weighs by its size.
+    Subclasses define `per_image_loss(images, condition, training) -> (B,)`, the condition a conditional
+    model's one-hot classes (None otherwise). The flow (bits per dimension), DDPM (noise MSE) and PPCA are
+    this; the metric averages per image, so a short last batch weighs by its size.
     """
 
     def __init__(self, **kwargs):
@@ -89,9 +109,9 @@ class PerImageObjective(FamilyModel, keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        images = data[0] if isinstance(data, tuple) else data
+        images, condition = batch_and_condition(self, data)
         with tf.GradientTape() as tape:
-            per_image = self.per_image_loss(images, training=True)
+            per_image = self.per_image_loss(images, condition, training=True)
             loss = replica_share(keras.ops.mean(per_image))
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
@@ -99,9 +119,60 @@ class PerImageObjective(FamilyModel, keras.Model):
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
-        images = data[0] if isinstance(data, tuple) else data
-        self.loss_tracker.update_state(self.per_image_loss(images, training=False))
+        images, condition = batch_and_condition(self, data)
+        self.loss_tracker.update_state(self.per_image_loss(images, condition, training=False))
         return {"loss": self.loss_tracker.result()}
+
+    def mean_loss(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 512) -> float:
+        """The per-image loss's mean over arrays (a conditional model's given the classes), a batch at a time."""
+        total = 0.0
+        for start in range(0, len(images), batch_size):
+            rows = slice(start, start + batch_size)
+            condition = None if not self.num_classes else one_hot(labels[rows], self.num_classes)
+            total += float(keras.ops.sum(self.per_image_loss(images[rows], condition, training=False)))
+        return total / len(images)
+
+
+def gaussian_fit(codes: np.ndarray, extra_covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (D,) and the Cholesky factor (D, D) of the covariance of (N, D) codes (plus `extra_covariance`),
+    with a little jitter so that it exists for any codes."""
+    codes = codes.astype(np.float64)
+    covariance = np.atleast_2d(np.cov(codes, rowvar=False)) + 1e-6 * np.eye(codes.shape[1])
+    if extra_covariance is not None:
+        covariance = covariance + extra_covariance
+    return codes.mean(axis=0).astype(np.float32), np.linalg.cholesky(covariance).astype(np.float32)
+
+
+class ClassGaussians(keras.layers.Layer):
+    """One Gaussian over the codes per class, fitted after training (saved with the model): how a model with
+    a deterministic code (the autoencoder, PPCA's posterior means) is told the class, its prior p(z|c)."""
+
+    def __init__(self, num_classes: int, dims: int, **kwargs):
+        super().__init__(**kwargs)
+        self.means = self.add_weight(shape=(num_classes, dims), initializer="zeros", trainable=False, name="means")
+        self.scales = self.add_weight(shape=(num_classes, dims, dims), trainable=False, name="scales",
+                                      initializer=lambda shape, dtype=None: np.array(np.broadcast_to(np.eye(dims), shape),
+                                                                                         dtype="float32"))
+        self.built = True  # its weights are made here
+
+    def fit(self, codes: np.ndarray, labels: np.ndarray, extra_covariance: np.ndarray | None = None) -> None:
+        fitted = [gaussian_fit(codes[labels == label], extra_covariance) for label in range(self.means.shape[0])]
+        self.means.assign(np.stack([mean for mean, _ in fitted]))
+        self.scales.assign(np.stack([scale for _, scale in fitted]))
+
+    def draw(self, noise, condition, temperature: float = 1.0):
+        """Codes mu_c + T L_c noise for (B, D) standard normal noise and one-hot (or soft, mixing them) classes."""
+        means = keras.ops.matmul(condition, self.means)
+        return means + temperature * keras.ops.einsum("bk,kde,be->bd", condition, self.scales, noise)
+
+
+def batch_and_condition(model, data):
+    """A training batch's images, and a conditional model's one-hot classes (None otherwise): fit gives
+    (images, classes) to a conditional model (its `training_data`), (images, images) to the others."""
+    images = data[0] if isinstance(data, tuple) else data
+    if not model.num_classes:
+        return images, None
+    return images, keras.ops.one_hot(keras.ops.cast(data[1], "int32"), model.num_classes)
 
 
 def trainable_parameters(model: keras.Model) -> int:

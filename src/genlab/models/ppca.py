@@ -15,6 +15,10 @@ with M = W^T W + sigma^2 I. As for the flow, the grey levels are dequantised wit
 the density's negative log-likelihood plus log(levels) per pixel bounds the discrete images' (bits per
 dimension, comparable with the flow's). The posterior mean E[z|x] = M^-1 W^T (x - mu) encodes, W z + mu
 decodes, and samples decode z ~ N(0, T^2 I), shown without the pixel noise (the mean of p(x|z)).
+
+Conditional: the model is fitted as it is, and then each class's codes get a Gaussian p(z|c) with the
+moments of that class's posteriors (the covariance of its posterior means plus the posterior covariance
+sigma^2 M^-1; genlab.models.networks.ClassGaussians); a class's samples decode its codes.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 from keras import ops
 
 from genlab.config.params import PpcaParams
-from genlab.models.contract import LatentSpace
-from genlab.models.networks import PerImageObjective, optimizer, prior_noise
+from genlab.models.contract import LatentSpace, class_search_space
+from genlab.models.networks import ClassGaussians, PerImageObjective, optimizer, prior_noise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -37,7 +41,7 @@ class Ppca(PerImageObjective):
 
     likelihood = "exact"
 
-    def __init__(self, config: PpcaParams, image_shape: tuple[int, int], **kwargs):
+    def __init__(self, config: PpcaParams, image_shape: tuple[int, int], num_classes: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.config, self.image_shape = config, tuple(image_shape)
         self.dims, latent = int(np.prod(image_shape)), config.latent_dim
@@ -47,6 +51,8 @@ class Ppca(PerImageObjective):
         self.log_noise_variance = self.add_weight(shape=(), initializer=keras.initializers.Constant(math.log(0.1)),
                                                   name="log_noise_variance")  # log sigma^2
         self.noise = keras.random.SeedGenerator(config.seed)
+        self.condition_on_classes(num_classes)
+        self.class_gaussians = ClassGaussians(num_classes, latent, name="class_gaussians") if num_classes else None
 
     def _posterior_system(self):
         """M = W^T W + sigma^2 I (q, q) and sigma^2."""
@@ -79,24 +85,36 @@ class Ppca(PerImageObjective):
     def call(self, images, training=False):
         return self.bits_per_dim(images)
 
-    def per_image_loss(self, images, training: bool):
+    def per_image_loss(self, images, condition, training: bool):
         return self.bits_per_dim(images)
+
+    def training_data(self, train, validation) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """The images alone, conditional or not (a class enters through p(z|c), after training)."""
+        return (train.x, train.x), (validation.x, validation.x)
+
+    def after_training(self, train) -> None:
+        """A conditional model's Gaussian per class over the codes: its posteriors' moments."""
+        super().after_training(train)
+        if self.class_gaussians is not None:
+            matrix, variance = self._posterior_system()
+            posterior_covariance = float(variance) * np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+            self.class_gaussians.fit(self.encode(train.x), train.y, posterior_covariance)
 
     # --- what the stages use -----------------------------------------------------------------
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
+    def encode(self, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """The posterior means E[z|x] = M^-1 W^T (x - mu): (N, latent_dim)."""
         matrix, _ = self._posterior_system()
         projected = ops.matmul(np.reshape(images, (len(images), self.dims)).astype(np.float32) - self.mean,
                                self.factors)
         return np.asarray(ops.transpose(ops.solve(matrix, ops.transpose(projected))), dtype=np.float32)
 
-    def decode(self, codes) -> np.ndarray:
+    def decode(self, codes, labels: np.ndarray | None = None) -> np.ndarray:
         """W z + mu as (N, H, W) images in [0, 1]."""
         pixels = ops.matmul(codes, ops.transpose(self.factors)) + self.mean
         return np.clip(np.asarray(pixels), 0.0, 1.0).reshape(len(codes), *self.image_shape).astype(np.float32)
 
-    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+    def reconstruct(self, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         return self.decode(self.encode(images))
 
     def code_decoder(self):
@@ -105,28 +123,40 @@ class Ppca(PerImageObjective):
             return ops.reshape(ops.matmul(codes, ops.transpose(self.factors)) + self.mean, (-1, *self.image_shape))
         return decode
 
-    def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
-        return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
+    def sample(self, count: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+        """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T (a conditional model's from
+        its classes' Gaussians), the same for the same seed."""
+        condition = self.conditions(count, seed, labels)
+        if condition is None:
+            return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
+        noise = prior_noise(count, self.config.latent_dim, seed)
+        return self.decode(np.asarray(self.class_gaussians.draw(noise, condition, self.config.temperature)))
 
     def latent_space(self):
-        """W (T w) + mu over the prior's standard normal w (PULSE's search)."""
+        """W (T w) + mu over the prior's standard normal w (PULSE's search); a conditional model's over its
+        classes' Gaussians, the class searched with w."""
         decode = self.code_decoder()
+        if self.class_gaussians is not None:
+            return class_search_space(
+                lambda noise, condition: decode(self.class_gaussians.draw(noise, condition, self.config.temperature)),
+                self.config.latent_dim, self.num_classes)
         return LatentSpace(lambda noise: decode(self.config.temperature * noise), self.config.latent_dim)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"original": images, "reconstruction": self.reconstruct(images), "sample": self.sample(len(images), 0)}
 
-    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
+    def family_metrics(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """The exact test NLL of the dequantised images in bits per dimension and nats, and the noise's std."""
         bits = float(self.evaluate(images, images, batch_size=512, verbose=0, return_dict=True)["loss"])
         return {"test_nll_bits_per_dim": bits, "test_nll_nats": bits * self.dims * math.log(2),
                 "noise_std": float(np.exp(0.5 * np.asarray(self.log_noise_variance)))}
 
 
-def build(config: PpcaParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Ppca:
-    """The compiled probabilistic PCA described by `config`, for images of `image_shape`."""
-    model = Ppca(config, image_shape, name="ppca")
+def build(config: PpcaParams, image_shape: tuple[int, int], steps_per_execution: int = 32,
+          num_classes: int = 0) -> Ppca:
+    """The compiled probabilistic PCA described by `config`, for images of `image_shape` (with a Gaussian over its
+    codes per class of `num_classes`, for a conditional model)."""
+    model = Ppca(config, image_shape, num_classes, name="ppca")
     model(np.zeros((1, *image_shape), dtype=np.float32))  # create its weights
     model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
     return model

@@ -32,12 +32,15 @@ def family_module(family: str) -> ModuleType:
     return importlib.import_module(f"genlab.models.{family}")
 
 
-def build_model(config, image_shape: tuple[int, int]) -> Generator:
+def build_model(config, image_shape: tuple[int, int], num_classes: int = 0) -> Generator:
     """Build the family named by `config.family`, or a prior of that family over an encoder's codes (an entry
-    of `priors:`, genlab.models.latent); an unknown name lists the valid ones."""
+    of `priors:`, genlab.models.latent); an unknown name lists the valid ones. A conditional entry's model
+    is told one of the data's `num_classes` classes."""
     if isinstance(config, PriorOverCodes):
-        return importlib.import_module("genlab.models.latent").build(config, tuple(image_shape))
-    return family_module(config.family).build(config, tuple(image_shape))
+        module = importlib.import_module("genlab.models.latent")
+    else:
+        module = family_module(config.family)
+    return module.build(config, tuple(image_shape), num_classes=num_classes if config.conditional else 0)
 
 
 def save_model(model: keras.Model, config, image_shape: tuple[int, int], directory: str | Path) -> None:
@@ -45,6 +48,8 @@ def save_model(model: keras.Model, config, image_shape: tuple[int, int], directo
     directory = Path(directory)
     model.save_weights(directory / WEIGHTS_FILE)
     payload = {"model": config.model_dump(mode="json"), "image_shape": list(image_shape)}
+    if model.num_classes:
+        payload["num_classes"] = model.num_classes
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
@@ -54,7 +59,7 @@ def load_model(directory: str | Path) -> tuple[Generator, object]:
     payload = json.loads((directory / CONFIG_FILE).read_text())
     family = payload["model"]["family"]
     config = (PRIOR_PARAMS if "encoder" in payload["model"] else FAMILY_PARAMS)[family].model_validate(payload["model"])
-    model = build_model(config, tuple(payload["image_shape"]))
+    model = build_model(config, tuple(payload["image_shape"]), payload.get("num_classes", 0))
     model.build_optimizers()  # the weights file holds the optimizers' state too, whose variables exist only once built
     model.load_weights(directory / WEIGHTS_FILE)
     return model, config

@@ -10,6 +10,11 @@ with the reparameterisation z = mu + sigma * eps, eps ~ N(0, I), and a `beta` we
 the KL term. The importance-weighted bound with k samples (Burda et al. 2016) estimates
 the negative log-likelihood for evaluation. Samples decode z ~ p(z): blurry, as the
 lecture says, because the decoder returns the mean of p(x|z).
+
+Conditional (Sohn, Lee and Yan 2015, "Learning Structured Output Representation using Deep Conditional
+Generative Models"): the encoder q(z|x, c) and the decoder p(x|z, c) are both told the class c, as a
+one-hot beside the features and beside z; the code is then free to hold the style alone, and sampling
+decodes z ~ p(z) with the class asked for.
 """
 
 from __future__ import annotations
@@ -21,8 +26,18 @@ import numpy as np
 from keras import ops
 
 from genlab.config.params import VaeParams
-from genlab.models.contract import FamilyModel, LatentSpace
-from genlab.models.networks import build_decoder_head, build_encoder_trunk, optimizer, predict_in_batches, prior_noise
+from genlab.models.contract import FamilyModel, LatentSpace, class_search_space
+from genlab.models.networks import (
+    batch_and_condition,
+    build_decoder_head,
+    build_encoder_trunk,
+    condition_input,
+    network_inputs,
+    optimizer,
+    predict_in_batches,
+    prior_noise,
+    with_condition,
+)
 from genlab.training.devices import replica_share
 
 LOG_2PI = math.log(2 * math.pi)
@@ -54,9 +69,11 @@ class Vae(FamilyModel, keras.Model):
 
     likelihood = "bound"  # the ELBO, and the importance-weighted estimate of log p(x) it bounds
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, config: VaeParams, **kwargs):
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, config: VaeParams, num_classes: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.decoder, self.config = encoder, decoder, config
+        self.condition_on_classes(num_classes)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in ("loss", "reconstruction_loss", "kl_loss", "elbo")}
         self.noise = keras.random.SeedGenerator(config.seed)
@@ -69,12 +86,13 @@ class Vae(FamilyModel, keras.Model):
         z_mean, _ = self.encoder(images, training=training)
         return self.decoder(z_mean, training=training)
 
-    def _terms(self, images, training):
-        """Per-image -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || p(z)): two (B,) tensors."""
-        z_mean, z_log_var = self.encoder(images, training=training)
+    def _terms(self, images, condition, training):
+        """Per-image -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || p(z)): two (B,) tensors (given the
+        class, for a conditional VAE)."""
+        z_mean, z_log_var = self.encoder(network_inputs(images, condition), training=training)
         eps = keras.random.normal(ops.shape(z_mean), seed=self.noise)
         z = z_mean + ops.exp(0.5 * z_log_var) * eps  # the reparameterisation trick
-        decoded = self.decoder(z, training=training)
+        decoded = self.decoder(network_inputs(z, condition), training=training)
         reconstruction = -log_likelihood(images, decoded, self.config.decoder, self.config.decoder_std)
         return reconstruction, gaussian_kl(z_mean, z_log_var)
 
@@ -89,39 +107,62 @@ class Vae(FamilyModel, keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        images = data[0] if isinstance(data, tuple) else data
+        images, condition = batch_and_condition(self, data)
         with tf.GradientTape() as tape:
-            reconstruction, kl = self._terms(images, training=True)
+            reconstruction, kl = self._terms(images, condition, training=True)
             loss = replica_share(ops.mean(reconstruction + self.config.beta * kl))  # -ELBO, beta-weighted KL
         gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self._update(reconstruction, kl)
 
     def test_step(self, data):
-        images = data[0] if isinstance(data, tuple) else data
-        return self._update(*self._terms(images, training=False))
+        images, condition = batch_and_condition(self, data)
+        return self._update(*self._terms(images, condition, training=False))
 
     # --- what the stages use -----------------------------------------------------------------
 
-    def encode(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return predict_in_batches(self.encoder, images, batch_size)[0]
+    def _run(self, network: keras.Model, values: np.ndarray, condition: np.ndarray | None, batch_size: int):
+        if condition is None:
+            return predict_in_batches(network, values, batch_size)
+        return [network([values[start:start + batch_size], condition[start:start + batch_size]], training=False)
+                for start in range(0, len(values), batch_size)]
 
-    def reconstruct(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return predict_in_batches(self.decoder, self.encode(images, batch_size), batch_size)
+    def encode(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
+        condition = self.condition_or_blind(len(images), labels)
+        if condition is None:
+            return predict_in_batches(self.encoder, images, batch_size)[0]
+        return np.concatenate([np.asarray(means) for means, _ in self._run(self.encoder, images, condition,
+                                                                            batch_size)])
 
-    def decode(self, codes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        return predict_in_batches(self.decoder, codes, batch_size)
+    def decode(self, codes: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
+        condition = self.condition_or_blind(len(codes), labels)
+        return self._decode(codes, condition, batch_size)
+
+    def _decode(self, codes: np.ndarray, condition: np.ndarray | None, batch_size: int = 1024) -> np.ndarray:
+        if condition is None:
+            return predict_in_batches(self.decoder, codes, batch_size)
+        return np.concatenate([np.asarray(images) for images in self._run(self.decoder, codes, condition, batch_size)])
+
+    def reconstruct(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
+        return self.decode(self.encode(images, labels, batch_size), labels, batch_size)
 
     def code_decoder(self):
-        return lambda z: self.decoder(z, training=False)
+        if not self.num_classes:
+            return lambda z: self.decoder(z, training=False)
+        return lambda z: self.decoder([z, ops.tile(self.class_shares[None], (ops.shape(z)[0], 1))], training=False)
 
-    def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed."""
-        return self.decode(prior_noise(count, self.config.latent_dim, seed, self.config.temperature))
+    def sample(self, count: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+        """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed
+        (of the classes `labels`, for a conditional VAE)."""
+        z = prior_noise(count, self.config.latent_dim, seed, self.config.temperature)
+        return self._decode(z, self.conditions(count, seed, labels))
 
     def latent_space(self):
-        """The decoder over the prior's z (PULSE's search)."""
-        return LatentSpace(self.code_decoder(), self.config.latent_dim)
+        """The decoder over the prior's z (PULSE's search); a conditional VAE's over z and the class."""
+        if not self.num_classes:
+            return LatentSpace(self.code_decoder(), self.config.latent_dim)
+        return class_search_space(lambda z, condition: self.decoder([z, condition], training=False),
+                                  self.config.latent_dim, self.num_classes)
 
     def progress_rows(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return {"original": images, "reconstruction": self.reconstruct(images),
@@ -142,17 +183,21 @@ class Vae(FamilyModel, keras.Model):
                                         for q in quantiles[::-1]}
         return shown
 
-    def importance_weighted_nll(self, images: np.ndarray, num_samples: int, seed: int = 0,
-                                batch_size: int = 256) -> np.ndarray:
-        """-log p(x) estimated with k importance samples from q(z|x), in nats per image: (N,)."""
+    def importance_weighted_nll(self, images: np.ndarray, num_samples: int, seed: int = 0, batch_size: int = 256,
+                                labels: np.ndarray | None = None) -> np.ndarray:
+        """-log p(x) (a conditional VAE's -log p(x|c)) estimated with k importance samples from q(z|x), in nats
+        per image: (N,)."""
         rng = np.random.default_rng(seed)
+        condition = self.condition_or_blind(len(images), labels)
         nll = []
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            z_mean, z_log_var = (np.asarray(v) for v in self.encoder(x, training=False))
+            given = None if condition is None else condition[start:start + batch_size]
+            z_mean, z_log_var = (np.asarray(v) for v in self.encoder(network_inputs(x, given), training=False))
             eps = rng.standard_normal((num_samples, *z_mean.shape)).astype(np.float32)  # (k, B, D)
             z = z_mean + np.exp(0.5 * z_log_var) * eps
-            decoded = self.decoder(z.reshape(-1, z.shape[-1]), training=False)
+            repeated_condition = None if given is None else np.tile(given, (num_samples, 1))
+            decoded = self.decoder(network_inputs(z.reshape(-1, z.shape[-1]), repeated_condition), training=False)
             repeated = np.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
             log_px_z = np.asarray(log_likelihood(repeated, decoded, self.config.decoder, self.config.decoder_std))
             log_weights = (log_px_z.reshape(num_samples, -1) + np.asarray(log_normal(z, 0.0, 0.0 * z))
@@ -161,32 +206,42 @@ class Vae(FamilyModel, keras.Model):
             nll.append(-(peak + np.log(np.mean(np.exp(log_weights - peak), axis=0))))
         return np.concatenate(nll)
 
-    def family_metrics(self, images: np.ndarray) -> dict[str, float]:
-        """Test ELBO and the importance-weighted NLL, in nats and in bits per dimension."""
+    def family_metrics(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Test ELBO and the importance-weighted NLL, in nats and in bits per dimension (a conditional VAE's
+        of the images given their classes)."""
         dims = int(np.prod(images.shape[1:]))
-        results = self.evaluate(images, images, batch_size=256, verbose=0, return_dict=True)
-        nll = float(self.importance_weighted_nll(images, self.config.num_importance_samples).mean())
+        results = self.evaluate(images, labels if self.num_classes else images, batch_size=256, verbose=0,
+                                return_dict=True)
+        nll = float(self.importance_weighted_nll(images, self.config.num_importance_samples,
+                                                 labels=labels if self.num_classes else None).mean())
         return {"test_elbo_nats": float(results["elbo"]), "test_kl_nats": float(results["kl_loss"]),
                 "test_nll_nats": nll, "test_nll_bits_per_dim": nll / (dims * math.log(2)),
                 "test_negative_elbo_bits_per_dim": -float(results["elbo"]) / (dims * math.log(2))}
 
 
-def build(config: VaeParams, image_shape: tuple[int, int], steps_per_execution: int = 32) -> Vae:
-    """The compiled VAE described by `config`, for images of `image_shape`."""
+def build(config: VaeParams, image_shape: tuple[int, int], steps_per_execution: int = 32,
+          num_classes: int = 0) -> Vae:
+    """The compiled VAE described by `config`, for images of `image_shape` (told one of `num_classes`
+    classes, for a conditional VAE)."""
     conv_filters = config.conv_filters if config.network_for(image_shape) == "conv" else ()
     images = keras.Input(shape=image_shape, name="image")
-    h = build_encoder_trunk(images, config.hidden_units, config.hidden_activation, conv_filters)
+    condition = condition_input(num_classes)
+    h = build_encoder_trunk(images, config.hidden_units, config.hidden_activation, conv_filters, condition)
     z_mean = keras.layers.Dense(config.latent_dim, name="z_mean")(h)
     z_log_var = keras.layers.Dense(config.latent_dim, name="z_log_var")(h)
-    encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
+    encoder = keras.Model(network_inputs(images, condition), [z_mean, z_log_var], name="encoder")
 
     latent = keras.Input(shape=(config.latent_dim,), name="latent")
+    decoder_condition = condition_input(num_classes)
     output_activation = "sigmoid" if config.decoder == "bernoulli" else "linear"
-    decoded = build_decoder_head(latent, image_shape, config.hidden_units, config.hidden_activation,
-                                 output_activation, conv_filters)
-    decoder = keras.Model(latent, decoded, name="decoder")
+    decoded = build_decoder_head(with_condition(latent, decoder_condition), image_shape, config.hidden_units,
+                                 config.hidden_activation, output_activation, conv_filters)
+    decoder = keras.Model(network_inputs(latent, decoder_condition), decoded, name="decoder")
 
-    model = Vae(encoder, decoder, config, name="vae")
-    model.build((None, *image_shape))
+    model = Vae(encoder, decoder, config, num_classes, name="vae")
+    if num_classes:
+        model.built = True  # its parts are: the encoder and the decoder, each built with its class input
+    else:
+        model.build((None, *image_shape))
     model.compile(optimizer=optimizer(config), steps_per_execution=steps_per_execution)
     return model

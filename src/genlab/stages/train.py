@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                         encoder and encoder[1]))
     resumed_run = tracking.continuable_run(backup.open().get("run_id"), experiment_id)
     devices.set_seed(config.seed)
-    model, replicas = build_on_replicas(config, prepared.image_shape, params.train.distribute, args.model)
+    model, replicas = build_on_replicas(config, prepared.image_shape, prepared.num_classes, params.train.distribute,
+                                        args.model)
     if encoder is not None:
         model.take_encoder(encoder[0])
     num_params = trainable_parameters(model)
@@ -104,7 +105,7 @@ def load_encoder(config, encoder_dir: str | None, name: str):
     return load_model(encoder_dir)[0], hashlib.md5(weights.read_bytes()).hexdigest()
 
 
-def build_on_replicas(config, image_shape: tuple[int, int], distribute: str, name: str):
+def build_on_replicas(config, image_shape: tuple[int, int], num_classes: int, distribute: str, name: str):
     """The model built in the distribution strategy's scope (its variables and optimizer state on every
     replica), and the number of replicas."""
     from genlab.models.registry import build_model
@@ -112,7 +113,7 @@ def build_on_replicas(config, image_shape: tuple[int, int], distribute: str, nam
 
     strategy = devices.distribution_strategy(distribute)
     with strategy.scope():
-        model = build_model(config, image_shape)
+        model = build_model(config, image_shape, num_classes)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
         print(f"{name}: training on {replicas} replicas ({type(strategy).__name__}); each takes "
@@ -125,9 +126,11 @@ def train(model, config, prepared: splits.PreparedData, settings, backup, log: t
     diverged training leaves no backup (a rerun with the same settings would diverge again)."""
     from genlab.training import fit
 
-    train_inputs, validation_inputs = model.training_data(prepared.train.x, prepared.validation.x)  # or codes
+    (train_inputs, train_targets), (validation_inputs, validation_targets) = model.training_data(
+        prepared.train, prepared.validation)  # the images (and classes), or a prior's codes
     try:
-        result = fit.fit(model, train_inputs, validation_inputs, epochs=config.epochs,
+        result = fit.fit(model, train_inputs, validation_inputs, targets=(train_targets, validation_targets),
+                         epochs=config.epochs,
                          batch_size=config.batch_size, early_stopping_patience=config.early_stopping_patience,
                          on_epoch=log.on_epoch, seed=config.seed, backup_dir=backup.folder,
                          backup_every_seconds=settings.backup_every_seconds,
@@ -149,7 +152,7 @@ def judge_training(model, config, prepared: splits.PreparedData, settings, resul
     GAN has no single loss: its generator's), recorded as the run's tags and description."""
     from genlab.training import summary
 
-    model.after_training(prepared.train.x)
+    model.after_training(prepared.train)
     monitored = model.monitored_loss
     diagnosis = diagnose(result.history[monitored], result.history.get(f"val_{monitored}"),
                          **settings.diagnosis.model_dump())

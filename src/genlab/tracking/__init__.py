@@ -436,7 +436,8 @@ REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pydantic", 
 def log_generator(model_dir: str | Path, name: str, image_shape: tuple[int, ...], step: int,
                   tags: dict[str, str] | None = None) -> str:
     """Log the model in `model_dir` (weights and config) to the active run as an MLflow LoggedModel: a
-    pyfunc generator, predict({"num_images": n, "seed": s}) -> (n, *image_shape) images; return its id.
+    pyfunc generator, predict({"num_images": n, "seed": s}) -> (n, *image_shape) images (a conditional model's of
+    {"class": c} too); return its id.
 
     Models-from-code (`pyfunc_model.py`, genlab in `code_paths`), so loading needs no pickle. `step` is the
     last epoch: MLflow links the run's metrics of that step (the final losses) to the model."""
@@ -445,7 +446,8 @@ def log_generator(model_dir: str | Path, name: str, image_shape: tuple[int, ...]
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    signature = ModelSignature(inputs=Schema([ColSpec("long", "num_images"), ColSpec("long", "seed")]),
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "num_images"), ColSpec("long", "seed"),
+                                              ColSpec("long", "class", required=False)]),  # a conditional model's
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *image_shape))]))
     requirements = [f"{package}=={importlib.metadata.version(package)}" for package in REQUIREMENTS]
     info = mlflow.pyfunc.log_model(

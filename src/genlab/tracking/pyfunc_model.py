@@ -6,6 +6,7 @@ genlab's registry, so loading needs no pickle and works with MLFLOW_ALLOW_PICKLE
 
     generator = mlflow.pyfunc.load_model("models:/genlab-generator@champion")  # or models:/<model_id>
     images = generator.predict(pd.DataFrame({"num_images": [16], "seed": [0]}))  # (16, H, W), in [0, 1]
+    sevens = generator.predict(pd.DataFrame({"num_images": [16], "seed": [0], "class": [7]}))  # a conditional one
     generator.unwrap_python_model().reconstruct(images)  # the autoencoders and the VAE: encode, decode
 """
 
@@ -20,7 +21,8 @@ from genlab.models.contract import Encoder
 
 
 class Generator(PythonModel):
-    """predict({"num_images": n, "seed": s}) -> n images from the model, the same as model.sample(n, seed)."""
+    """predict({"num_images": n, "seed": s}) -> n images from the model, the same as model.sample(n, seed); with
+    "class": c, a conditional model's n images of class c."""
 
     def load_context(self, context) -> None:
         from genlab.models.registry import (
@@ -34,7 +36,9 @@ class Generator(PythonModel):
         count, seed = int(request["num_images"]), int(request.get("seed", 0))
         if count < 1:
             raise ValueError(f"num_images must be at least 1, got {count}")
-        return np.asarray(self.model.sample(count, seed=seed), dtype=np.float32)
+        asked = request.get("class")
+        labels = None if asked is None or pd.isna(asked) else np.full(count, int(asked))
+        return np.asarray(self.model.sample(count, seed=seed, labels=labels), dtype=np.float32)
 
     def _encoder(self):
         if not isinstance(self.model, Encoder):
