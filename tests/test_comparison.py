@@ -140,3 +140,25 @@ def test_the_thresholds_are_settings_and_no_recommendation_is_said_plainly():
     assert not any(line.startswith("**Best sample quality") for line in answers)
     lenient = with_verdicts(EVALUATIONS, SUMMARIES, min_classes_covered=8)
     assert lenient["recommended"].all()  # ae covers 8 classes
+
+
+def test_the_answer_says_what_each_model_makes_of_each_class_and_of_the_rarest():
+    within = {"ae": (3.0, 5, 4.5, 12, float("nan")), "ddpm": (1.2, 7, 1.9, 95, 1.4), "flow": (2.0, 8, 3.1, 100, 2.2)}
+    evaluations = {name: values | {"intra_class_fid_to_floor": within[name][0], "worst_fid_class": within[name][1],
+                                   "worst_class_fid_to_floor": within[name][2], "rarest_class": 8,
+                                   "rarest_class_samples": within[name][3],
+                                   "rarest_class_fid_to_floor": within[name][4], "num_samples": 1000}
+                   for name, values in EVALUATIONS.items()}
+    evaluations["flow"] |= {"asked_class_accuracy": 0.97, "worst_asked_class": 8, "worst_asked_class_accuracy": 0.9,
+                            "rarest_class_asked_accuracy": 0.9}
+    summaries = dict(SUMMARIES) | {"flow": SUMMARIES["flow"] | {"params": SUMMARIES["flow"]["params"]
+                                                                 | {"conditional": True}}}
+    table = comparison.comparison_table(evaluations, summaries, "fid")
+    assert table.set_index("model").loc["flow", "family"] == "conditional flow"
+    answer = comparison.conditional_answer(table)
+    assert answer.startswith("**Within each class** (intra-class FID over each class's floor, mean and worst class): "
+                             "ddpm 1.2x (worst: class 7, 1.9x), flow 2x (worst: class 8, 3.1x), ae 3x (worst: class 5,")
+    assert "**Told the class**, the judge sees the class asked for in: flow 97% (worst: class 8, 90%)." in answer
+    assert "**The rarest training class (8)** in each model's samples, and their quality: ddpm 95 of 1000" in answer
+    assert "ae 12 of 1000 samples (too few to measure)" in answer
+    assert "flow 100 of 1000 samples (2.2x its floor, the judge sees class 8 in 90%)" in answer

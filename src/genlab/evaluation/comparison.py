@@ -208,6 +208,18 @@ def conditional_answer(table: pd.DataFrame) -> str | None:
                  + ", ".join(f"{row['model']} {row['asked_class_accuracy']:.0%} (worst: class "
                              f"{int(row['worst_asked_class'])}, {row['worst_asked_class_accuracy']:.0%})"
                              for _, row in conditional.iterrows()) + ".")
+    if "rarest_class_samples" in table and "rarest_class" in table and table["rarest_class"].nunique() == 1:
+        rarest = int(table["rarest_class"].iloc[0])
+
+        def of_rarest(row) -> str:
+            quality = (f"{row['rarest_class_fid_to_floor']:.2g}x its floor"
+                       if pd.notna(row.get("rarest_class_fid_to_floor")) else "too few to measure")
+            asked = (f", the judge sees class {rarest} in {row['rarest_class_asked_accuracy']:.0%}"
+                     if pd.notna(row.get("rarest_class_asked_accuracy")) else "")
+            return (f"{row['model']} {int(row['rarest_class_samples'])} of {int(row['num_samples'])} samples "
+                    f"({quality}{asked})")
+        line += (f" **The rarest training class ({rarest})** in each model's samples, and their quality: "
+                 + ", ".join(of_rarest(row) for _, row in table.iterrows()) + ".")
     return line
 
 

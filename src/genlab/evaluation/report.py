@@ -194,11 +194,13 @@ def sampling_report(model, num_samples: int, title: str, asked: np.ndarray | Non
 
 
 def class_quality_report(judge, test_view, sample_view, validation_images: np.ndarray, validation_labels: np.ndarray,
-                         test_labels: np.ndarray, num_classes: int, asked: np.ndarray | None) -> dict:
+                         test_labels: np.ndarray, training_labels: np.ndarray, num_classes: int,
+                         asked: np.ndarray | None) -> dict:
     """Within each class: the intra-class FID of the samples (by the class asked for, or the judge's label of
     an unconditional model's) against the test images of the class, beside the class's floor (the validation
     split's images of the class, as many samples compared as it has: unseen real images, never thinned by
-    data.keep_fraction); and for a conditional model, how often the judge sees the class asked for."""
+    data.keep_fraction); and for a conditional model, how often the judge sees the class asked for. The
+    rarest training class's values apart: what a model makes of the class it saw least."""
     (real, _), (fake, probabilities) = test_view, sample_view
     judged = probabilities.argmax(axis=1)
     drawn = judged if asked is None else asked
@@ -208,8 +210,12 @@ def class_quality_report(judge, test_view, sample_view, validation_images: np.nd
     found = metrics.within_class_quality(metrics.per_class_fid(real, test_labels, fake, drawn, num_classes,
                                                                counts=counts), floor)
     found["per_class_fid_floor"] = floor
+    rarest = str(int(np.argmin(bias.shares(training_labels, num_classes))))
+    found["rarest_class_fid_to_floor"] = found["per_class_fid_to_floor"].get(rarest, float("nan"))
+    found["rarest_class_samples"] = int(np.sum(drawn == int(rarest)))
     if asked is not None:
         found |= metrics.asked_for_accuracy(asked, judged, num_classes)
+        found["rarest_class_asked_accuracy"] = found["per_class_asked_accuracy"][rarest]
     return found
 
 
@@ -361,7 +367,8 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
     evaluation.results |= quality_report(judge, test_view, sample_view, prepared, settings,
                                          reconstruct=model.reconstruct if isinstance(model, Encoder) else None)
     evaluation.results |= class_quality_report(judge, test_view, sample_view, prepared.validation.x,
-                                               prepared.validation.y, test.y, prepared.num_classes, asked)
+                                               prepared.validation.y, test.y, prepared.train.y,
+                                               prepared.num_classes, asked)
     done("sample quality")
     evaluation.results |= bias_report(test_view[1], sample_view[1], samples, prepared, test.measures)
     done("bias")

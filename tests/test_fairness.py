@@ -1,0 +1,57 @@
+"""Restoration fairness (genlab.evaluation.fairness): the tests reject what is planted and accept its absence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genlab.evaluation import fairness
+
+SHARES = np.array([0.2, 0.8])  # Jalal et al.'s setting: a group at 20% and one at 80%
+
+
+def test_proportional_representation_accepts_samples_of_the_right_shares():
+    restored = np.random.default_rng(0).choice(2, size=400, p=SHARES)
+    found = fairness.proportional_representation(restored, SHARES)
+    assert found["pr_p_value"] > 0.05 and fairness.verdict(found["pr_p_value"]) == "met"
+    assert found["pr_tv_distance"] < 0.05 and found["pr_majority_ratio"] == pytest.approx(1.0, abs=0.06)
+
+
+def test_proportional_representation_rejects_a_planted_amplification_of_the_majority():
+    restored = np.random.default_rng(0).choice(2, size=400, p=[0.1, 0.9])  # the majority amplified 0.8 -> 0.9
+    found = fairness.proportional_representation(restored, SHARES, prefix="ucpr")
+    assert found["ucpr_p_value"] < 1e-4 and fairness.verdict(found["ucpr_p_value"]) == "violated"
+    assert found["ucpr_majority_ratio"] == pytest.approx(0.9 / 0.8, abs=0.03)
+    # a MAP method's collapse onto the majority: every restoration the majority group
+    collapsed = fairness.proportional_representation(np.ones(200, int), SHARES)
+    assert collapsed["pr_p_value"] < 1e-10 and collapsed["pr_majority_ratio"] == pytest.approx(1.25)
+
+
+def test_the_chi_square_test_agrees_with_scipy_and_small_counts_are_simulated():
+    from scipy.stats import chisquare
+
+    counts, shares = np.array([30, 50, 20]), np.array([0.3, 0.4, 0.3])
+    statistic, p_value = fairness.goodness_of_fit(counts, shares)
+    expected = chisquare(counts, 100 * shares)
+    assert statistic == pytest.approx(expected.statistic) and p_value == pytest.approx(expected.pvalue)
+    # 12 draws: expected counts under 5, a simulated p-value; an exact binomial check for two groups
+    from scipy.stats import binomtest
+
+    _, simulated = fairness.goodness_of_fit(np.array([0, 12]), SHARES)
+    assert simulated == pytest.approx(binomtest(0, 12, 0.2).pvalue, abs=0.02)
+    # something where nothing is expected is impossible under the null
+    assert fairness.goodness_of_fit(np.array([1, 9]), np.array([0.0, 1.0]))[1] == 0.0
+
+
+def test_representation_demographic_parity_finds_a_group_restored_as_itself_less_often():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 200)
+    even = np.where(rng.random(400) < 0.85, groups, 1 - groups)
+    found = fairness.representation_demographic_parity(groups, even, 2)
+    assert found["rdp_p_value"] > 0.05 and found["rdp_gap"] < 0.08
+    uneven = np.where(rng.random(400) < np.where(groups == 0, 0.5, 0.95), groups, 1 - groups)  # group 0 erased
+    found = fairness.representation_demographic_parity(groups, uneven, 2)
+    assert found["rdp_p_value"] < 1e-6 and found["rdp_rates"]["0"] < found["rdp_rates"]["1"]
+    # few images: a simulated p-value, still small for a large gap
+    small_groups, small = np.repeat([0, 1], 8), np.repeat([1, 1], 8)
+    assert fairness.representation_demographic_parity(small_groups, small, 2)["rdp_p_value"] < 0.01
