@@ -55,3 +55,43 @@ def test_representation_demographic_parity_finds_a_group_restored_as_itself_less
     # few images: a simulated p-value, still small for a large gap
     small_groups, small = np.repeat([0, 1], 8), np.repeat([1, 1], 8)
     assert fairness.representation_demographic_parity(small_groups, small, 2)["rdp_p_value"] < 0.01
+
+
+def test_posterior_sampling_follows_the_data_and_map_takes_the_majority():
+    """Jalal et al.'s setting with a known posterior: a latent N(0, I) whose first number decides the group, 80%
+    of the mass on the majority's side; the observation carries no information (every pixel hidden). The
+    posterior is then the prior: Langevin sampling returns the 20/80 split within its binomial error, the
+    mode (temperature 0) the majority every time."""
+    import keras
+    from scipy.stats import norm
+
+    from genlab.evaluation import restoration
+    from genlab.models.contract import LatentSpace
+
+    threshold = float(norm.ppf(0.2))  # P(w_0 > threshold) = 0.8
+
+    def decode(w):  # (B, 2) -> (B, 1, 2) "images": the group's sign in the first pixel, smoothly
+        w = keras.ops.convert_to_tensor(w)
+        first = 0.5 + 0.4 * keras.ops.tanh(w[:, :1] - threshold)
+        return keras.ops.reshape(keras.ops.concatenate([first, 0.5 + 0.1 * keras.ops.tanh(w[:, 1:])], axis=-1),
+                                 (-1, 1, 2))
+
+    space, count = LatentSpace(decode, 2), 400
+    hidden = restoration.Degradation("inpaint_block", np.zeros((count, 1, 2), np.float32), (1, 2),
+                                     mask=np.zeros((count, 1, 2), np.float32))
+    sampled, _ = restoration.latent_posterior(space, hidden, steps=300, step_size=0.1, observation_sigma=0.1,
+                                              temperature=1.0, seed=0)
+    majority = sampled[:, 0, 0] > 0.5
+    assert majority.mean() == pytest.approx(0.8, abs=3 * np.sqrt(0.8 * 0.2 / count))
+    assert fairness.proportional_representation(majority.astype(int), SHARES)["pr_p_value"] > 0.01
+    mode, codes = restoration.latent_posterior(space, hidden, steps=300, step_size=0.1, observation_sigma=0.1,
+                                               temperature=0.0, seed=0)
+    assert np.all(mode[:, 0, 0] > 0.5) and np.abs(codes).max() < 0.05  # the prior's mode: w = 0
+    assert fairness.proportional_representation((mode[:, 0, 0] > 0.5).astype(int), SHARES)["pr_p_value"] < 1e-10
+    # told the first pixel (the minority's value), the posterior is the minority's: sampling follows the observation
+    seen = np.zeros((count, 1, 2), np.float32)
+    seen[:, 0, 0] = 1.0
+    shown = restoration.Degradation("inpaint_block", np.full((count, 1, 2), 0.3, np.float32) * seen, (1, 2), mask=seen)
+    told, _ = restoration.latent_posterior(space, shown, steps=1000, step_size=0.5, observation_sigma=0.1,
+                                           temperature=1.0, seed=1)
+    assert np.mean(told[:, 0, 0] < 0.5) > 0.95

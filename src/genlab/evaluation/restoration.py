@@ -236,6 +236,57 @@ def _search_together(space: LatentSpace, degradations: list[Degradation], steps:
     return found
 
 
+# --- posterior sampling in the latent space: annealed Langevin dynamics --------------------------------
+
+
+def observed_values(degradation: Degradation) -> np.ndarray:
+    """How many numbers the observation holds of each image (N,): the seen pixels, or the size of A(x)."""
+    if degradation.mask is not None:
+        return degradation.mask.reshape(len(degradation.mask), -1).sum(axis=1).astype(np.float32)
+    return np.full(len(degradation.observed), np.prod(degradation.observed.shape[1:]), dtype=np.float32)
+
+
+def noise_levels(observation_sigma: float, count: int) -> np.ndarray:
+    """The annealing's observation noise, geometric from 1 (the prior nearly alone) down to `observation_sigma`."""
+    return np.geomspace(max(1.0, observation_sigma), observation_sigma, max(1, count)).astype(np.float32)
+
+
+def latent_posterior(space: LatentSpace, degradation: Degradation, steps: int, step_size: float,
+                     observation_sigma: float, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Restorations drawn from the posterior p(w | y) over the model's standard normal noise w, by annealed
+    Langevin dynamics (Song and Ermon 2019; as a latent-space posterior sampler, Jalal et al. 2021): the
+    potential U(w) = |A(decode(w)) - y|^2 / (2 s^2) + |w|^2 / 2, the observation noise s annealed from 1 to
+    `observation_sigma`, each step w <- w - e grad U + sqrt(2 e T) xi with e = step_size / (1 + n / s^2) for an
+    observation of n numbers. `temperature` T 1 samples the posterior; 0 descends to its mode (MAP). Returns
+    (N, H, W) images in [0, 1] and the (N, dim) codes."""
+    import keras
+    import tensorflow as tf
+
+    count = len(degradation.observed)
+    rng = np.random.default_rng(seed)
+    w = tf.Variable(rng.standard_normal((count, space.dim)).astype(np.float32))
+    values = tf.constant(observed_values(degradation))
+    sigmas = tf.constant(noise_levels(observation_sigma, steps))
+    noise = tf.constant(rng.standard_normal((max(1, steps), count, space.dim)).astype(np.float32))
+
+    def potential(codes, sigma):
+        error = degradation.consistency(space.decode(codes), ops=keras.ops) * values  # summed squares (N,)
+        return error / (2.0 * sigma**2) + 0.5 * tf.reduce_sum(tf.square(codes), axis=-1)
+
+    @tf.function
+    def run():
+        for step in tf.range(steps):
+            sigma = sigmas[step]
+            with tf.GradientTape() as tape:
+                energy = tf.reduce_sum(potential(w, sigma))  # each code: its own gradient
+            rate = (step_size / (1.0 + values / sigma**2))[:, None]  # (N, 1)
+            w.assign(w - rate * tape.gradient(energy, w) + tf.sqrt(2.0 * rate * temperature) * noise[step])
+        return w
+
+    codes = np.asarray(run())
+    return np.clip(np.asarray(space.decode(codes)), 0.0, 1.0).astype(np.float32), codes
+
+
 # --- the restorers of a model -----------------------------------------------------------------------
 
 
