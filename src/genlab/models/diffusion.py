@@ -406,7 +406,7 @@ class Ddpm(PerImageObjective):
         beside the ancestral sampler's."""
         import time
 
-        condition = self.conditions(len(images), 0, labels) if self.num_classes else None
+        condition = self.condition_or_blind(len(images), labels)
         loss = float(np.mean(np.concatenate([
             np.asarray(self.noise_error(images[start:start + 512], False,
                                         None if condition is None else condition[start:start + 512])[0])
@@ -447,7 +447,7 @@ class CodeDiffusion(PerImageObjective):
         return min_snr_weighted(error, t, self.schedule, self.config.min_snr_gamma)
 
     def family_metrics(self, codes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        condition = self.conditions(len(codes), 0, labels) if self.num_classes else None
+        condition = self.condition_or_blind(len(codes), labels)
         return {"test_prior_noise_mse": float(np.mean(np.asarray(self.per_image_loss(codes, condition))))}
 
     def _timesteps(self, steps: int | None = None) -> list[int]:

@@ -398,7 +398,7 @@ class CodeFlow(PerImageObjective):
         return -(self.base.log_prob(z, condition) + log_det) / self.dims
 
     def family_metrics(self, codes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        condition = self.conditions(len(codes), 0, labels) if self.num_classes else None
+        condition = self.condition_or_blind(len(codes), labels)
         return {"test_prior_nll_nats_per_dim": float(np.mean(np.asarray(self.per_image_loss(codes, condition))))}
 
     def from_noise(self, noise, condition=None):

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from genlab.models.contract import FamilyModel, LatentSpace, class_search_space, one_hot
+from genlab.models.contract import FamilyModel, LatentSpace, class_search_space
 from genlab.models.networks import (
     batch_and_condition,
     build_decoder_head,
@@ -142,11 +142,7 @@ class Gan(FamilyModel, keras.Model):
         """`count` images from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed (of the
         classes `labels`, for a conditional GAN)."""
         z = prior_noise(count, self.config.latent_dim, seed, self.config.temperature)
-        condition = self.conditions(count, seed, labels)
-        if condition is None:
-            return predict_in_batches(self.generator, z)
-        return np.concatenate([np.asarray(self.generator([z[start:start + 1024], condition[start:start + 1024]],
-                                                         training=False)) for start in range(0, count, 1024)])
+        return predict_in_batches(self.generator, network_inputs(z, self.conditions(count, seed, labels)))
 
     def latent_space(self):
         """The generator over its noise z: what PULSE searches (with the class, for a conditional GAN)."""
@@ -162,13 +158,10 @@ class Gan(FamilyModel, keras.Model):
     def family_metrics(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """The discriminator's mean belief that test images and samples are real (a conditional one's, of
         the test images' classes)."""
-        asked = labels if self.num_classes else None
-        fakes = self.sample(len(images), seed=1, labels=asked)
-        if asked is None:
-            real, fake = (ops.sigmoid(predict_in_batches(self.discriminator, shown)) for shown in (images, fakes))
-        else:
-            condition = one_hot(asked, self.num_classes)
-            real, fake = (ops.sigmoid(self.discriminator([shown, condition], training=False)) for shown in (images, fakes))
+        fakes = self.sample(len(images), seed=1, labels=labels if self.num_classes else None)
+        condition = self.condition_or_blind(len(images), labels)
+        real, fake = (ops.sigmoid(predict_in_batches(self.discriminator, network_inputs(shown, condition)))
+                      for shown in (images, fakes))
         return {"test_d_real": float(ops.mean(real)), "test_d_fake": float(ops.mean(fake))}
 
 

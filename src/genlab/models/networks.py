@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from genlab.models.contract import FamilyModel, Generator, one_hot
+from genlab.models.contract import FamilyModel, Generator
 from genlab.training.devices import replica_share
 from genlab.training.optimizers import make_optimizer
 
@@ -123,15 +123,6 @@ class PerImageObjective(FamilyModel, keras.Model):
         self.loss_tracker.update_state(self.per_image_loss(images, condition, training=False))
         return {"loss": self.loss_tracker.result()}
 
-    def mean_loss(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 512) -> float:
-        """The per-image loss's mean over arrays (a conditional model's given the classes), a batch at a time."""
-        total = 0.0
-        for start in range(0, len(images), batch_size):
-            rows = slice(start, start + batch_size)
-            condition = None if not self.num_classes else one_hot(labels[rows], self.num_classes)
-            total += float(keras.ops.sum(self.per_image_loss(images[rows], condition, training=False)))
-        return total / len(images)
-
 
 def gaussian_fit(codes: np.ndarray, extra_covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The mean (D,) and the Cholesky factor (D, D) of the covariance of (N, D) codes (plus `extra_covariance`),
@@ -185,15 +176,23 @@ def trainable_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
 
 
-def predict_in_batches(network: keras.Model, inputs: np.ndarray, batch_size: int = 1024):
-    """network(inputs) in inference mode, as NumPy, a batch at a time.
+def predict_in_batches(network: keras.Model, inputs, batch_size: int = 1024):
+    """network(inputs) in inference mode, as NumPy, a batch at a time; `inputs` one array, or a list of arrays
+    for a network of several inputs (a conditional network's images or codes and their classes).
 
     A direct (eager) call: `Model.predict` builds a data pipeline per call, which costs more than
     a small network's forward pass (13x slower for 1000 8x8 samples, benchmarks/families.py), and
     `predict_on_batch` first traces a graph (0.2-0.5 s), which only a loop of many calls repays
     (the DDPM sampler's, see genlab.models.diffusion).
     """
-    batches = [network(inputs[start:start + batch_size], training=False) for start in range(0, len(inputs), batch_size)]
+    several = isinstance(inputs, (list, tuple))
+
+    def rows(start: int):
+        return ([part[start:start + batch_size] for part in inputs] if several
+                else inputs[start:start + batch_size])
+
+    count = len(inputs[0]) if several else len(inputs)
+    batches = [network(rows(start), training=False) for start in range(0, count, batch_size)]
     if isinstance(batches[0], (list, tuple)):  # several outputs, e.g. a VAE encoder's mean and log-variance
         return [np.concatenate([np.asarray(batch[index]) for batch in batches]) for index in range(len(batches[0]))]
     return np.concatenate([np.asarray(batch) for batch in batches])

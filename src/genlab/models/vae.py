@@ -121,27 +121,13 @@ class Vae(FamilyModel, keras.Model):
 
     # --- what the stages use -----------------------------------------------------------------
 
-    def _run(self, network: keras.Model, values: np.ndarray, condition: np.ndarray | None, batch_size: int):
-        if condition is None:
-            return predict_in_batches(network, values, batch_size)
-        return [network([values[start:start + batch_size], condition[start:start + batch_size]], training=False)
-                for start in range(0, len(values), batch_size)]
-
     def encode(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
         condition = self.condition_or_blind(len(images), labels)
-        if condition is None:
-            return predict_in_batches(self.encoder, images, batch_size)[0]
-        return np.concatenate([np.asarray(means) for means, _ in self._run(self.encoder, images, condition,
-                                                                            batch_size)])
+        return predict_in_batches(self.encoder, network_inputs(images, condition), batch_size)[0]
 
     def decode(self, codes: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
         condition = self.condition_or_blind(len(codes), labels)
-        return self._decode(codes, condition, batch_size)
-
-    def _decode(self, codes: np.ndarray, condition: np.ndarray | None, batch_size: int = 1024) -> np.ndarray:
-        if condition is None:
-            return predict_in_batches(self.decoder, codes, batch_size)
-        return np.concatenate([np.asarray(images) for images in self._run(self.decoder, codes, condition, batch_size)])
+        return predict_in_batches(self.decoder, network_inputs(codes, condition), batch_size)
 
     def reconstruct(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
         return self.decode(self.encode(images, labels, batch_size), labels, batch_size)
@@ -155,7 +141,7 @@ class Vae(FamilyModel, keras.Model):
         """`count` images decoded from z ~ N(0, T^2 I) at the config's temperature T, the same for the same seed
         (of the classes `labels`, for a conditional VAE)."""
         z = prior_noise(count, self.config.latent_dim, seed, self.config.temperature)
-        return self._decode(z, self.conditions(count, seed, labels))
+        return predict_in_batches(self.decoder, network_inputs(z, self.conditions(count, seed, labels)))
 
     def latent_space(self):
         """The decoder over the prior's z (PULSE's search); a conditional VAE's over z and the class."""
