@@ -13,6 +13,7 @@ PORT ?= 5000
 CONFIG ?=
 VERBOSE ?=
 AGAINST ?=
+JOBS ?= 2   # make test JOBS=0 runs the suite in one process
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -41,9 +42,10 @@ endif
 	@$(BIN)/python -m genlab.runtime.console repro
 	@$(BIN)/python -m genlab.runtime.summary
 
-# the linter first (ruff, configured in pyproject.toml): a second, not a reason to wait for the suite
+# the linter first (ruff, configured in pyproject.toml): a second, not a reason to wait for the suite;
+# then the suite on $(JOBS) pytest-xdist workers, each module (and the shared end-to-end project) on one
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

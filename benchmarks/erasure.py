@@ -16,7 +16,10 @@ model (each by its own best restoration method):
 2. the biased models measured again by the balanced run's judge: after the injection the judge itself
    is trained on the biased split and hesitates to say C, which could pass for erasure;
 3. the removed subgroup's test images: identity kept, the share of their restorations drawn in the same
-   subgroup, and how much thicker they come back, balanced against biased.
+   subgroup, and how much thicker they come back, balanced against biased;
+4. every method of every model side by side (PULSE's search against posterior sampling, issue 30): fidelity,
+   class C kept, and Jalal et al.'s fairness on observations that carry no class (UCPR, with its p-value, and
+   against the model's own samples), balanced against biased.
 
     .venv/bin/python benchmarks/erasure.py [--config configs/mnist_sample.yaml] [--rare-class 8 --keep 0.1]
                                            [--subgroup-class all --subgroup thin] [--json PATH]
@@ -63,10 +66,17 @@ def restored(root: Path, model: str) -> dict:
     return json.loads((root / f"reports/eval/{model}/restoration.json").read_text())
 
 
-def class_row(details: dict, label: int) -> dict:
-    """Class `label`'s kept share per task and the rarest-class gap, by the model's best method."""
-    method = details["summary"]["method"]
-    tasks = {task: by_method[method] for task, by_method in details["tasks"].items()}
+def restorations(details: dict) -> dict:
+    """The tasks that restore (not the uninformative probe of fairness), {task: {method: values}}."""
+    from genlab.evaluation.restoration import PROBES
+
+    return {task: by_method for task, by_method in details["tasks"].items() if task not in PROBES}
+
+
+def class_row(details: dict, label: int, method: str | None = None) -> dict:
+    """Class `label`'s kept share per task and the rarest-class gap, by `method` (the model's best one)."""
+    method = method or details["summary"]["method"]
+    tasks = {task: by_method[method] for task, by_method in restorations(details).items()}
     return {"method": method, "kept": {task: found["per_class"][str(label)]["kept"] for task, found in tasks.items()},
             "judge_accuracy": tasks["upsample"]["per_class"][str(label)]["judge_accuracy"],
             "gap": float(np.mean([found["rarest_class_gap"] for found in tasks.values()])),
@@ -80,7 +90,7 @@ def cell_row(details: dict, label: int | None, subgroup: str) -> dict:
     method = details["summary"]["method"]
     cells = {task: (by_method[method]["per_subgroup"] if label is None
                     else by_method[method]["per_class_subgroup"][str(label)]).get(subgroup, {})
-             for task, by_method in details["tasks"].items()}
+             for task, by_method in restorations(details).items()}
     return {"images": cells["upsample"].get("images", 0),
             "kept": {task: cell.get("kept", float("nan")) for task, cell in cells.items()},
             "same_subgroup": {task: cell.get("same_subgroup", float("nan")) for task, cell in cells.items()},
@@ -100,6 +110,19 @@ def remeasured(biased: Path, balanced: Path, models: list[str], label: int) -> d
         model, _ = load_model(biased / "models" / name)
         found[name] = class_row(restoration.report(model, judge, **options)[0], label)
     return found
+
+
+def method_row(details: dict, label: int, method: str) -> dict:
+    """One method of a model: PSNR (mean over the restoring tasks), class `label` kept, and on the
+    uninformative probe the UCPR test, the rarest class's ratio and the test against the model's own samples."""
+    probe = details["tasks"].get("uninformative", {}).get(method, {})
+    return class_row(details, label, method) | {
+        "psnr": float(np.mean([by_method[method]["psnr"] for by_method in restorations(details).values()])),
+        "identity_kept": float(np.mean([by_method[method]["identity_kept"]
+                                        for by_method in restorations(details).values()])),
+        "ucpr_p_value": probe.get("ucpr_p_value"), "own_pr_p_value": probe.get("own_pr_p_value"),
+        # class `label` is the rarest training class in both runs (narrowly so in the balanced one)
+        "label_ratio": probe["ucpr_rarest_ratio"] if probe.get("ucpr_rarest") == label else float("nan")}
 
 
 def shown(kept: dict) -> str:
@@ -133,11 +156,16 @@ def main() -> None:
         missing = {name: overrides for name, overrides in variants.items() if name not in roots}
         where = args.keep_projects or Path(scratch)
         roots |= run_projects(args.config, missing, where, args.models) if missing else {}
-        models = list(yaml.safe_load((roots["balanced"] / "params.yaml").read_text())["models"])
-        rows, fair, cells = {}, {}, {}
+        models = [name for name in yaml.safe_load((roots["balanced"] / "params.yaml").read_text())["models"]
+                  if not args.models or name in args.models]
+        rows, fair, cells, methods = {}, {}, {}, {}
         if "fraction" in roots:
             rows = {name: {variant: class_row(restored(roots[variant], name), label)
                            for variant in ("balanced", "fraction")} for name in models}
+            methods = {name: {method: {variant: method_row(restored(roots[variant], name), label, method)
+                                       for variant in ("balanced", "fraction")}
+                              for method in restored(roots["balanced"], name)["tasks"]["upsample"]}
+                       for name in models}
             fair = remeasured(roots["fraction"], roots["balanced"], models, label)
         if "subgroup" in roots:
             cells = {name: {variant: cell_row(restored(roots[variant], name), *cell)
@@ -147,8 +175,33 @@ def main() -> None:
         print_class_table(rows, fair, models, label, args.keep)
     if cells:
         print_subgroup_table(cells, models, cell)
+    if methods:
+        print_method_table(methods, models, label)
     if args.json:
-        args.json.write_text(json.dumps({"class": rows, "balanced_judge": fair, "subgroup": cells}, indent=2))
+        args.json.write_text(json.dumps({"class": rows, "balanced_judge": fair, "subgroup": cells,
+                                         "methods": methods}, indent=2))
+
+
+def print_method_table(methods, models, label) -> None:
+    print(f"\n4. every way to restore: fidelity and class {label} kept (upsampling), and on observations pooled to "
+          f"what carries no class, class {label}'s share of the restorations over its training share and the UCPR "
+          f"test (p), balanced / biased; own: the test against the model's own samples, biased\n")
+    print(f"| model | method | PSNR (dB), balanced | identity kept, balanced / biased | {label}s kept, balanced / "
+          f"biased | uninformative: {label}s over training share, balanced / biased | UCPR p, balanced / biased | "
+          "own p, biased |")
+    print("|:--|:--|--:|--:|--:|--:|--:|--:|")
+
+    def p(value) -> str:
+        return "" if value is None else f"{value:.2g}" if value >= 1e-3 else "<0.001"
+
+    for name in models:
+        for method, found in methods[name].items():
+            balanced, biased = found["balanced"], found["fraction"]
+            kept = f"{balanced['kept']['upsample']:.2f} / {biased['kept']['upsample']:.2f}"
+            ratio = f"{balanced['label_ratio']:.2f} / {biased['label_ratio']:.2f}"
+            print(f"| {name} | {method} | {balanced['psnr']:.1f} | {balanced['identity_kept']:.2f} / "
+                  f"{biased['identity_kept']:.2f} | {kept} | {ratio} | {p(balanced['ucpr_p_value'])} / "
+                  f"{p(biased['ucpr_p_value'])} | {p(biased['own_pr_p_value'])} |")
 
 
 def print_class_table(rows, fair, models, label, keep) -> None:

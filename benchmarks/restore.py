@@ -21,26 +21,24 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def restoration_inputs(root: Path, judge_root: Path | None = None):
     """What evaluate@<model> hands `genlab.evaluation.restoration.report` in the project at `root`: its params, the
-    judge (of `judge_root`, by default the same project) and the options (test subset, training shares,
-    stroke thresholds, settings, grid)."""
+    judge (of `judge_root`, by default the same project) and the options by name (test subset, training shares,
+    stroke thresholds, settings, grid), as evaluate's own `TestImages.restoration_inputs` makes them."""
+    import inspect
+
     from genlab.config.params import load_params
     from genlab.data import splits
-    from genlab.evaluation import bias, morphometry, restoration
     from genlab.evaluation import judge as judges
+    from genlab.evaluation import report, restoration
     from genlab.runtime.files import read_json
 
     params = load_params(root / "params.yaml")
     prepared = splits.load_prepared(root / "data/prepared")
     judge = judges.load((judge_root or root) / "models/judge")
-    thresholds = read_json(root / "reports/audit/metrics.json")["subgroups"]
-    subset = restoration.stratified_subset(prepared.test.y, params.restore.num_images)
-    images, labels = prepared.test.x[subset], prepared.test.y[subset]
-    return params, judge, dict(images=images, labels=labels, measures=morphometry.measure(images),
-                               training_shares=bias.shares(prepared.train.y, prepared.num_classes),
-                               stroke_thresholds=(thresholds["thin_stroke_threshold"],
-                                                  thresholds["thick_stroke_threshold"]),
-                               upright_degrees=params.audit.upright_degrees, settings=params.restore,
-                               grid=splits.grid_indices(labels, params.train.grid_images))
+    test = report.TestImages.measure(prepared, read_json(root / "reports/audit/metrics.json")["subgroups"],
+                                     params.audit.upright_degrees)
+    values = test.restoration_inputs(prepared.train.y, prepared.num_classes, params.restore, params.train.grid_images)
+    names = list(inspect.signature(restoration.report).parameters)[2:]  # after the model and the judge
+    return params, judge, dict(zip(names, values, strict=True))
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
                                                               else priors or ())}
     params["evaluate"]["num_samples"] = 100
     params["evaluate"]["kid_subsets"] = 10
-    params["restore"] |= {"num_images": 40, "search_steps": 10, "search_restarts": 2, "permutations": 200}
+    params["restore"] |= {"num_images": 40, "search_steps": 10, "search_restarts": 2, "posterior_steps": 10,
+                          "permutations": 200}
     params["judge"] |= {"hidden_units": [64, 32], "epochs": 30, "learning_rate": 0.005}  # 32 features < 100 samples
     # five epochs make no model a person would recommend: recommend them all, so that the answer has every line
     params["compare"] |= {"max_fid_to_floor": 1e6, "min_judge_confidence": 0.0, "min_classes_covered": 1,
@@ -73,7 +74,8 @@ def tiny_mnist_params() -> dict:
     params["data"] |= {"max_samples": 400}
     params["train"]["grid_every_epochs"] = 1
     params["evaluate"] |= {"num_samples": 100, "kid_subsets": 10}
-    params["restore"] = {"num_images": 30, "search_steps": 5, "search_restarts": 1, "permutations": 100}
+    params["restore"] = {"num_images": 30, "search_steps": 5, "search_restarts": 1, "posterior_steps": 5,
+                         "permutations": 100}
     params["judge"] |= {"conv_filters": [8, 16], "hidden_units": [32, 16], "epochs": 5, "augment_shift": 0.0}
     common = dict(batch_size=64, epochs=2, seed=0)
     every = {  # MNIST_MODELS's settings

@@ -162,3 +162,31 @@ def test_the_answer_says_what_each_model_makes_of_each_class_and_of_the_rarest()
     assert "**The rarest training class (8)** in each model's samples, and their quality: ddpm 95 of 1000" in answer
     assert "ae 12 of 1000 samples (too few to measure)" in answer
     assert "flow 100 of 1000 samples (2.2x its floor, the judge sees class 8 in 90%)" in answer
+
+
+def test_the_fairness_answer_says_which_methods_meet_cpr_and_which_amplify_a_class():
+    def probe(p_value, top, ratio, own_p, imbalance=0.1, rarest_ratio=0.2):
+        return {"ucpr_p_value": p_value, "ucpr_top_group": top, "ucpr_top_ratio": ratio, "ucpr_majority": 0,
+                "ucpr_majority_ratio": ratio if top == 0 else 0.9, "ucpr_imbalance": imbalance, "ucpr_rarest": 8,
+                "ucpr_rarest_ratio": rarest_ratio, "own_pr_p_value": own_p, "rdp_p_value": 0.5, "pr_p_value": 0.5}
+
+    restorations = {
+        "vae": {"num_images": 100, "summary": {"psnr": 15.0},
+                "upsample": {"search": {"rdp_p_value": 0.01, "pr_p_value": 0.3}},
+                "uninformative": {"search": probe(1e-6, 0, 1.4, 1e-4), "posterior": probe(0.4, 3, 1.1, 0.6)}},
+        "gan": {"num_images": 100, "summary": {"psnr": 14.0},
+                "uninformative": {"search": probe(0.002, 0, 1.2, 0.3)}},
+    }
+    fair = comparison.fairness_table(restorations)
+    assert len(fair) == 4 and set(fair["task"]) == {"upsample", "uninformative"}
+    line = comparison.fairness_answer(fair)
+    assert "meet CPR, chi-square p >= 0.05, by method: search, 0 of 2; posterior, 1 of 1: vae (p=0.4)." in line
+    assert ("Amplify a class most: vae search (class 0 (the majority) at 1.4x its training share; class 8, the "
+            "rarest, at 0.2x, p<0.001), gan search (class 0 (the majority) at 1.2x its training share; class 8, the "
+            "rarest, at 0.2x, p=0.002).") in line
+    assert ("Of the 2 that do not meet it, 1 stay within chance of the model's own samples (the bias is the "
+            "model's, passed on): gan search; 1 add a bias of the method's own.") in line
+    # balanced training data: no majority to name, only the class a method collapses onto
+    balanced = comparison.fairness_table({"ae": {"uninformative": {"encode": probe(0.0, 3, 9.7, 0.0, imbalance=0.9)}}})
+    assert "ae encode (class 3 at 9.7x its training share, p<0.001)" in comparison.fairness_answer(balanced)
+    assert comparison.fairness_answer(comparison.fairness_table({"vae": {"upsample": {}}})) is None

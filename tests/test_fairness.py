@@ -95,3 +95,45 @@ def test_posterior_sampling_follows_the_data_and_map_takes_the_majority():
     told, _ = restoration.latent_posterior(space, shown, steps=1000, step_size=0.5, observation_sigma=0.1,
                                            temperature=1.0, seed=1)
     assert np.mean(told[:, 0, 0] < 0.5) > 0.95
+
+
+def test_the_rarest_group_and_the_imbalance_of_the_reference_are_reported():
+    collapsed = fairness.proportional_representation(np.ones(200, int), SHARES)
+    assert collapsed["pr_imbalance"] == pytest.approx(0.25) and collapsed["pr_rarest"] == 0
+    assert collapsed["pr_rarest_ratio"] == 0.0 and collapsed["pr_top_group"] == 1
+    # balanced shares: no majority worth the name, but a collapse onto one group is still the top ratio
+    onto_three = fairness.proportional_representation(np.full(100, 3), np.full(10, 0.1))
+    assert onto_three["pr_imbalance"] == 1.0 and onto_three["pr_top_group"] == 3
+    assert onto_three["pr_top_ratio"] == pytest.approx(10.0) and onto_three["pr_p_value"] < 1e-10
+
+
+def restoration_case(restored_labels: np.ndarray, restored_strokes: np.ndarray, uninformative: bool) -> dict:
+    """300 test images, ten classes at their training shares, the judge right about all of them, strokes even."""
+    labels, strokes = np.repeat(np.arange(10), 30), np.tile(np.arange(3), 100)
+    return fairness.restoration_fairness(labels, labels, restored_labels, np.full(10, 0.1), strokes, restored_strokes,
+                                         np.full(3, 1 / 3), uninformative, seed=0)
+
+
+def test_a_fair_restoration_meets_every_definition_and_a_collapse_violates_them():
+    rng = np.random.default_rng(0)
+    labels, strokes = np.repeat(np.arange(10), 30), np.tile(np.arange(3), 100)
+    kept = restoration_case(labels, strokes, uninformative=False)  # every image restored as itself
+    assert kept["rdp_p_value"] == 1.0 and kept["rdp_gap"] == 0.0 and kept["pr_p_value"] == 1.0
+    assert kept["stroke_rdp_p_value"] == 1.0 and "ucpr_p_value" not in kept
+    # an observation that says nothing: a posterior sampler draws the classes at the training shares
+    fair = restoration_case(rng.integers(0, 10, 300), rng.integers(0, 3, 300), uninformative=True)
+    assert fair["ucpr_p_value"] > 0.05 and fair["stroke_ucpr_p_value"] > 0.05
+    # a MAP method returns the mode: one class and one stroke for every observation
+    mode = restoration_case(np.full(300, 1), np.full(300, 2), uninformative=True)
+    assert mode["ucpr_p_value"] < 1e-10 and mode["ucpr_top_group"] == 1 and mode["ucpr_top_ratio"] == 10.0
+    assert mode["stroke_ucpr_p_value"] < 1e-10 and mode["rdp_p_value"] < 1e-3  # only class 1 comes back (simulated)
+
+
+def test_against_its_own_samples_a_method_that_passes_on_the_models_bias_is_told_from_one_that_adds_to_it():
+    samples = {str(label): share for label, share in enumerate([0.3] + [0.7 / 9] * 9)}  # the model draws 0s thrice
+    passed_on = {label: share for label, share in samples.items()}
+    assert fairness.against_own_samples(passed_on, 400, samples)["own_pr_p_value"] > 0.05
+    added = {"0": 0.6} | {str(label): 0.4 / 9 for label in range(1, 10)}
+    found = fairness.against_own_samples(added, 400, samples)
+    assert found["own_pr_p_value"] < 1e-10 and found["own_pr_top_group"] == 0
+    assert found["own_pr_top_ratio"] == pytest.approx(2.0, abs=0.02)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sandbox
 import yaml
@@ -154,23 +155,29 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
         assert (root / f"reports/audit/figures/{figure}").stat().st_size > 1000
 
 
-RESTORE_METHODS = {"ae_a": {"search", "encode"}, "ae_b": {"search", "encode"}, "vae_c": {"search", "encode"},
-                   "gan_d": {"search"}, "flow_e": {"search"}, "ddpm_f": {"guided"}, "ldm_g": {"search", "encode"}}
+SEARCHED = {"search", "posterior"}
+RESTORE_METHODS = {"ae_a": {*SEARCHED, "encode"}, "ae_b": {*SEARCHED, "encode"}, "vae_c": {*SEARCHED, "encode"},
+                   "gan_d": SEARCHED, "flow_e": SEARCHED, "ddpm_f": {"guided"}, "ldm_g": {*SEARCHED, "encode"}}
 
 
-def test_every_model_restores_every_task_and_is_measured_for_erasure(project):
+def test_every_model_restores_every_task_and_is_measured_for_erasure_and_fairness(project):
     root, _ = project
-    tasks = ("upsample", "inpaint_lower_half", "inpaint_block", "denoise")
+    tasks = ("upsample", "inpaint_lower_half", "inpaint_block", "denoise")  # and the probe, "uninformative"
     for name in MODELS:
         restored = json.loads((root / f"reports/restore/{name}.json").read_text())
-        assert restored["num_images"] == 40 and set(restored) == {"num_images", "summary", *tasks}
-        for task in tasks:
+        assert restored["num_images"] == 40 and set(restored) == {"num_images", "summary", *tasks, "uninformative"}
+        for task in (*tasks, "uninformative"):
             assert set(restored[task]) == RESTORE_METHODS[name], (name, task)
             for found in restored[task].values():
                 assert 0 < found["psnr"] < 100 and -1 <= found["ssim"] <= 1 and found["consistency"] >= 0
                 assert 0 <= found["identity_kept"] <= 1 and 0 <= found["worst_class_kept"] <= found["identity_kept"]
                 assert found["judge_accuracy"] > 0.8 and 0 <= found["kept_share_correlation_chance"] <= 1
                 assert found["worst_subgroup"] in {"thin", "medium", "thick", "left", "upright", "right"}
+                probe = ("ucpr_p_value", "own_pr_p_value", "stroke_ucpr_p_value")
+                tests = ("rdp_p_value", "pr_p_value", "stroke_rdp_p_value", "stroke_pr_p_value")
+                tests += probe if task == "uninformative" else ()
+                assert all(0 <= found[key] <= 1 for key in tests), (name, task)
+                assert task == "uninformative" or not set(probe) & set(found)
         summary = restored["summary"]
         assert summary["method"] in RESTORE_METHODS[name]
         assert summary["psnr"] == pytest.approx(np.mean([restored[task][summary["method"]]["psnr"] for task in tasks]))
@@ -191,6 +198,10 @@ def test_every_model_restores_every_task_and_is_measured_for_erasure(project):
             "restore_rarest_class_gap", "restore_seconds_per_1000"} <= set(table)
     report = (root / "reports/compare/comparison.md").read_text()
     assert "**Image-to-image (upsampling, inpainting, denoising the test images)**: most faithful" in report
+    assert "**Restoration fairness** (Jalal et al. 2021;" in report and "gan_d search" in report
+    fair = pd.read_csv(root / "reports/compare/fairness.csv")
+    assert len(fair) == sum(len(methods) for methods in RESTORE_METHODS.values()) * 5
+    assert fair.loc[fair["task"] == "uninformative", "ucpr_p_value"].between(0, 1).all()
     for task in tasks:
         assert (root / f"reports/compare/restore_{task}.png").stat().st_size > 5000
 

@@ -34,7 +34,7 @@ def test_each_task_observes_the_image_and_the_original_is_consistent_with_it():
         degraded = restoration.degrade(images, task, factor=2, block_fraction=0.5, noise_sigma=0.0, seed=3)
         assert degraded.shown.shape == images.shape
         assert np.allclose(degraded.consistency(images), 0.0, atol=1e-12), task
-        assert np.all(degraded.consistency(1.0 - images) > 0.01), task
+        assert np.all(degraded.consistency(np.clip(images + 0.3, 0.0, 1.0)) > 0.01), task
     upsample = restoration.degrade(images, "upsample", 2, 0.5, 0.2, 0)
     assert upsample.observed.shape == (6, 4, 4)
     assert np.allclose(restoration.downscale(upsample.shown, 2), upsample.observed)  # shown at full size
@@ -246,3 +246,46 @@ def test_only_the_evaluate_stages_read_the_restore_settings():
     for reader in readers:
         assert "--restore reports/restore/${key}.json" in stages[reader]["do"]["cmd"]
     assert "reports/restore" in stages["compare"]["deps"]
+
+
+def test_the_uninformative_observation_is_each_images_mean_and_a_few_pixels_on_request():
+    images = digits_like()
+    one = restoration.degrade(images, "uninformative", 2, 0.5, 0.2, 0)
+    assert one.observed.shape == (6, 1, 1) and np.allclose(one.observed[:, 0, 0], images.mean(axis=(1, 2)))
+    assert np.allclose(one.shown, images.mean(axis=(1, 2))[:, None, None])  # a flat image of its mean
+    assert np.allclose(one.consistency(images), 0.0, atol=1e-12) and np.all(one.consistency(images * 0.5) > 0.01)
+    two = restoration.degrade(images, "uninformative", 2, 0.5, 0.2, 0, uninformative_pixels=2)
+    assert two.observed.shape == (6, 2, 2) and np.allclose(two.observed, restoration.downscale(images, 4))
+    assert RestoreParams(uninformative_pixels=3).image_problem((8, 8)).startswith("uninformative_pixels: 3")
+    assert RestoreParams(uninformative_pixels=3, tasks=["denoise"]).image_problem((8, 8)) is None
+
+
+def test_a_searchable_model_restores_by_search_and_by_posterior_sampling_and_the_probe_is_no_restoration():
+    from genlab.config.params import GanParams
+    from genlab.models import gan
+
+    model = gan.build(GanParams(family="gan", latent_dim=4, generator_units=(8,), discriminator_units=(8,)), (8, 8))
+    settings = RestoreParams(search_steps=3, search_restarts=1, posterior_steps=4)
+    found = restoration.methods(model, settings)
+    assert set(found) == {"search", "posterior"}
+    degradations = [restoration.degrade(digits_like(), task, 2, 0.5, 0.2, 0) for task in ("upsample", "uninformative")]
+    for (images, seconds) in found["posterior"](degradations):
+        assert images.shape == (6, 8, 8) and 0 <= images.min() and images.max() <= 1 and seconds > 0
+    assert set(restoration.methods(model, settings.model_copy(update={"posterior_steps": 0}))) == {"search"}
+    scores = {"psnr": 20.0, "ssim": 0.5, "consistency": 0.0, "identity_kept": 0.9, "worst_class_kept": 0.8,
+              "rarest_class_gap": 0.0, "rarest_class_gap_noise": 0.1, "toward_majority": 0.5, "seconds_per_1000": 1.0}
+    summary = restoration.summary({"upsample": {"search": scores},
+                                   "uninformative": {"search": scores | {"psnr": 5.0, "identity_kept": 0.1}}})
+    assert summary["psnr"] == 20.0 and summary["identity_kept"] == 0.9  # the probe is not averaged in
+
+
+def test_posterior_sampling_that_diverges_says_so():
+    import keras
+
+    def decode(codes):  # a steep decoder: the step size is far too large for it
+        return keras.ops.reshape(1e4 * keras.ops.sum(codes, axis=-1, keepdims=True) ** 3, (-1, 1, 1))
+
+    observed = restoration.Degradation("denoise", np.ones((3, 1, 1), np.float32), (1, 1))
+    with pytest.raises(FloatingPointError, match="posterior_step_size"):
+        restoration.latent_posterior(restoration.LatentSpace(decode, 2), observed, steps=50, step_size=100.0,
+                                     observation_sigma=0.05, temperature=1.0, seed=0)

@@ -217,9 +217,10 @@ def test_a_bare_dvc_repro_killed_with_sigkill_loses_nothing_that_dvc_cannot_brin
     before = snapshot(root)
     process = start(["dvc", "repro", "-s", "-f", f"train@{MODEL}"], root)
     deadline = time.monotonic() + 120
-    while (root / "models" / MODEL).exists():  # DVC deletes the outputs, then the stage starts
+    while not stage_processes(root, f"genlab.stages.train {MODEL}"):  # DVC deletes every output, then starts it
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
+    assert not (root / "models" / MODEL).exists() and not (root / "reports" / "train" / f"{MODEL}.csv").exists()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert dvc_status(root) == {f"train@{MODEL}", f"evaluate@{MODEL}", "compare"}  # the model is gone

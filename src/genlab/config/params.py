@@ -211,19 +211,22 @@ class EvaluateParams(Section):
 
 
 # genlab.evaluation.restoration.TASKS
-RestoreTask = Literal["upsample", "inpaint_lower_half", "inpaint_block", "denoise"]
+RestoreTask = Literal["upsample", "inpaint_lower_half", "inpaint_block", "denoise", "uninformative"]
 
 
 class RestoreParams(Section):
     """Image-to-image on the test split (genlab.evaluation.restoration), measured in evaluate@<model>."""
 
     tasks: Annotated[tuple[RestoreTask, ...], Field(min_length=1)] = ("upsample", "inpaint_lower_half",
-                                                                      "inpaint_block", "denoise")
+                                                                      "inpaint_block", "denoise", "uninformative")
     # a stratified subset of the test split: the first images of each class in proportion (null: all of it)
     num_images: Annotated[StrictInt, Field(ge=10)] | None = None
     upsample_factor: PositiveInt | None = None  # average pooling by this factor (null: 2 up to 16x16, else 4)
     block_fraction: Fraction = 0.5  # inpaint_block hides a square of this fraction of the side, placed at random
     noise_sigma: PositiveNumber = 0.2  # denoise: additive Gaussian noise of this standard deviation
+    # uninformative: average pooling down to this many pixels per side, too few to tell the class (Laszkiewicz
+    # et al.'s test of conditional proportional representation); 1 keeps only each image's mean brightness
+    uninformative_pixels: PositiveInt = 1
     # PULSE's latent search: Adam on the sphere |w| = sqrt(latent_dim), `search_restarts` starts per image
     search_steps: PositiveInt = 100  # 50 and 200 give the same PSNR and identity kept on the digits
     search_restarts: PositiveInt = 4
@@ -231,6 +234,11 @@ class RestoreParams(Section):
     # DDPM's guided restoration: ddpm, ancestral over every timestep (as ILVR and RePaint); ddim, the model's
     # num_inference_steps
     diffusion_sampler: Literal["ddpm", "ddim"] = "ddpm"
+    # posterior sampling (the searchable models): annealed Langevin dynamics over the same noise w, the
+    # observation noise annealed down to `posterior_sigma`
+    posterior_steps: Annotated[StrictInt, Field(ge=0)] = 300  # half annealed, half at posterior_sigma; 0: none
+    posterior_step_size: PositiveNumber = 8.0  # divided by 1 + (observed values) / sigma^2 at each step
+    posterior_sigma: PositiveNumber = 0.05
     permutations: Annotated[StrictInt, Field(ge=100, le=100_000)] = 2000  # chance level of the erasure statistics
     seed: Seed = 0
 
@@ -250,6 +258,10 @@ class RestoreParams(Section):
         if "upsample" in self.tasks and not fits:
             return (f"upsample_factor: {factor} must divide the {image_shape[0]}x{image_shape[1]} images' sides "
                     f"and be smaller than them")
+        pixels = self.uninformative_pixels
+        if "uninformative" in self.tasks and (image_shape[0] % pixels or image_shape[1] % pixels):
+            return (f"uninformative_pixels: {pixels} must divide the {image_shape[0]}x{image_shape[1]} images' "
+                    f"sides (1 pools each image to its mean)")
         return None
 
 

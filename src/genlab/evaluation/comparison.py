@@ -244,6 +244,65 @@ def restoration_answer(table: pd.DataFrame) -> str | None:
             f"{', '.join(erasing) or 'none'} (identity kept counts only the originals the judge recognises).")
 
 
+FAIRNESS_KEYS = ("rdp_gap", "rdp_p_value", "pr_tv_distance", "pr_top_group", "pr_top_ratio", "pr_p_value",
+                 "ucpr_tv_distance", "ucpr_imbalance", "ucpr_majority", "ucpr_majority_ratio", "ucpr_rarest",
+                 "ucpr_rarest_ratio", "ucpr_top_group", "ucpr_top_ratio",
+                 "ucpr_p_value", "own_pr_top_group", "own_pr_top_ratio", "own_pr_p_value", "stroke_rdp_gap",
+                 "stroke_rdp_p_value", "stroke_pr_p_value", "stroke_ucpr_p_value")
+
+
+SKEWED = 0.5  # training shares whose rarest class has less than this x the majority's have a majority to amplify
+
+
+def fairness_table(restorations: dict[str, dict]) -> pd.DataFrame:
+    """Restoration fairness (genlab.evaluation.fairness) side by side: one row per model, task and method with
+    its RDP, PR and (the uninformative task) UCPR values and p-values, for the classes and the stroke subgroups."""
+    rows = [{"model": name, "task": task, "method": method} | {key: values.get(key) for key in FAIRNESS_KEYS}
+            for name, restored in restorations.items() for task, by_method in restored.items()
+            if isinstance(by_method, dict) and task != "summary" for method, values in by_method.items()]
+    return pd.DataFrame(rows, columns=["model", "task", "method", *FAIRNESS_KEYS])
+
+
+def fairness_answer(fair: pd.DataFrame, significance: float = 0.05, shown: int = 3) -> str | None:
+    """Which ways of restoring are fair as Jalal et al. define it: on observations that carry no class, per method
+    (search, posterior, guided, encode), which models meet CPR (the restored classes follow the training shares)
+    with p-values; the `shown` that amplify a class most; and of the violations, how many only pass on the
+    model's own bias (its samples' shares) and how many add one of the method's own."""
+    probes = fair[(fair["task"] == "uninformative") & fair["ucpr_p_value"].notna()] if len(fair) else fair
+    if probes.empty:
+        return None
+
+    def p(value) -> str:
+        return f"p={value:.2g}" if value >= 1e-3 else "p<0.001"
+
+    def amplified(row) -> str:
+        skewed = row["ucpr_imbalance"] < SKEWED  # a majority and a rarest class worth the name
+        majority = " (the majority)" if skewed and row["ucpr_top_group"] == row["ucpr_majority"] else ""
+        rarest = (f"; class {int(row['ucpr_rarest'])}, the rarest, at {row['ucpr_rarest_ratio']:.2g}x"
+                  if skewed else "")
+        return (f"{row['model']} {row['method']} (class {int(row['ucpr_top_group'])}{majority} at "
+                f"{row['ucpr_top_ratio']:.2g}x its training share{rarest}, {p(row['ucpr_p_value'])})")
+
+    per_method = []
+    for method, rows in probes.groupby("method", sort=False):
+        meet = rows[rows["ucpr_p_value"] >= significance].sort_values("ucpr_p_value", ascending=False)
+        named = ", ".join(f"{row['model']} ({p(row['ucpr_p_value'])})" for _, row in meet.iterrows())
+        per_method.append(f"{method}, {len(meet)} of {len(rows)}" + (f": {named}" if named else ""))
+    miss = probes[probes["ucpr_p_value"] < significance].sort_values("ucpr_top_ratio", ascending=False)
+    line = ("**Restoration fairness** (Jalal et al. 2021; every test image pooled to what carries no class, so that a "
+            f"fair method's classes follow the training data's): meet CPR, chi-square p >= {significance:g}, by "
+            f"method: {'; '.join(per_method)}. Amplify a class most: "
+            + (", ".join(amplified(row) for _, row in miss.head(shown).iterrows()) or "none") + ".")
+    if len(miss) and miss["own_pr_p_value"].notna().any():
+        passed_on = miss[miss["own_pr_p_value"] >= significance]
+        line += (f" Of the {len(miss)} that do not meet it, {len(passed_on)} stay within chance of the model's own "
+                 "samples (the bias is the model's, passed on)"
+                 + (": " + ", ".join(f"{row['model']} {row['method']}" for _, row in passed_on.iterrows())
+                    if len(passed_on) else "")
+                 + f"; {len(miss) - len(passed_on)} add a bias of the method's own.")
+    return line
+
+
 def description(table: pd.DataFrame, answers: list[str], rank_by: str) -> str:
     """The comparison run's description (Markdown, shown on its page): what was compared, and the answers."""
     recommended = int(table["recommended"].sum()) if "recommended" in table else len(table)

@@ -87,31 +87,74 @@ def homogeneity(successes: np.ndarray, totals: np.ndarray, seed: int = 0,
 
 
 def representation_demographic_parity(groups: np.ndarray, restored_groups: np.ndarray, num_groups: int,
-                                      seed: int = 0) -> dict:
+                                      seed: int = 0, prefix: str = "rdp") -> dict:
     """RDP: per group, the share of its images restored as the same group; the gap between the best and the
     worst group, and the test that the shares are equal."""
     totals = np.bincount(groups, minlength=num_groups)[:num_groups]
     kept = np.bincount(groups[restored_groups == groups], minlength=num_groups)[:num_groups]
     rates = {str(group): float(kept[group] / totals[group]) for group in range(num_groups) if totals[group]}
     statistic, p_value = homogeneity(kept, totals, seed)
-    return {"rdp_rates": rates, "rdp_gap": float(max(rates.values()) - min(rates.values())),
-            "rdp_statistic": statistic, "rdp_p_value": p_value}
+    return {f"{prefix}_rates": rates, f"{prefix}_gap": float(max(rates.values()) - min(rates.values())),
+            f"{prefix}_statistic": statistic, f"{prefix}_p_value": p_value}
 
 
 def proportional_representation(restored_groups: np.ndarray, shares: np.ndarray, prefix: str = "pr",
                                 seed: int = 0) -> dict:
     """PR (or, against the training shares of uninformative observations, UCPR): the restorations' group shares
-    against the reference `shares` (K,): their total-variation distance (0: the same), the majority group's
-    share over its reference share (amplification above 1), and the goodness-of-fit test."""
+    against the reference `shares` (K,): their total-variation distance (0: the same), the reference's imbalance
+    (rarest over majority share), the majority group's share over its reference share (amplification above 1)
+    and the rarest group's (erasure below 1), the most over-represented group with its ratio
+    (on balanced data there is no majority to amplify, but a method can still collapse onto one group), and
+    the goodness-of-fit test."""
     shares = np.asarray(shares, dtype=np.float64) / np.sum(shares)
     counts = np.bincount(restored_groups, minlength=len(shares))[:len(shares)]
     found = counts / max(1, counts.sum())
     majority = int(np.argmax(shares))
+    ratios = np.divide(found, shares, out=np.full(len(shares), np.inf), where=shares > 0)
+    ratios[(shares == 0) & (found == 0)] = 0.0
+    top = int(np.argmax(ratios))
+    rarest = int(np.argmin(np.where(shares > 0, shares, np.inf)))
     statistic, p_value = goodness_of_fit(counts, shares, seed)
     return {f"{prefix}_shares": {str(group): float(share) for group, share in enumerate(found)},
             f"{prefix}_tv_distance": float(0.5 * np.abs(found - shares).sum()),
-            f"{prefix}_majority_ratio": float(found[majority] / shares[majority]),
+            f"{prefix}_imbalance": float(shares[rarest] / shares[majority]),  # 1: balanced
+            f"{prefix}_majority": majority, f"{prefix}_majority_ratio": float(ratios[majority]),
+            f"{prefix}_rarest": rarest, f"{prefix}_rarest_ratio": float(ratios[rarest]),
+            f"{prefix}_top_group": top, f"{prefix}_top_ratio": float(ratios[top]),
             f"{prefix}_statistic": statistic, f"{prefix}_p_value": p_value}
+
+
+def restoration_fairness(labels: np.ndarray, original_labels: np.ndarray, restored_labels: np.ndarray,
+                         training_shares: np.ndarray, strokes: np.ndarray, restored_strokes: np.ndarray,
+                         training_stroke_shares: np.ndarray, uninformative: bool, seed: int = 0) -> dict:
+    """RDP, PR and (for an uninformative observation) UCPR of one task's restorations, with the class as the
+    group (the judge's labels; RDP over the originals the judge recognises, so that its mistakes are not the
+    method's) and with the stroke subgroup (`strokes`: integer codes, the audit's thin, medium, thick), keys
+    prefixed `stroke_`. PR's reference is the originals' groups as measured the same way; UCPR's the training
+    split's shares, which is what the posterior of an observation that says nothing holds."""
+    num_classes, num_strokes = len(training_shares), len(training_stroke_shares)
+    recognised = original_labels == labels
+    found = representation_demographic_parity(labels[recognised], restored_labels[recognised], num_classes, seed)
+    found |= proportional_representation(restored_labels, np.bincount(original_labels, minlength=num_classes),
+                                         "pr", seed)
+    found |= representation_demographic_parity(strokes, restored_strokes, num_strokes, seed, "stroke_rdp")
+    found |= proportional_representation(restored_strokes, np.bincount(strokes, minlength=num_strokes),
+                                         "stroke_pr", seed)
+    if uninformative:
+        found |= proportional_representation(restored_labels, training_shares, "ucpr", seed)
+        found |= proportional_representation(restored_strokes, training_stroke_shares, "stroke_ucpr", seed)
+    return found
+
+
+def against_own_samples(restored_shares: dict[str, float], count: int, sample_shares: dict[str, float],
+                        seed: int = 0) -> dict:
+    """The uninformative restorations' classes against the model's own samples' (judged the same way): where
+    UCPR fails but this holds, the method only passes on the model's bias (Jalal et al.'s guarantee is CPR
+    with respect to the generator's distribution); where this fails too, the method adds a bias of its own."""
+    classes = sorted(restored_shares, key=int)
+    counts = np.round(np.array([restored_shares[label] for label in classes]) * count).astype(np.int64)
+    shares = np.array([sample_shares.get(label, 0.0) for label in classes])
+    return proportional_representation(np.repeat(np.arange(len(classes)), counts), shares, "own_pr", seed)
 
 
 def verdict(p_value: float, significance: float = 0.05) -> str:

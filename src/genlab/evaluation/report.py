@@ -16,7 +16,7 @@ import pandas as pd
 
 from genlab.config.params import EvaluateParams, Params, ParamsError, RestoreParams
 from genlab.data import splits
-from genlab.evaluation import bias, metrics, morphometry, plots, restoration
+from genlab.evaluation import bias, fairness, metrics, morphometry, plots, restoration
 from genlab.evaluation.outputs import (
     GRID_FILE,
     RESTORATION_DETAILS_FILE,
@@ -313,20 +313,23 @@ class TestImages:
     groups: pd.DataFrame
     thresholds: tuple[float, float]  # thin below the first, thick above the second
     upright_degrees: float
+    training_strokes: np.ndarray  # the training split's share of each stroke subgroup (morphometry.STROKES)
 
     @classmethod
     def measure(cls, prepared: splits.PreparedData, audit_subgroups: dict, upright_degrees: float) -> TestImages:
         thresholds = (audit_subgroups["thin_stroke_threshold"], audit_subgroups["thick_stroke_threshold"])
         measures = morphometry.measure(prepared.test.x)
         return cls(prepared.test.x, prepared.test.y, measures,
-                   morphometry.subgroups(measures, thresholds, upright_degrees), thresholds, upright_degrees)
+                   morphometry.subgroups(measures, thresholds, upright_degrees), thresholds, upright_degrees,
+                   np.array([audit_subgroups[f"train_{name}_share"] for name in morphometry.STROKES]))
 
     def restoration_inputs(self, training_labels: np.ndarray, num_classes: int, settings: RestoreParams,
                            grid_images: int) -> tuple:
         """`restoration.report`'s arguments after the model and the judge, for its stratified subset."""
         subset = restoration.stratified_subset(self.y, settings.num_images)
         return (self.x[subset], self.y[subset], self.measures.iloc[subset], bias.shares(training_labels, num_classes),
-                self.thresholds, self.upright_degrees, settings, splits.grid_indices(self.y[subset], grid_images))
+                self.training_strokes, self.thresholds, self.upright_degrees, settings,
+                splits.grid_indices(self.y[subset], grid_images))
 
 
 @dataclass
@@ -394,6 +397,14 @@ def save_folder(folder: Path, evaluation: Evaluation, restored: dict, restoratio
                                                 for row, images in rows.items()})
     write_json(folder / RESTORATION_DETAILS_FILE, restored)
     write_json(folder / SUMMARY_FILE, summary)
+
+
+def add_own_proportions(restored: dict, sample_shares: dict[str, float], seed: int) -> None:
+    """Each method's restorations of uninformative observations against the model's own samples' class shares
+    (fairness.against_own_samples; `own_pr_` keys), beside UCPR's test against the training data's."""
+    for task in restoration.PROBES:
+        for values in restored["tasks"].get(task, {}).values():
+            values |= fairness.against_own_samples(values["ucpr_shares"], restored["num_images"], sample_shares, seed)
 
 
 def restoration_figures(restoration_grids: dict, title: str) -> dict:

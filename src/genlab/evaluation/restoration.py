@@ -11,9 +11,12 @@ Each task observes an image x through a linear operator A, y = A(x) (+ noise):
 - upsample: A averages every `factor` x `factor` block (average pooling; PULSE's downscaling loss);
 - inpaint_lower_half, inpaint_block: A keeps the pixels a mask leaves seen (the upper half, or all but a
   random square); a restoration keeps the seen pixels exactly and fills the hidden ones;
-- denoise: A is the identity and y has additive Gaussian noise of standard deviation `sigma`.
+- denoise: A is the identity and y has additive Gaussian noise of standard deviation `sigma`;
+- uninformative: A pools each image down to one pixel (or a few) per side, too little to tell its class. Not a
+  restoration but the test of conditional proportional representation (genlab.evaluation.fairness): y says
+  next to nothing, so the posterior's classes are the training data's, and a fair method's must be too.
 
-A model restores in one of three ways (`methods`):
+A model restores in up to four ways (`methods`):
 
 - search (decoders, as PULSE does): minimise the consistency loss |A(g(w)) - y|^2 over the model's
   sampling noise w with Adam, for every image and `restarts` starts at once in one compiled loop,
@@ -21,14 +24,17 @@ A model restores in one of three ways (`methods`):
   constraint: a prior penalty would pull w towards 0, the mode of the density but no typical sample);
   the best restart per image wins. g is the GAN's generator, the VAE's decoder, an autoencoder's
   decoder after its fitted Gaussian, and the flow's inverse at its sampling temperature;
+- posterior (the same models): a sample from p(w | y) by annealed Langevin dynamics over the same noise
+  (`latent_posterior`), where the search takes the best fit: the field's two answers to PULSE side by side;
 - guided (DDPM): the reverse process conditioned on y (ILVR, RePaint, SDEdit: models/diffusion.py);
 - encode (the autoencoders and the VAE, the plain baseline): decode the code of the degraded image.
 
 The measures are pure functions: PSNR and SSIM (scikit-image), the consistency error, the share of
 restorations whose digit the judge still recognises (identity kept; of the originals the judge itself
 recognises, so that its own mistakes are not counted as the model's), per class and per stroke and slant
-subgroup, and erasure toward the majority: whether a class's kept share grows with its share of the
-training data, against label permutations.
+subgroup, erasure toward the majority: whether a class's kept share grows with its share of the
+training data, against label permutations; and fairness as Jalal et al. define it (RDP, PR, and on the
+uninformative task UCPR), each with its test, for the classes and the stroke subgroups.
 """
 
 from __future__ import annotations
@@ -41,22 +47,30 @@ import numpy as np
 
 from genlab.models.contract import Encoder, GuidedRestorer, LatentSpace, Searchable
 
-TASKS = ("upsample", "inpaint_lower_half", "inpaint_block", "denoise")
+TASKS = ("upsample", "inpaint_lower_half", "inpaint_block", "denoise", "uninformative")
+POOLED = ("upsample", "uninformative")  # the tasks whose operator is average pooling
+PROBES = ("uninformative",)  # a test of fairness, not a restoration: left out of the summary's means
 MORPHOMETRIC_SHIFTS = ("thickness", "slant")  # restoration minus original: does a thin 1 come back thick?
 
 
 # --- the degradations: pure numpy --------------------------------------------------------------------
 
 
-def downscale(images: np.ndarray, factor: int) -> np.ndarray:
-    """(N, H, W) -> (N, H/f, W/f): the mean of every f x f block (average pooling)."""
-    count, height, width = images.shape
-    return images.reshape(count, height // factor, factor, width // factor, factor).mean(axis=(2, 4))
+def downscale(images: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
+    """(N, H, W) -> (N, H/f, W/f): the mean of every f x f block (average pooling); `factor` an int, or one per
+    side."""
+    (rows, columns), (count, height, width) = _factors(factor), images.shape
+    return images.reshape(count, height // rows, rows, width // columns, columns).mean(axis=(2, 4))
 
 
-def upscale(images: np.ndarray, factor: int) -> np.ndarray:
+def upscale(images: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
     """(N, h, w) -> (N, h f, w f): every pixel repeated f x f times (nearest neighbour)."""
-    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
+    rows, columns = _factors(factor)
+    return np.repeat(np.repeat(images, rows, axis=1), columns, axis=2)
+
+
+def _factors(factor: int | tuple[int, int]) -> tuple[int, int]:
+    return (factor, factor) if isinstance(factor, int | np.integer) else tuple(factor)
 
 
 def lower_half_mask(count: int, image_shape: tuple[int, int]) -> np.ndarray:
@@ -82,31 +96,36 @@ class Degradation:
     """What a restorer is given: the task, its observation y and the operator's settings."""
 
     task: str
-    observed: np.ndarray  # y: (N, H/f, W/f) for upsample, (N, H, W) otherwise
+    observed: np.ndarray  # y: (N, H/f, W/f) for the pooled tasks, (N, H, W) otherwise
     image_shape: tuple[int, int]
-    factor: int = 1  # upsample's pooling factor
+    factor: int | tuple[int, int] = 1  # the pooling factor of upsample and uninformative (one per side)
     mask: np.ndarray | None = None  # (N, H, W), 1 where seen (inpainting)
     sigma: float = 0.0  # denoise's noise
 
     @property
+    def pooled(self) -> bool:
+        """Whether the operator is average pooling (upsample, uninformative)."""
+        return self.task in POOLED
+
+    @property
     def shown(self) -> np.ndarray:
         """The degraded image at full size, as a person (and an encoder) sees it: (N, H, W)."""
-        if self.task == "upsample":
+        if self.pooled:
             return upscale(self.observed, self.factor)
         return self.observed
 
     def project(self, images: np.ndarray) -> np.ndarray:
         """What of (N, H, W) images the observation keeps, at full size: upsampling's low pass (each block's
         mean, repeated), the seen pixels of an inpainting, the images themselves for denoising."""
-        if self.task == "upsample":
+        if self.pooled:
             return upscale(downscale(images, self.factor), self.factor)
         return images * self.mask if self.mask is not None else images
 
     def measure(self, images, ops=np):
         """A(x) for (N, H, W) images, in numpy or (ops=keras.ops) differentiably."""
-        if self.task == "upsample":
-            height, width = self.image_shape
-            blocks = ops.reshape(images, (-1, height // self.factor, self.factor, width // self.factor, self.factor))
+        if self.pooled:
+            (height, width), (rows, columns) = self.image_shape, _factors(self.factor)
+            blocks = ops.reshape(images, (-1, height // rows, rows, width // columns, columns))
             return ops.mean(blocks, axis=(2, 4))
         return images * self.mask if self.mask is not None else images
 
@@ -130,11 +149,13 @@ class Degradation:
 
 
 def degrade(images: np.ndarray, task: str, factor: int, block_fraction: float, noise_sigma: float,
-            seed: int) -> Degradation:
+            seed: int, uninformative_pixels: int = 1) -> Degradation:
     """The degradation of (N, H, W) images in [0, 1] for one of TASKS; the same for the same seed."""
     shape = tuple(images.shape[1:3])
     rng = np.random.default_rng([seed, TASKS.index(task)])
-    if task == "upsample":
+    if task in POOLED:
+        if task == "uninformative":
+            factor = (shape[0] // uninformative_pixels, shape[1] // uninformative_pixels)
         return Degradation(task, downscale(images, factor).astype(np.float32), shape, factor=factor)
     if task in ("inpaint_lower_half", "inpaint_block"):
         mask = (lower_half_mask(len(images), shape) if task == "inpaint_lower_half"
@@ -246,9 +267,15 @@ def observed_values(degradation: Degradation) -> np.ndarray:
     return np.full(len(degradation.observed), np.prod(degradation.observed.shape[1:]), dtype=np.float32)
 
 
+ANNEALED_SHARE = 0.5  # of the Langevin steps, the rest at the final noise level, where the samples are drawn
+
+
 def noise_levels(observation_sigma: float, count: int) -> np.ndarray:
-    """The annealing's observation noise, geometric from 1 (the prior nearly alone) down to `observation_sigma`."""
-    return np.geomspace(max(1.0, observation_sigma), observation_sigma, max(1, count)).astype(np.float32)
+    """The annealing's observation noise, geometric from 1 (the prior nearly alone) down to `observation_sigma`
+    over the first ANNEALED_SHARE of the steps, then `observation_sigma` itself."""
+    annealed = max(1, round(ANNEALED_SHARE * count))
+    levels = np.geomspace(max(1.0, observation_sigma), observation_sigma, annealed)
+    return np.concatenate([levels, np.full(max(1, count) - annealed, observation_sigma)]).astype(np.float32)
 
 
 def latent_posterior(space: LatentSpace, degradation: Degradation, steps: int, step_size: float,
@@ -284,6 +311,9 @@ def latent_posterior(space: LatentSpace, degradation: Degradation, steps: int, s
         return w
 
     codes = np.asarray(run())
+    if not np.all(np.isfinite(codes)):
+        raise FloatingPointError(f"posterior sampling diverged on the {degradation.task} task (non-finite codes); "
+                                 f"lower restore.posterior_step_size (now {step_size:g})")
     return np.clip(np.asarray(space.decode(codes)), 0.0, 1.0).astype(np.float32), codes
 
 
@@ -304,6 +334,10 @@ def methods(model, settings) -> dict[str, Callable[[list[Degradation]], list[tup
             share = (time.perf_counter() - started) / len(degradations)
             return [(images, share) for images, _ in restored]
         found["search"] = search
+    if isinstance(model, Searchable) and settings.posterior_steps:
+        found["posterior"] = _one_at_a_time(lambda degradation: latent_posterior(
+            model.latent_space(), degradation, settings.posterior_steps, settings.posterior_step_size,
+            settings.posterior_sigma, 1.0, settings.seed)[0])
     if isinstance(model, GuidedRestorer):
         found["guided"] = _one_at_a_time(lambda degradation: model.guided_restore(degradation, settings.seed,
                                                                                   settings.diffusion_sampler))
@@ -327,7 +361,8 @@ def restore_all(model, images: np.ndarray, settings) -> tuple[dict[str, Degradat
     """Every task of `settings.tasks` by every method of the model: the degradations, and per (task, method)
     the raw restorations (before `keep_seen`) with the seconds they took."""
     factor = settings.factor_for(images.shape[1:3])
-    degradations = {task: degrade(images, task, factor, settings.block_fraction, settings.noise_sigma, settings.seed)
+    degradations = {task: degrade(images, task, factor, settings.block_fraction, settings.noise_sigma, settings.seed,
+                                  settings.uninformative_pixels)
                     for task in settings.tasks}
     restorations = {}
     for method, restore in methods(model, settings).items():
@@ -512,8 +547,9 @@ def summary(results: dict[str, dict[str, dict]]) -> dict:
     mean PSNR is the model's (`method`), its values at the top level, and upsampling's identity kept
     (PULSE's task) beside them."""
     found = {}
-    for method in sorted({method for by_method in results.values() for method in by_method}):
-        rows = [by_method[method] for by_method in results.values() if method in by_method]
+    restorations = {task: by_method for task, by_method in results.items() if task not in PROBES} or results
+    for method in sorted({method for by_method in restorations.values() for method in by_method}):
+        rows = [by_method[method] for by_method in restorations.values() if method in by_method]
         found[method] = {key: float(np.nanmean([row[key] for row in rows])) for key in SUMMARY_KEYS}
     method = max(found, key=lambda name: found[name]["psnr"])
     headline = {"method": method} | found[method]
@@ -523,11 +559,17 @@ def summary(results: dict[str, dict[str, dict]]) -> dict:
 
 
 def report(model, judge, images: np.ndarray, labels: np.ndarray, measures, training_shares: np.ndarray,
-           stroke_thresholds: tuple[float, float], upright_degrees: float, settings, grid: np.ndarray):
+           training_stroke_shares: np.ndarray, stroke_thresholds: tuple[float, float], upright_degrees: float,
+           settings, grid: np.ndarray):
     """Restore `images` (whose morphometry is `measures`, one row each) by every task and method of the
-    model and measure it all. Returns the results ({task: {method: scores}} plus the summary) and, per
-    task, the rows of a figure over the `grid` images: original, degraded and each method's restoration."""
-    from genlab.evaluation import morphometry
+    model and measure it all, fairness included (the training split's class and stroke shares, the latter in
+    morphometry.STROKES's order, are UCPR's reference). Returns the results ({task: {method: scores}} plus the
+    summary) and, per task, the rows of a figure over the `grid` images: original, degraded and each method's
+    restoration."""
+    from genlab.evaluation import fairness, morphometry
+
+    def strokes_of(groups):
+        return groups["stroke_group"].map(morphometry.STROKES.index).to_numpy()
 
     def groups_of(measures):
         return morphometry.subgroups(measures, stroke_thresholds, upright_degrees)
@@ -543,8 +585,12 @@ def report(model, judge, images: np.ndarray, labels: np.ndarray, measures, train
         restored = degradations[task].keep_seen(raw)
         restored_measures = morphometry.measure(restored)
         restored_groups = groups_of(restored_measures)
+        restored_labels = judge.look(restored)[1].argmax(axis=1)
         results[task][method] = scores(images, labels, degradations[task], raw, seconds, original_labels,
-                                       judge.look(restored)[1].argmax(axis=1), training_shares, groups, measures,
+                                       restored_labels, training_shares, groups, measures,
                                        restored_groups, restored_measures, settings.permutations, settings.seed)
+        results[task][method] |= fairness.restoration_fairness(
+            labels, original_labels, restored_labels, training_shares, strokes_of(groups),
+            strokes_of(restored_groups), training_stroke_shares, task in PROBES, settings.seed)
         grids[task][method] = restored[grid]
     return {"num_images": len(images), "tasks": results, "summary": summary(results)}, grids

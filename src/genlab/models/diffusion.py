@@ -360,7 +360,7 @@ class Ddpm(PerImageObjective):
         def low_pass(x):  # the upscaled low-resolution image is its own low pass
             return degradation.project(x.reshape(-1, *shape)).reshape(len(x), self.dims)
 
-        if degradation.task == "upsample":
+        if degradation.pooled:  # upsample, uninformative
             def guide(x, t_prev):
                 return ilvr_replace(x, noised_reference(t_prev), low_pass)
         elif degradation.mask is not None:

@@ -41,13 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     prepared = splits.load_prepared(args.data)
     table = comparison.add_verdicts(comparison.comparison_table(evaluations, summaries, params.compare.rank_by),
                                     prepared.num_classes, params.compare)
+    fair = comparison.fairness_table({name: read_json(Path(args.restorations) / f"{name}.json") for name in names})
     answers = comparison.which_is_right_for_you(table, prepared.num_classes)
+    answers += [line for line in [comparison.fairness_answer(fair)] if line]
     grid = splits.grid_indices(prepared.test.y, params.train.grid_images)
     figures = comparison.figures(table, image_rows(args.evaluations, table, SAMPLES_FILE),
                                  {"original": prepared.test.x[grid]} | image_rows(args.evaluations, table, GRID_FILE),
                                  comparison.restoration_rows(Path(args.evaluations), table), histories, SAMPLE_SEED)
     with atomic_dir(args.out) as staging:
         table.to_csv(staging / "comparison.csv", index=False, float_format="%.6g")
+        fair.to_csv(staging / "fairness.csv", index=False, float_format="%.6g")
         (staging / "comparison.md").write_text(comparison.markdown(table, answers, params.compare.rank_by, judge))
         for name, (_, figure) in figures.items():
             plots.save(figure, staging / name)

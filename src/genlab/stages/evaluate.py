@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluation = report.evaluate(model, judge, prepared, test, params.evaluate, params.train.grid_images,
                                      args.model, trained, phases.done)
         restored, restoration_grids = restoring.result()
+    report.add_own_proportions(restored, evaluation.results["class_shares"], params.restore.seed)
     evaluation.figures |= report.restoration_figures(restoration_grids, args.model)
     phases.done("restoration")
     phases.close()
