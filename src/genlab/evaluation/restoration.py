@@ -310,7 +310,13 @@ def latent_posterior(space: LatentSpace, degradation: Degradation, steps: int, s
             w.assign(w - rate * tape.gradient(energy, w) + tf.sqrt(2.0 * rate * temperature) * noise[step])
         return w
 
-    codes = np.asarray(run())
+    logger = tf.get_logger()  # one compiled loop per task and model: TensorFlow's retracing warning is expected
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        codes = np.asarray(run())
+    finally:
+        logger.setLevel(level)
     if not np.all(np.isfinite(codes)):
         raise FloatingPointError(f"posterior sampling diverged on the {degradation.task} task (non-finite codes); "
                                  f"lower restore.posterior_step_size (now {step_size:g})")
