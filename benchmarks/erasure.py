@@ -116,10 +116,10 @@ def method_row(details: dict, label: int, method: str) -> dict:
     """One method of a model: PSNR (mean over the restoring tasks), class `label` kept, and on the
     uninformative probe the UCPR test, the rarest class's ratio and the test against the model's own samples."""
     probe = details["tasks"].get("uninformative", {}).get(method, {})
+    tasks = [by_method[method] for by_method in restorations(details).values()]
     return class_row(details, label, method) | {
-        "psnr": float(np.mean([by_method[method]["psnr"] for by_method in restorations(details).values()])),
-        "identity_kept": float(np.mean([by_method[method]["identity_kept"]
-                                        for by_method in restorations(details).values()])),
+        "psnr": float(np.mean([found["psnr"] for found in tasks])),
+        "identity_kept": float(np.mean([found["identity_kept"] for found in tasks])),
         "ucpr_p_value": probe.get("ucpr_p_value"), "own_pr_p_value": probe.get("own_pr_p_value"),
         # class `label` is the rarest training class in both runs (narrowly so in the balanced one)
         "label_ratio": probe["ucpr_rarest_ratio"] if probe.get("ucpr_rarest") == label else float("nan")}

@@ -268,7 +268,7 @@ def fairness_answer(fair: pd.DataFrame, significance: float = 0.05, shown: int =
     (search, posterior, guided, encode), which models meet CPR (the restored classes follow the training shares)
     with p-values; the `shown` that amplify a class most; and of the violations, how many only pass on the
     model's own bias (its samples' shares) and how many add one of the method's own."""
-    probes = fair[(fair["task"] == "uninformative") & fair["ucpr_p_value"].notna()] if len(fair) else fair
+    probes = fair[(fair["task"] == "uninformative") & fair["ucpr_p_value"].notna()]
     if probes.empty:
         return None
 

@@ -340,10 +340,10 @@ def methods(model, settings) -> dict[str, Callable[[list[Degradation]], list[tup
             share = (time.perf_counter() - started) / len(degradations)
             return [(images, share) for images, _ in restored]
         found["search"] = search
-    if isinstance(model, Searchable) and settings.posterior_steps:
-        found["posterior"] = _one_at_a_time(lambda degradation: latent_posterior(
-            model.latent_space(), degradation, settings.posterior_steps, settings.posterior_step_size,
-            settings.posterior_sigma, 1.0, settings.seed)[0])
+        if settings.posterior_steps:
+            found["posterior"] = _one_at_a_time(lambda degradation: latent_posterior(
+                model.latent_space(), degradation, settings.posterior_steps, settings.posterior_step_size,
+                settings.posterior_sigma, 1.0, settings.seed)[0])
     if isinstance(model, GuidedRestorer):
         found["guided"] = _one_at_a_time(lambda degradation: model.guided_restore(degradation, settings.seed,
                                                                                   settings.diffusion_sampler))
