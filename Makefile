@@ -45,7 +45,7 @@ endif
 # the linter first (ruff, configured in pyproject.toml): a second, not a reason to wait for the suite;
 # then the suite on $(JOBS) pytest-xdist workers, each module (and the shared end-to-end project) on one
 test: lint
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(JOBS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
