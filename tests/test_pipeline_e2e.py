@@ -117,6 +117,13 @@ def test_every_model_is_measured_by_the_judge_beside_the_data_floor(project):
         for label, ratio in results["corrected_share_ratios"].items():
             assert ratio == pytest.approx(results["corrected_class_shares"][label] / training[int(label)])
         assert results["rarest_class_share_ratio"] == results["corrected_share_ratios"][str(results["rarest_class"])]
+        # copies of the training data (genlab.evaluation.copying), in pixels and in the judge's features
+        for space in ("pixels", "features"):
+            assert np.isfinite(results[f"copying_ct_{space}"]) and 0 <= results[f"copying_ct_p_value_{space}"] <= 1
+            assert results[f"copying_nearest_ratio_{space}"] > 0 and 0 <= results[f"copying_close_share_{space}"] <= 1
+            assert 1 <= results[f"copying_cells_used_{space}"] <= 10 and results[f"copying_heldout_sets_{space}"] >= 2
+            assert results[f"copying_heldout_ratio_{space}"] >= 0
+            assert 0 <= results[f"copying_heldout_p_value_{space}"] <= 1
 
 
 def test_comparison_answers_the_question_and_registers_a_champion(project):
@@ -126,7 +133,8 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     report = (root / "reports/compare/comparison.md").read_text()
     assert report.startswith("# Which generative AI is right for you?")
     for need in ("Best sample quality", "Best coverage of the data", "Fastest sampling", "Exact likelihood: flow_e",
-                 "Smallest model", "Class balance (is the bias in the model?)", "The rarest training class"):
+                 "Smallest model", "Class balance (is the bias in the model?)", "The rarest training class",
+                 "**Copies of the training data** (how often a sample's nearest real image is an unseen one"):
         assert need in report
     assert all(f"| {name} " in report for name in MODELS)
     page = (root / "reports/compare/comparison.html").read_text()
@@ -291,14 +299,15 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     for name, run in model_runs(client).items():
         keys = set(run.data.metrics)
         # the ones a person compares (within each class two, and a conditional model two more); the rest in tables, JSON
-        assert len(keys) <= 41, (name, sorted(keys))
+        assert len(keys) <= 44, (name, sorted(keys))
         assert ({key.split("/")[0] for key in keys}
                 == {"train", "test", "bias", "restore", "timing"}), (name, sorted(keys))
         assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
                 "timing/restore_seconds_per_1000"} <= keys
         loss = "g_loss" if name.startswith("gan") else "loss"  # a GAN has no single loss: its generator's
         assert {f"train/{loss}", f"train/val_{loss}", "test/fid", "test/fid_to_floor", "test/recall",
-                "bias/amplification", "timing/sampling_seconds_per_1000"} <= keys
+                "bias/amplification", "timing/sampling_seconds_per_1000", "test/copying_heldout_ratio_pixels",
+                "test/copying_ct_features"} <= keys
         assert not [key for key in keys if re.search(r"_class_\d|_(thin|medium|thick|left|upright|right)_", key)]
         inputs = {item.dataset.name: (item.dataset.digest, {tag.key: tag.value for tag in item.tags},
                                       json.loads(item.dataset.source)["uri"]) for item in run.inputs.dataset_inputs}

@@ -62,6 +62,7 @@ def test_every_model_is_measured_by_a_convolutional_judge_beside_the_floor(mnist
         assert results["num_samples"] == 100 and results["fid"] > 0 and results["data_floor_fid"] > 0
         assert results["fid_to_floor"] == pytest.approx(results["fid"] / results["data_floor_fid"])
         assert 0 <= results["classes_covered"] <= 10 and 0 < results["judge_confidence"] <= 1
+        assert results["copying_heldout_ratio_pixels"] >= 0 and np.isfinite(results["copying_ct_features"])
         assert results["num_params"] > 0 and results["num_hyperparameters"] >= 8
         assert (root / f"reports/eval/{name}/samples.png").stat().st_size > 1000
         with (root / f"reports/train/{name}.csv").open() as handle:

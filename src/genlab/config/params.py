@@ -208,6 +208,9 @@ class EvaluateParams(Section):
     # the classes a conditional model is asked for: equal shares (as many of every class, also of a class that
     # was rare in training: data.keep_fraction), or the training split's shares
     conditional_shares: Literal["equal", "training"] = "equal"
+    # copies of the training data (genlab.evaluation.copying): the training split cut into this many k-means
+    # cells for Meehan et al.'s C_T, each with unseen test images in it
+    copying_cells: Annotated[StrictInt, Field(ge=1, le=100)] = 10
 
 
 # genlab.evaluation.restoration.TASKS
@@ -289,6 +292,9 @@ class CompareParams(Section):
     min_judge_confidence: Annotated[Number, Field(ge=0, lt=1)] = 0.7
     min_classes_covered: PositiveInt | None = None
     recommend_still_learning: StrictBool = False
+    # nor one whose samples copy training images: the unseen images are a sample's nearest less often than this
+    # share of their fair share, in pixels or the judge's features (genlab.evaluation.copying's held-out test)
+    min_heldout_ratio: Fraction = 0.5
 
 
 class TrackingParams(Section):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from genlab.config.params import RANKING_METRICS, CompareParams
-from genlab.evaluation import metrics
+from genlab.evaluation import copying, metrics
 from genlab.evaluation.outputs import RESTORATION_GRID_FILE
 
 SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
@@ -63,7 +63,7 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
 def not_recommended_because(row: dict, num_classes: int, settings: CompareParams) -> list[str]:
     """Why a model's samples should not be trusted, in words (none: recommended): the judge does not
     recognise them as the data's (classes missing, low confidence, FID far past the data floor), or its
-    loss was still falling when training stopped."""
+    loss was still falling when training stopped; or its samples copy training images (genlab.evaluation.copying)."""
     reasons = []
     needed = settings.min_classes_covered or num_classes
     if row.get("classes_covered") is not None and row["classes_covered"] < needed:
@@ -74,6 +74,9 @@ def not_recommended_because(row: dict, num_classes: int, settings: CompareParams
     if row.get("fid_to_floor") is not None and row["fid_to_floor"] > settings.max_fid_to_floor:
         reasons.append(f"its FID is {row['fid_to_floor']:.3g}x the data floor (over {settings.max_fid_to_floor:g}x: "
                        f"far from real images)")
+    copied = copying.copies(row, settings.min_heldout_ratio)
+    if copied:
+        reasons.append(f"its samples copy training images ({copied}, under {settings.min_heldout_ratio:g}x)")
     if row.get("diagnosis") == "still_learning" and not settings.recommend_still_learning:
         reasons.append("its loss was still falling when training stopped (still learning: more epochs would "
                        "change these numbers)")
@@ -221,6 +224,26 @@ def conditional_answer(table: pd.DataFrame) -> str | None:
         line += (f" **The rarest training class ({rarest})** in each model's samples, and their quality: "
                  + ", ".join(of_rarest(row) for _, row in table.iterrows()) + ".")
     return line
+
+
+def copying_answer(table: pd.DataFrame, min_heldout_ratio: float) -> str | None:
+    """Does any model copy its training images? The held-out test's ratio of each model in pixels (1: the unseen
+    images are nearest to its samples as often as any training set of their size; 0: never), the flagged ones
+    (by either space), and C_T's range (genlab.evaluation.copying)."""
+    if "copying_heldout_ratio_pixels" not in table or table["copying_heldout_ratio_pixels"].isna().all():
+        return None
+    flagged = [row["model"] for _, row in table.iterrows() if copying.copies(row.to_dict(), min_heldout_ratio)]
+    ordered = table.sort_values("copying_heldout_ratio_pixels")
+    lowest = ordered.iloc[0]
+    return ("**Copies of the training data** (how often a sample's nearest real image is an unseen one, over its "
+            "fair share among as many training sets of the same size: 1 like unseen data, 0 a copy; under "
+            f"{min_heldout_ratio:g} is copying): "
+            + (f"{', '.join(flagged)} {'copies' if len(flagged) == 1 else 'copy'} and "
+               f"{'is' if len(flagged) == 1 else 'are'} not recommended" if flagged else "no model copies")
+            + f"; in pixels from {lowest['copying_heldout_ratio_pixels']:.2f} ({lowest['model']}) to "
+            f"{ordered['copying_heldout_ratio_pixels'].iloc[-1]:.2f} ({ordered['model'].iloc[-1]}); Meehan et al. "
+            f"2020's C_T from {table['copying_ct_pixels'].min():.2g} to {table['copying_ct_pixels'].max():.2g} "
+            f"(below 0: nearer the training images than unseen images are, which typical samples are too).")
 
 
 def restoration_answer(table: pd.DataFrame) -> str | None:

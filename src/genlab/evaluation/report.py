@@ -16,7 +16,7 @@ import pandas as pd
 
 from genlab.config.params import EvaluateParams, Params, ParamsError, RestoreParams
 from genlab.data import splits
-from genlab.evaluation import bias, fairness, metrics, morphometry, plots, restoration
+from genlab.evaluation import bias, copying, fairness, metrics, morphometry, plots, restoration
 from genlab.evaluation.outputs import (
     GRID_FILE,
     RESTORATION_DETAILS_FILE,
@@ -37,7 +37,8 @@ RUN_METRICS = {
     "test": ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage", "classes_covered", "judge_confidence",
              "test_mse", "test_bce", "judge_accuracy_on_reconstructions", "reconstruction_fid_to_floor",
              "intra_class_fid_to_floor", "worst_class_fid_to_floor", "asked_class_accuracy",
-             "worst_asked_class_accuracy"),
+             "worst_asked_class_accuracy", "copying_heldout_ratio_pixels", "copying_heldout_ratio_features",
+             "copying_ct_pixels", "copying_ct_features"),
     "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
              "worst_slant_bce_ratio"),
     # the means over the restoration tasks by the model's best method (restoration.summary)
@@ -123,6 +124,8 @@ def describe_evaluation(results: dict, num_classes: int) -> str:
     text += (f", draws the class asked for {results['asked_class_accuracy']:.0%} of the time (worst: "
              f"{results['worst_asked_class']}, {results['worst_asked_class_accuracy']:.0%})"
              if "asked_class_accuracy" in results else "")
+    text += (f", unseen images nearest to its samples {results['copying_heldout_ratio_pixels']:.2f}x as often as "
+             f"training images (C_T {results['copying_ct_pixels']:.2g})" if "copying_ct_pixels" in results else "")
     return text + f"; {results['sampling_seconds_per_1000']:.2g} s per 1000 samples"
 
 
@@ -373,6 +376,9 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
                                                prepared.validation.y, test.y, prepared.train.y,
                                                prepared.num_classes, asked)
     done("sample quality")
+    evaluation.results |= copying.copying_report(prepared.train.x, test.x, samples, judge.look(prepared.train.x)[0],
+                                                 test_view[0], sample_view[0], settings.copying_cells, SAMPLE_SEED)
+    done("copies")
     evaluation.results |= bias_report(test_view[1], sample_view[1], samples, prepared, test.measures)
     done("bias")
     family_results = model.family_metrics(test.x, test.y)

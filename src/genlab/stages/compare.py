@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
                                     prepared.num_classes, params.compare)
     fair = comparison.fairness_table({name: read_json(Path(args.restorations) / f"{name}.json") for name in names})
     answers = comparison.which_is_right_for_you(table, prepared.num_classes)
-    answers += [line for line in [comparison.fairness_answer(fair)] if line]
+    answers += [line for line in [comparison.copying_answer(table, params.compare.min_heldout_ratio),
+                                  comparison.fairness_answer(fair)] if line]
     grid = splits.grid_indices(prepared.test.y, params.train.grid_images)
     figures = comparison.figures(table, image_rows(args.evaluations, table, SAMPLES_FILE),
                                  {"original": prepared.test.x[grid]} | image_rows(args.evaluations, table, GRID_FILE),

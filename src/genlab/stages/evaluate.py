@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     model_id = tracking.existing_logged_model(recorded.get("model_id"))  # the Models tab lines its metrics up
     test = report.TestImages.measure(prepared, read_json(args.audit)["subgroups"], params.audit.upright_degrees)
     seed = config.seed
-    phases = progress.Phases(f"evaluate {args.model}", total=8)
+    phases = progress.Phases(f"evaluate {args.model}", total=9)
     # The restorations need nothing of the measures below: they run beside them, in a process of their own on
     # the other core (genlab.runtime.parallel), forked before this stage's first TensorFlow operation.
     with parallel.Beside(report.restore_saved_model, args.model_dir, args.judge, seed,
