@@ -190,3 +190,54 @@ def test_the_fairness_answer_says_which_methods_meet_cpr_and_which_amplify_a_cla
     balanced = comparison.fairness_table({"ae": {"uninformative": {"encode": probe(0.0, 3, 9.7, 0.0, imbalance=0.9)}}})
     assert "ae encode (class 3 at 9.7x its training share, p<0.001)" in comparison.fairness_answer(balanced)
     assert comparison.fairness_answer(comparison.fairness_table({"vae": {"upsample": {}}})) is None
+
+
+def with_intervals(spans: dict[str, tuple[float, float]], metric: str = "fid") -> dict[str, dict]:
+    """EVALUATIONS with a (low, high) interval of `metric` (and of fid_to_floor, by which FID is ranked: the same,
+    as the floor is 1)."""
+    found = {}
+    for name, values in EVALUATIONS.items():
+        low, high = spans[name]
+        found[name] = values | {f"{metric}_low": low, f"{metric}_high": high}
+        if metric == "fid":
+            found[name] |= {"fid_to_floor_low": low, "fid_to_floor_high": high}
+    return found
+
+
+def test_a_best_model_is_named_only_where_its_interval_clears_the_others():
+    clear = comparison.comparison_table(with_intervals({"ae": (8, 10), "flow": (3.5, 4.5), "ddpm": (1.8, 2.2)}),
+                                        SUMMARIES, "fid")
+    answers = "\n".join(comparison.which_is_right_for_you(clear, 10, "fid"))
+    assert ("Best sample quality: ddpm** (diffusion): FID 2, 2x (1.8-2.2) the data floor of 1 (real training "
+            "images score the floor); precision 0.90; its interval clears every other recommended model's.") in answers
+    assert ("**Champion: ddpm**, by the rule \"the best fid among the recommended models\": 2 (fid_to_floor 2 "
+            "(1.8-2.2)) against the runner-up flow's 4 (fid_to_floor 4 (3.5-4.5)), a margin of 2; its interval "
+            "clears the runner-up's") in answers
+    assert list(clear["rank_fid"]) == [1, 2, 3]
+
+
+def test_models_whose_intervals_overlap_tie_and_share_a_rank():
+    tied = comparison.comparison_table(with_intervals({"ae": (8, 10), "flow": (2.5, 5.0), "ddpm": (1.5, 3.0)}),
+                                       SUMMARIES, "fid")
+    # FID is ranked by FID over the floor's interval: FID's own (here as wide as all three) holds the test images'
+    # noise that every model shares
+    spans = with_intervals({"ae": (8, 10), "flow": (3.5, 4.5), "ddpm": (1.8, 2.2)})
+    wide = comparison.comparison_table({name: values | {"fid_low": 0.0, "fid_high": 20.0}
+                                        for name, values in spans.items()}, SUMMARIES, "fid")
+    assert list(wide["rank_fid"]) == [1, 2, 3]
+    assert list(tied["model"]) == ["ddpm", "flow", "ae"]  # within the shared rank, the better value first
+    assert list(tied["rank_fid"]) == [1, 1, 3]
+    answers = "\n".join(comparison.which_is_right_for_you(tied, 10, "fid"))
+    assert ("**Best sample quality: a tie within noise**, ddpm (diffusion) first by its value: FID 2, 2x (1.5-3) "
+            "the data floor") in answers
+    assert "within noise of it (their intervals overlap): flow 4x (2.5-5)." in answers
+    assert ("a margin of 2; but its interval overlaps that of flow: they tie within noise, and the champion is "
+            "the rule's choice, not a measured difference.") in answers
+    shown = comparison.displayed(tied)
+    assert "fid_low" not in shown and shown.loc[0, "fid"] == "2 (1.5-3)"
+
+
+def test_without_intervals_the_answer_reads_as_before(table):
+    answers = comparison.which_is_right_for_you(table, 10, "fid")
+    assert any(line.endswith("precision 0.90.") for line in answers)
+    assert any("(no interval of this measure: the margin is all there is)" in line for line in answers)

@@ -235,3 +235,79 @@ def test_asked_for_accuracy_is_the_share_of_each_class_the_judge_sees():
     found = metrics.asked_for_accuracy(asked, judged, 2)
     assert found["per_class_asked_accuracy"] == {"0": 0.75, "1": 1.0}
     assert found["asked_class_accuracy"] == 0.875 and found["worst_asked_class"] == 0
+
+
+# --- sampling intervals --------------------------------------------------------------------------------------
+
+
+def test_kid_of_counts_is_the_kid_of_the_sets_drawn_with_repeats():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(12, 4)), rng.normal(size=(15, 4)) + 0.5
+    x, y = rng.integers(12, size=12), rng.integers(15, size=15)
+    gathered = metrics._mmd(*(metrics._cubic_kernel(a, b) for a, b in
+                              ((real[x], real[x]), (fake[y], fake[y]), (real[x], fake[y]))))
+    kernels = [metrics._cubic_kernel(a, b) for a, b in ((real, real), (fake, fake), (real, fake))]
+    counted = metrics._mmd_of_counts(*kernels, np.bincount(x, minlength=12), np.bincount(y, minlength=15))
+    assert counted == pytest.approx(gathered, rel=1e-10)
+
+
+def gaussian_sets(rng, transform, real: int, fake: int):
+    """Real (test), generated (wider and shifted) and floor (real) features from fixed Gaussians."""
+    dims = transform.shape[0]
+    return (rng.normal(size=(real, dims)) @ transform, (rng.normal(size=(fake, dims)) * 1.15 + 0.1) @ transform,
+            rng.normal(size=(fake, dims)) @ transform)
+
+
+def measured(real, fake, floor) -> dict[str, float]:
+    values = metrics.sample_quality(real, fake)
+    return values | {"fid_to_floor": values["fid"] / metrics.frechet_distance(real, floor)}
+
+
+def test_bootstrap_intervals_are_as_wide_as_the_spread_over_fresh_images():
+    """The known answer: draw the test, generated and floor images afresh many times from the same Gaussians; one
+    draw's bootstrap interval is as wide as those draws' values spread (within a factor of two), and it holds the
+    value most draws give."""
+    rng = np.random.default_rng(1)
+    transform = rng.normal(size=(16, 16)) / 4
+    values, intervals = [], []
+    for repeat in range(24):
+        sets = gaussian_sets(rng, transform, 270, 1000)
+        values.append(measured(*sets))
+        if repeat < 6:
+            intervals.append(metrics.bootstrap_intervals(*sets, draws=100, centre=values[-1], seed=repeat))
+    for metric in metrics.INTERVAL_METRICS:
+        spread = np.std([value[metric] for value in values])
+        widths = [(found[f"{metric}_high"] - found[f"{metric}_low"]) / (2 * 1.96) for found in intervals]
+        assert 0.5 < np.mean(widths) / spread < 2.2, (metric, np.mean(widths), spread)
+        typical = np.median([value[metric] for value in values])
+        held = np.mean([found[f"{metric}_low"] <= typical <= found[f"{metric}_high"] for found in intervals])
+        assert held >= 4 / 6, (metric, held)
+
+
+def test_bootstrap_intervals_hold_the_reported_value_and_narrow_with_more_images():
+    rng = np.random.default_rng(2)
+    transform = np.eye(8)
+    few, many = gaussian_sets(rng, transform, 100, 300), gaussian_sets(rng, transform, 400, 1200)
+    narrow, wide = (metrics.bootstrap_intervals(*sets, draws=60, centre=measured(*sets)) for sets in (many, few))
+    for found, sets in ((narrow, many), (wide, few)):
+        for metric, value in measured(*sets).items():
+            if metric in metrics.INTERVAL_METRICS:
+                assert found[f"{metric}_low"] <= value <= found[f"{metric}_high"], metric
+    for metric in ("fid", "precision"):  # 4x the images: about half as wide (coverage nears its bound of 1)
+        assert (narrow[f"{metric}_high"] - narrow[f"{metric}_low"]
+                < 0.75 * (wide[f"{metric}_high"] - wide[f"{metric}_low"])), metric
+
+
+def test_bootstrap_intervals_are_reproducible_from_their_seed():
+    sets = gaussian_sets(np.random.default_rng(0), np.eye(4), 60, 80)
+    assert metrics.bootstrap_intervals(*sets, draws=30, seed=5) == metrics.bootstrap_intervals(*sets, draws=30, seed=5)
+
+
+def test_ranks_with_intervals_tie_the_models_whose_intervals_overlap():
+    values = {"a": 1.0, "b": 1.2, "c": 2.0, "d": float("nan")}
+    intervals = {"a": (0.9, 1.1), "b": (1.05, 1.5), "c": (1.4, 2.5), "d": (float("nan"), float("nan"))}
+    # a and b overlap, b and c overlap, a clears c: c is second (only a is surely better)
+    assert metrics.ranks(values, intervals=intervals) == {"a": 1, "b": 1, "c": 2, "d": 4}
+    assert metrics.ranks(values) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    higher = {"a": (0.5, 0.6), "b": (0.55, 0.7), "c": (0.8, 0.9)}
+    assert metrics.ranks({"a": 0.55, "b": 0.6, "c": 0.85}, True, higher) == {"a": 2, "b": 2, "c": 1}

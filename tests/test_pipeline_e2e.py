@@ -297,11 +297,15 @@ def test_a_model_run_has_namespaced_scalars_tables_and_its_datasets(project, cli
     root, _ = project
     data_md5 = json.loads((root / "data/prepared/meta.json").read_text())["data_md5"]
     for name, run in model_runs(client).items():
-        keys = set(run.data.metrics)
-        # the ones a person compares (within each class two, and a conditional model two more); the rest in tables, JSON
-        assert len(keys) <= 44, (name, sorted(keys))
+        values = run.data.metrics
+        keys = set(values)
+        # the ones a person compares (within each class two, and a conditional model two more; five intervals' ends);
+        # the rest in tables, JSON
+        assert len(keys) <= 54, (name, sorted(keys))
         assert ({key.split("/")[0] for key in keys}
-                == {"train", "test", "bias", "restore", "timing"}), (name, sorted(keys))
+                == {"train", "test", "bias", "restore", "timing", "interval"}), (name, sorted(keys))
+        low, high = values["interval/fid_to_floor_low"], values["interval/fid_to_floor_high"]
+        assert low <= values["test/fid_to_floor"] <= high, name
         assert {"restore/psnr", "restore/identity_kept", "restore/rarest_class_gap",
                 "timing/restore_seconds_per_1000"} <= keys
         loss = "g_loss" if name.startswith("gan") else "loss"  # a GAN has no single loss: its generator's

@@ -211,6 +211,10 @@ class EvaluateParams(Section):
     # copies of the training data (genlab.evaluation.copying): the training split cut into this many k-means
     # cells for Meehan et al.'s C_T, each with unseen test images in it
     copying_cells: Annotated[StrictInt, Field(ge=1, le=100)] = 10
+    # sampling intervals of FID, KID, precision, recall and coverage (metrics.bootstrap_intervals): this many
+    # bootstrap draws of the images; every interval genlab reports holds this share of its draws
+    bootstraps: Annotated[StrictInt, Field(ge=20, le=10_000)] = 200
+    confidence: Annotated[Number, Field(ge=0.5, lt=1)] = 0.95
 
 
 # genlab.evaluation.restoration.TASKS

@@ -22,6 +22,8 @@ from genlab.evaluation.outputs import RESTORATION_GRID_FILE
 
 SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
 TEXT_COLUMNS = ("restore_method",)  # the way a model restores best: search, guided or encode
+INTERVAL_NOTE = ("over the images drawn, a bootstrap of the test images, the samples and the floor's images "
+                 "(metrics.bootstrap_intervals), holding `evaluate.confidence` of the draws.")
 BIAS_MARGIN = 0.02  # amplification within which a model "reproduces" the data's balance, when no noise floor is given
 
 
@@ -53,11 +55,78 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
         table[rank_by] = np.nan
     for metric, higher_is_better in RANKING_METRICS.items():
         if metric in table:
-            table[f"rank_{metric}"] = table["model"].map(
-                metrics.ranks(dict(zip(table["model"], table[metric].astype(float))), higher_is_better))
+            table[f"rank_{metric}"] = table["model"].map(metrics.ranks(
+                dict(zip(table["model"], table[metric].astype(float))), higher_is_better, intervals(table, metric)))
     ranked = table.pop(f"rank_{rank_by}")
     table.insert(1, f"rank_{rank_by}", ranked)
-    return table.sort_values([f"rank_{rank_by}", "model"]).reset_index(drop=True)
+    # within a shared rank (a tie within noise), the better value first: the champion is the best by its value
+    order = table[rank_by].astype(float) * (-1 if RANKING_METRICS[rank_by] else 1)
+    return (table.assign(_order=order).sort_values([f"rank_{rank_by}", "_order", "model"], na_position="last")
+            .drop(columns="_order").reset_index(drop=True))
+
+
+# FID is ranked by the interval of FID over the data floor: the same order (every model has the same floor), and the
+# test images that every model and the floor are measured against are shared noise, which the ratio mostly
+# cancels; FID's own interval holds that noise in full (it is a single run's error, not a difference's)
+INTERVAL_OF = {"fid": "fid_to_floor"}
+
+
+def intervals(table: pd.DataFrame, metric: str) -> dict[str, tuple[float, float]] | None:
+    """Each model's (low, high) of `metric` (as INTERVAL_OF says) where the table has its `_low` and `_high`
+    columns (the interval over seeds, or over the images drawn: metrics.bootstrap_intervals); else None. The
+    values of FID's are FID over the floor's."""
+    metric = INTERVAL_OF.get(metric, metric)
+    if f"{metric}_low" not in table or f"{metric}_high" not in table:
+        return None
+    return {name: (float(low), float(high)) for name, low, high in
+            zip(table["model"], table[f"{metric}_low"], table[f"{metric}_high"])}
+
+
+def best_and_ties(table: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.DataFrame | None] | None:
+    """The best row by `metric`'s value, and the rows whose interval overlaps its interval (they tie within
+    noise; None where the table has no interval of the metric). None when no row has the metric."""
+    best, shown = _best(table, metric), INTERVAL_OF.get(metric, metric)
+    if best is None or f"{shown}_low" not in table:
+        return None if best is None else (best, None)
+    others = table[table["model"] != best["model"]]
+    low, high = others[f"{shown}_low"].astype(float), others[f"{shown}_high"].astype(float)
+    overlaps = (high >= best[f"{shown}_low"]) if RANKING_METRICS[metric] else (low <= best[f"{shown}_high"])
+    tied = others[overlaps.fillna(False).astype(bool)]
+    return best, tied.sort_values(metric, ascending=not RANKING_METRICS[metric])
+
+
+def with_interval(row, metric: str, digits: str = ".3g", suffix: str = "") -> str:
+    """"1.89x (1.71-2.10)": a value and, where the row has one, its interval."""
+    text = f"{row[metric]:{digits}}{suffix}"
+    if pd.notna(row.get(f"{metric}_low")) and pd.notna(row.get(f"{metric}_high")):
+        text += f" ({row[f'{metric}_low']:{digits}}-{row[f'{metric}_high']:{digits}})"
+    return text
+
+
+def champion_answer(table: pd.DataFrame, rank_by: str) -> str | None:
+    """The champion by the stated rule (the best value of `compare.rank_by` among the recommended models), with its
+    margin over the runner-up, and whether its interval clears the runner-up's or they tie within noise."""
+    recommended = table[table["recommended"].astype(bool)] if "recommended" in table else table
+    found = best_and_ties(recommended, rank_by)
+    if found is None or len(recommended) < 2:
+        return None
+    best, tied = found
+    runner = recommended[recommended["model"] != best["model"]].iloc[0]
+    shown = INTERVAL_OF.get(rank_by, rank_by)
+
+    def value(row) -> str:
+        return (with_interval(row, rank_by) if shown == rank_by
+                else f"{row[rank_by]:.3g} ({shown} {with_interval(row, shown)})")
+
+    margin = abs(float(best[rank_by]) - float(runner[rank_by]))
+    line = (f"**Champion: {best['model']}**, by the rule \"the best {rank_by} among the recommended models\": "
+            f"{value(best)} against the runner-up {runner['model']}'s {value(runner)}, a margin of {margin:.3g}")
+    if tied is None:
+        return line + " (no interval of this measure: the margin is all there is)."
+    if tied.empty:
+        return line + "; its interval clears the runner-up's, so the order is not noise."
+    return (line + f"; but its interval overlaps {'that' if len(tied) == 1 else 'those'} of {', '.join(tied['model'])}:"
+            f" they tie within noise, and the champion is the rule's choice, not a measured difference.")
 
 
 def not_recommended_because(row: dict, num_classes: int, settings: CompareParams) -> list[str]:
@@ -101,10 +170,11 @@ def _best(table: pd.DataFrame, metric: str) -> pd.Series | None:
     return table.loc[values.idxmax() if RANKING_METRICS[metric] else values.idxmin()]
 
 
-def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
-    """The lecture's closing question, answered from the measured numbers: one line per need. With a
-    `recommended` column (add_verdicts), every recommendation comes from the recommended models, and
-    the others are named first with the reasons."""
+def which_is_right_for_you(table: pd.DataFrame, num_classes: int, rank_by: str | None = None) -> list[str]:
+    """The lecture's closing question, answered from the measured numbers: one line per need, and with `rank_by`
+    the champion's. With a `recommended` column (add_verdicts), every recommendation comes from the recommended
+    models, and the others are named first with the reasons. Where a measure has intervals, a best model is
+    named only where its interval clears the others'; otherwise the models that tie within noise are named."""
     lines = []
     recommended = table[table["recommended"].astype(bool)] if "recommended" in table else table
     if len(recommended) < len(table):
@@ -115,17 +185,25 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
     if recommended.empty:
         lines.append("**No model is recommended**: none made samples that the judge recognises as the data's "
                      "with its training finished; train longer or tune the models above.")
-    quality = _best(recommended, "fid")
-    if quality is not None:
-        lines.append(f"**Best sample quality: {quality['model']}** ({quality['family']}): FID {quality['fid']:.3g}, "
-                     f"{quality['fid_to_floor']:.2g}x the data floor of {quality['data_floor_fid']:.3g} "
-                     f"(real training images score the floor); precision {quality['precision']:.2f}.")
-    diverse = _best(recommended, "recall")  # recall, not density-based coverage: blurry samples near the modes
-    if diverse is not None:                # can reach many real neighbourhoods while missing most of the data
-        lines.append(f"**Best coverage of the data: {diverse['model']}** ({diverse['family']}): recall "
-                     f"{diverse['recall']:.2f} and coverage {diverse['coverage']:.2f} (the data floor: "
-                     f"{diverse['data_floor_recall']:.2f} and {diverse['data_floor_coverage']:.2f}); its samples "
-                     f"cover {int(diverse['classes_covered'])} of {num_classes} classes.")
+    found = best_and_ties(recommended, "fid")
+    if found is not None:
+        quality, tied = found
+        lines.append(f"**Best sample quality: {named(quality, tied)}: FID {quality['fid']:.3g}, "
+                     f"{with_interval(quality, 'fid_to_floor', '.3g', 'x')} the data floor of "
+                     f"{quality['data_floor_fid']:.3g} (real training images score the floor); precision "
+                     f"{with_interval(quality, 'precision', '.2f')}" + tie_clause(tied, "fid_to_floor", ".3g", "x"))
+    found = best_and_ties(recommended, "recall")  # recall, not density-based coverage: blurry samples near the
+    if found is not None:                          # modes can reach many real neighbourhoods while missing most
+        diverse, tied = found
+        lines.append(f"**Best coverage of the data: {named(diverse, tied)}: recall "
+                     f"{with_interval(diverse, 'recall', '.2f')} and coverage "
+                     f"{with_interval(diverse, 'coverage', '.2f')} (the data floor: {diverse['data_floor_recall']:.2f} "
+                     f"and {diverse['data_floor_coverage']:.2f}); its samples cover {int(diverse['classes_covered'])} "
+                     f"of {num_classes} classes"
+                     + tie_clause(tied, "recall", ".2f"))
+    champion = champion_answer(table, rank_by) if rank_by else None
+    if champion:
+        lines.append(champion)
     # speed and size only count for models that work: samples of every class, when the judge says so
     covers_all = table["classes_covered"] == num_classes if "classes_covered" in table else None
     if "recommended" in table:
@@ -191,6 +269,23 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int) -> list[str]:
                      f"classifier's confusion): " + ", ".join(f"{name} {value:.2f}" for name, value in ratios.items())
                      + ".")
     return lines
+
+
+def named(best: pd.Series, tied: pd.DataFrame) -> str:
+    """"vae (vae)", or where others tie with it within noise "a tie within noise: vae (vae) first"."""
+    return (f"{best['model']}** ({best['family']})" if tied is None or tied.empty
+            else f"a tie within noise**, {best['model']} ({best['family']}) first by its value")
+
+
+def tie_clause(tied: pd.DataFrame, metric: str, digits: str, suffix: str = "") -> str:
+    """The end of a line: the models whose interval overlaps the best's, with theirs; or that none does."""
+    if tied is None:  # no interval measured
+        return "."
+    if tied.empty:
+        return "; its interval clears every other recommended model's."
+    return ("; within noise of it (their intervals overlap): "
+            + ", ".join(f"{row['model']} {with_interval(row, metric, digits, suffix)}" for _, row in tied.iterrows())
+            + ".")
 
 
 def conditional_answer(table: pd.DataFrame) -> str | None:
@@ -335,13 +430,26 @@ def description(table: pd.DataFrame, answers: list[str], rank_by: str) -> str:
             + "".join(f"- {line}\n" for line in answers))
 
 
-def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict) -> str:
+def displayed(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as a person reads it: a metric with an interval in one column, "1.89 (1.71-2.10)", instead of
+    three (the CSV keeps them apart)."""
     shown = table.astype(object).where(table.notna(), None)
+    for metric in [column.removesuffix("_low") for column in table if column.endswith("_low")]:
+        if metric in table and f"{metric}_high" in table:
+            shown[metric] = [with_interval(row, metric, ".4g") if pd.notna(row[metric]) else None
+                             for _, row in table.iterrows()]
+            shown = shown.drop(columns=[f"{metric}_low", f"{metric}_high"])
+    return shown
+
+
+def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict) -> str:
+    shown = displayed(table)
     return (f"# Which generative AI is right for you?\n\n"
             f"Measured on the test split in the features of the judge (a classifier of the training split, "
             f"test accuracy {judge['test_accuracy']:.4f}); every model with the same number of samples.\n\n"
             + "".join(f"- {line}\n" for line in answers)
-            + f"\n## Every model and metric (ranked by {rank_by}; `rank_<metric>`: 1 is best)\n\n"
+            + f"\n## Every model and metric (ranked by {rank_by}; `rank_<metric>`: 1 is best, and models whose "
+              f"intervals overlap share a rank)\n\nAn interval in brackets: {INTERVAL_NOTE}\n\n"
             + shown.to_markdown(index=False, floatfmt=".5g", missingval="") + "\n")
 
 
@@ -363,7 +471,7 @@ def html_page(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict
         "every model with the same number of samples.</p><ul>"
         + "".join(f"<li>{bold(line)}</li>" for line in answers)
         + f"</ul><h2>Every model and metric (ranked by {html.escape(rank_by)})</h2>"
-        + table.to_html(index=False, float_format=lambda value: f"{value:.5g}", na_rep="")
+        + displayed(table).to_html(index=False, float_format=lambda value: f"{value:.5g}", na_rep="")
         + images + "</body></html>\n")
 
 
@@ -444,6 +552,9 @@ def console_line(table: pd.DataFrame, best, rank_by: str, champion: str | None, 
             + (f" (not: {', '.join(rejected)}; the reasons are in the answer)" if rejected else ""))
     if best is None:
         return f"{line}; none is registered; report in {report}"
-    return (f"{line}; best by {rank_by}: {best['model']} ({best[rank_by]:.5g})"
+    found = best_and_ties(table[table["recommended"].astype(bool)], rank_by)
+    tied = found[1] if found is not None and found[1] is not None else table.iloc[0:0]
+    return (f"{line}; best by {rank_by}: {best['model']} ({best[rank_by]:.5g}"
+            + (f"; tied within noise with {', '.join(tied['model'])})" if len(tied) else ")")
             + (f", registered as {registered_as} (version {champion})" if champion else "")
             + f"; report in {report}")

@@ -42,13 +42,20 @@ def worst_best_ratio(per_class: dict[str, float]) -> float:
     return float(values.max() / values.min()) if values.min() > 0 else float("inf")
 
 
-def ranks(values: dict[str, float], higher_is_better: bool = False) -> dict[str, int]:
-    """1 for the best; ties share the better rank; NaN ranks last."""
+def ranks(values: dict[str, float], higher_is_better: bool = False,
+          intervals: dict[str, tuple[float, float]] | None = None) -> dict[str, int]:
+    """1 + the number of others that are better for certain: with `intervals` (name -> (low, high)), those whose
+    whole interval is better than this one's, so that models whose intervals overlap share a rank (a tie within
+    noise); without, those with a better value (equal values share the better rank). NaN ranks last."""
     def badness(value: float) -> float:
         return np.inf if np.isnan(value) else (-value if higher_is_better else value)
 
-    ordered = sorted(badness(value) for value in values.values())
-    return {name: ordered.index(badness(value)) + 1 for name, value in values.items()}
+    def span(name: str) -> tuple[float, float]:  # (best end, worst end), as badness
+        ends = sorted(badness(end) for end in (intervals or {}).get(name, (values[name], values[name])))
+        return (np.inf, np.inf) if np.isnan(values[name]) or np.isnan(ends).any() else (ends[0], ends[1])
+
+    spans = {name: span(name) for name in values}
+    return {name: 1 + sum(other[1] < spans[name][0] for other in spans.values()) for name in values}
 
 
 def pca_2d(codes: np.ndarray) -> np.ndarray:
@@ -82,11 +89,24 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
         if len(features) <= dims:
             raise TooFewSamples(f"the Frechet distance needs more {name} samples ({len(features)}) than feature "
                                 f"dimensions ({dims}) for a full-rank covariance")
-    mean_r, mean_f = real.mean(axis=0), fake.mean(axis=0)
-    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root_r = _symmetric_sqrt(cov_r)
-    cross = _symmetric_sqrt(root_r @ cov_f @ root_r)
-    distance = np.sum((mean_r - mean_f) ** 2) + np.trace(cov_r) + np.trace(cov_f) - 2 * np.trace(cross)
+    return _frechet(_Gaussian.fit(real), fake)
+
+
+class _Gaussian:
+    """A Gaussian fitted to features: mean, covariance and the covariance's square root."""
+
+    def __init__(self, mean: np.ndarray, cov: np.ndarray) -> None:
+        self.mean, self.cov, self.root = mean, cov, _symmetric_sqrt(cov)
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> _Gaussian:
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False))
+
+
+def _frechet(real: _Gaussian, fake: np.ndarray) -> float:
+    mean_f, cov_f = fake.mean(axis=0), np.cov(fake, rowvar=False)
+    cross = _symmetric_sqrt(real.root @ cov_f @ real.root)
+    distance = np.sum((real.mean - mean_f) ** 2) + np.trace(real.cov) + np.trace(cov_f) - 2 * np.trace(cross)
     return float(max(distance, 0.0))
 
 
@@ -103,16 +123,23 @@ def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, num_subsets: i
     if size < 2:
         raise TooFewSamples(f"KID needs at least 2 samples of each set, got {len(real)} real and {len(fake)} generated")
     rng = np.random.default_rng(seed)
-    dims = real.shape[1]
     estimates = []
     for _ in range(num_subsets):
         x = real[rng.choice(len(real), size, replace=False)].astype(np.float64)
         y = fake[rng.choice(len(fake), size, replace=False)].astype(np.float64)
-        k_xx, k_yy, k_xy = ((a @ b.T / dims + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-        off_diagonal = size * (size - 1)
-        estimates.append((k_xx.sum() - np.trace(k_xx)) / off_diagonal + (k_yy.sum() - np.trace(k_yy)) / off_diagonal
-                         - 2 * k_xy.mean())
+        estimates.append(_mmd(*(_cubic_kernel(a, b) for a, b in ((x, x), (y, y), (x, y)))))
     return float(np.mean(estimates)), float(np.std(estimates))
+
+
+def _cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def _mmd(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    """The unbiased MMD^2 from the kernel matrices within and across two sets (no point paired with itself)."""
+    m, n = len(k_xx), len(k_yy)
+    return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+                 - 2 * k_xy.mean())
 
 
 def _kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
@@ -142,6 +169,71 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
     inside_fake = distances <= fake_radii[None, :]  # real i inside fake j's ball
     return {"precision": float(inside_real.any(axis=0).mean()), "recall": float(inside_fake.any(axis=1).mean()),
             "density": float(inside_real.sum() / (k * len(fake))), "coverage": float(inside_real.any(axis=1).mean())}
+
+
+def _mmd_of_counts(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """_mmd of the sets that hold distinct image i x[i] (and y[i]) times, from the distinct images' kernels: the
+    sums over pairs as quadratic forms of the counts, so that no matrix of the drawn sets is gathered."""
+    m, n = x.sum(), y.sum()
+    return float((x @ k_xx @ x - x @ np.diag(k_xx)) / (m * (m - 1)) + (y @ k_yy @ y - y @ np.diag(k_yy)) / (n * (n - 1))
+                 - 2 * x @ k_xy @ y / (m * n))
+
+
+# --- sampling intervals: how much a single run's numbers move with the images drawn -------------------
+
+INTERVAL_METRICS = ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage")
+# where a re-centred interval may not reach (KID, an unbiased estimate, can be below 0)
+INTERVAL_BOUNDS = {"fid": (0, np.inf), "fid_to_floor": (0, np.inf), "precision": (0, 1), "recall": (0, 1),
+                   "coverage": (0, 1)}
+
+
+def bootstrap_intervals(real: np.ndarray, fake: np.ndarray, floor: np.ndarray, k: int = 3,
+                        kid_subset_size: int = 1000, draws: int = 200, confidence: float = 0.95,
+                        seed: int = 0, centre: dict[str, float] | None = None) -> dict[str, float]:
+    """`<metric>_low` and `<metric>_high` of INTERVAL_METRICS: a bootstrap interval over the images, so that a
+    single run's number has its error too. Each draw resamples the real (test) features, the generated ones and
+    the floor's, each with replacement, and measures again: FID and FID over the floor (the floor's FID from the
+    same real draw), KID (the unbiased MMD^2 over the first `kid_subset_size` of each set, KID's subset size),
+    precision, recall and coverage (each image keeps the k-th-neighbour ball of the whole set: a duplicate
+    drawn twice would otherwise shrink balls to nothing).
+
+    A set drawn with replacement holds about 63% distinct images, which raises FID and KID and lowers coverage
+    by itself, so the percentile interval of the draws need not even hold the measured value. The interval is
+    the draws' spread about their median placed about the full sets' value (a percentile interval re-centred):
+    [value - (median - low quantile), value + (high quantile - median)], where the value is `centre`'s (the
+    reported one: KID's is a mean over random subsets) or else the one measured on the whole sets here."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(seed)
+    real_radii, fake_radii = _kth_neighbour_radii(real, k), _kth_neighbour_radii(fake, k)
+    distances = cdist(real, fake)
+    inside_real, inside_fake = distances <= real_radii[:, None], distances <= fake_radii[None, :]
+    kid_real, kid_fake = (features[:kid_subset_size].astype(np.float64) for features in (real, fake))
+    kernels = [_cubic_kernel(a, b) for a, b in ((kid_real, kid_real), (kid_fake, kid_fake), (kid_real, kid_fake))]
+
+    def measure(r: np.ndarray, f: np.ndarray, g: np.ndarray) -> dict[str, float]:
+        reference = _Gaussian.fit(real[r])
+        fid, floor_fid = _frechet(reference, fake[f]), _frechet(reference, floor[g])
+        # each image's count in the draw, of those in KID's subset: the kernel sums without gathering the matrices
+        x, y = np.bincount(r, minlength=len(real))[:len(kid_real)], np.bincount(f, minlength=len(fake))[:len(kid_fake)]
+        kid = _mmd_of_counts(*kernels, x, y)
+        real_drawn, fake_drawn = np.unique(r), np.unique(f)  # "any ball" needs each image once
+        return {"fid": fid, "fid_to_floor": fid / floor_fid if floor_fid > 0 else float("inf"), "kid": kid,
+                "precision": float(inside_real[real_drawn].any(axis=0)[f].mean()),
+                "recall": float(inside_fake[:, fake_drawn].any(axis=1)[r].mean()),
+                "coverage": float(inside_real[:, fake_drawn].any(axis=1)[r].mean())}
+
+    everything = measure(*(np.arange(len(features)) for features in (real, fake, floor))) | (centre or {})
+    drawn = [measure(*(rng.integers(len(features), size=len(features)) for features in (real, fake, floor)))
+             for _ in range(draws)]
+    tail = 100 * (1 - confidence) / 2
+    found = {}
+    for metric in INTERVAL_METRICS:
+        low, middle, high = np.percentile([draw[metric] for draw in drawn], [tail, 50, 100 - tail])
+        bounds = INTERVAL_BOUNDS.get(metric, (-np.inf, np.inf))
+        found[f"{metric}_low"] = float(np.clip(everything[metric] - (middle - low), *bounds))
+        found[f"{metric}_high"] = float(np.clip(everything[metric] + (high - middle), *bounds))
+    return found
 
 
 def class_distribution(labels: np.ndarray, reference_shares: np.ndarray, min_share_ratio: float = 0.25

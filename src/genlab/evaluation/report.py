@@ -39,6 +39,8 @@ RUN_METRICS = {
              "intra_class_fid_to_floor", "worst_class_fid_to_floor", "asked_class_accuracy",
              "worst_asked_class_accuracy", "copying_heldout_ratio_pixels", "copying_heldout_ratio_features",
              "copying_ct_pixels", "copying_ct_features"),
+    # each a `<metric>_low`, `<metric>_high` pair: the bootstrap interval over the images (metrics.bootstrap_intervals)
+    "interval": ("fid_to_floor", "kid", "precision", "recall", "coverage"),
     "bias": ("bias_amplification", "rarest_class_share_ratio", "worst_class_mse_ratio", "worst_stroke_bce_ratio",
              "worst_slant_bce_ratio"),
     # the means over the restoration tasks by the model's best method (restoration.summary)
@@ -54,6 +56,8 @@ def run_metrics(results: dict, family_keys, timings: dict, restored: dict | None
     summary = (restored or {}).get("summary", {})
     return ({f"test/{key.removeprefix('test_')}": results[key] for key in RUN_METRICS["test"] + family
              if key in results}
+            | {f"interval/{key}_{end}": results[f"{key}_{end}"] for key in RUN_METRICS["interval"]
+               for end in ("low", "high") if f"{key}_{end}" in results}
             | {f"bias/{key.removeprefix('bias_')}": results[key] for key in RUN_METRICS["bias"] if key in results}
             | {f"restore/{key}": summary[key] for key in RUN_METRICS["restore"] if key in summary}
             | {f"timing/{key}": value for key, value in timings.items()
@@ -112,7 +116,9 @@ def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataF
 
 def describe_evaluation(results: dict, num_classes: int) -> str:
     """The evaluation's key numbers in a sentence (the run's description and the stage's line)."""
-    text = (f"FID {results['fid']:.3g} ({results['fid_to_floor']:.1f}x the data floor), precision "
+    interval = (f", {results['fid_to_floor_low']:.1f}-{results['fid_to_floor_high']:.1f} over the images drawn"
+                if "fid_to_floor_low" in results else "")
+    text = (f"FID {results['fid']:.3g} ({results['fid_to_floor']:.1f}x the data floor{interval}), precision "
             f"{results['precision']:.2f}, recall {results['recall']:.2f}, {results['classes_covered']}/{num_classes} "
             f"classes")
     text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
@@ -248,9 +254,12 @@ def quality_report(judge, test_view, sample_view, prepared: splits.PreparedData,
         fid = metrics.frechet_distance(real, judge.look(np.clip(reconstruct(floor_images, prepared.train.y[chosen]),
                                                                 0, 1))[0])
         ceiling = {"reconstruction_fid": fid, "reconstruction_fid_to_floor": to_floor(fid)}
-    return (measured | {f"data_floor_{key}": value for key, value in floor.items()} | ceiling
-            | {"fid_to_floor": to_floor(measured["fid"]),
-               "judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}
+    measured["fid_to_floor"] = to_floor(measured["fid"])
+    intervals = metrics.bootstrap_intervals(real, fake, floor_features, settings.nearest_neighbours,
+                                            settings.kid_subset_size, settings.bootstraps, settings.confidence,
+                                            seed, centre=measured)
+    return (measured | intervals | {f"data_floor_{key}": value for key, value in floor.items()} | ceiling
+            | {"judge_confidence": float(probabilities.max(axis=1).mean()), "num_samples": len(fake)}
             | classes)
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     table = comparison.add_verdicts(comparison.comparison_table(evaluations, summaries, params.compare.rank_by),
                                     prepared.num_classes, params.compare)
     fair = comparison.fairness_table({name: read_json(Path(args.restorations) / f"{name}.json") for name in names})
-    answers = comparison.which_is_right_for_you(table, prepared.num_classes)
+    answers = comparison.which_is_right_for_you(table, prepared.num_classes, params.compare.rank_by)
     answers += [line for line in [comparison.copying_answer(table, params.compare.min_heldout_ratio),
                                   comparison.fairness_answer(fair)] if line]
     grid = splits.grid_indices(prepared.test.y, params.train.grid_images)
