@@ -28,7 +28,7 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
     """The project's params.yaml with tiny models and a small judge: a whole `dvc repro` in about two minutes.
     The priors (PRIORS) come with the whole set of models, and for a subset only when named."""
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    params["train"]["grid_every_epochs"] = 2
+    params["train"] |= {"grid_every_epochs": 2, "seeds": 1}  # one training per model (but the shared vae_c's)
     model = dict(family="autoencoder", hidden_units=[16], latent_dim=4, hidden_activation="relu",
                  output_activation="sigmoid", loss="binary_crossentropy", optimizer="adam", learning_rate=0.01,
                  batch_size=64, epochs=5, seed=0)
@@ -45,6 +45,8 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
                             num_timesteps=10, hidden_units=[16], time_embedding_dim=8, num_inference_steps=5,
                             batch_size=64, epochs=5)}
     params["models"] = {name: every[name] for name in models}
+    if models == MODELS:  # the shared project trains vae_c with two seeds (genlab.evaluation.seeds)
+        params["models"]["vae_c"] = vae | {"seeds": 2}
     every_prior = {"ldm_g": dict(encoder="ae_a", family="diffusion", num_timesteps=10, hidden_units=[16],
                                  time_embedding_dim=8, sampler="ddim", num_inference_steps=5, batch_size=64, epochs=5)}
     params["priors"] = {name: every_prior[name] for name in (PRIORS if priors is None and models == MODELS
@@ -72,7 +74,7 @@ def tiny_mnist_params() -> dict:
     judge and the default compare thresholds: a whole `dvc repro` on 28x28 images."""
     params = yaml.safe_load((PROJECT / "configs/mnist_sample.yaml").read_text())
     params["data"] |= {"max_samples": 400}
-    params["train"]["grid_every_epochs"] = 1
+    params["train"] |= {"grid_every_epochs": 1, "seeds": 1}
     params["evaluate"] |= {"num_samples": 100, "kid_subsets": 10}
     params["restore"] = {"num_images": 30, "search_steps": 5, "search_restarts": 1, "posterior_steps": 5,
                          "permutations": 100}

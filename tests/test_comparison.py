@@ -225,7 +225,7 @@ def test_models_whose_intervals_overlap_tie_and_share_a_rank():
     wide = comparison.comparison_table({name: values | {"fid_low": 0.0, "fid_high": 20.0}
                                         for name, values in spans.items()}, SUMMARIES, "fid")
     assert list(wide["rank_fid"]) == [1, 2, 3]
-    assert list(tied["model"]) == ["ddpm", "flow", "ae"]  # within the shared rank, the better value first
+    assert list(tied["model"]) == ["ddpm", "flow", "ae"]  # by value, the ranks carrying the ties
     assert list(tied["rank_fid"]) == [1, 1, 3]
     answers = "\n".join(comparison.which_is_right_for_you(tied, 10, "fid"))
     assert ("**Best sample quality: a tie within noise**, ddpm (diffusion) first by its value: FID 2, 2x (1.5-3) "

@@ -139,7 +139,7 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     assert all(f"| {name} " in report for name in MODELS)
     page = (root / "reports/compare/comparison.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and all(name in page for name in MODELS)
-    best = report.split("**Best sample quality: ")[1].split("**")[0]
+    best = report.split("**Champion: ")[1].split("**")[0]
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     try:
         generator = mlflow.pyfunc.load_model("models:/genlab-generator@champion")
@@ -161,6 +161,36 @@ def test_comparison_answers_the_question_and_registers_a_champion(project):
     assert (root / "reports/audit/figures/data_card.md").read_text().startswith("# Data card: digits")
     for figure in ("class_shares.png", "morphometry.png", "subgroups.png"):
         assert (root / f"reports/audit/figures/{figure}").stat().st_size > 1000
+
+
+def test_a_model_with_several_seeds_reports_each_and_their_mean_and_interval(project):
+    """vae_c is trained with two seeds: the second in models/vae_c/seeds/1 and a run nested under vae_c's; its
+    metrics are the means over both with intervals over them, each seed's values kept."""
+    root, _ = project
+    assert {path.name for path in (root / "models/vae_c/seeds").iterdir()} == {"1"}
+    assert {"model.weights.h5", "config.json", "training.json", "run.json"} <= {
+        path.name for path in (root / "models/vae_c/seeds/1").iterdir()}
+    assert not (root / "models/gan_d/seeds").exists()
+    reported = json.loads((root / "reports/eval/vae_c.json").read_text())
+    over = json.loads((root / "reports/eval/vae_c/seeds.json").read_text())
+    assert reported["num_seeds"] == 2 and over["seeds"] == [0, 1] and "num_seeds" not in json.loads(
+        (root / "reports/eval/gan_d.json").read_text())
+    assert reported["fid"] == pytest.approx(np.mean(over["values"]["fid"]))
+    assert (reported["fid_to_floor_low"], reported["fid_to_floor_high"]) == (over["low"]["fid_to_floor"],
+                                                                             over["high"]["fid_to_floor"])
+    table = pd.read_csv(root / "reports/compare/comparison.csv").set_index("model")
+    assert table.loc["vae_c", "classes_covered_low"] == over["low"]["classes_covered"]
+    assert np.isnan(table.loc["gan_d", "classes_covered_low"])  # one seed: no interval of it
+    seed_run = json.loads((root / "models/vae_c/seeds/1/run.json").read_text())["run_id"]
+    model_run = json.loads((root / "models/vae_c/run.json").read_text())["run_id"]
+    parent, = mlflow_rows(root, "select value from tags where run_uuid = ? and key = 'mlflow.parentRunId'", seed_run)
+    assert parent == (model_run,)
+    keys = {key for (key,) in mlflow_rows(root, "select distinct key from metrics where run_uuid = ?", seed_run)}
+    assert {"train/loss", "train/val_loss", "test/fid", "test/fid_to_floor", "interval/fid_to_floor_low"} <= keys
+    name, = mlflow_rows(root, "select name from runs where run_uuid = ?", seed_run)
+    assert name == ("vae_c seed 1",)
+    artifacts = root / "mlartifacts"
+    assert list(artifacts.glob(f"**/{model_run}/artifacts/tables/seeds.json"))
 
 
 SEARCHED = {"search", "posterior"}

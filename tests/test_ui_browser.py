@@ -86,7 +86,7 @@ def test_the_ui_lists_the_model_runs_and_shows_their_metrics_and_images(ui, brow
     page.screenshot(path=SCREENSHOTS / "run.png", full_page=True)
 
     page.goto(f"{run_page}/model-metrics?{MODEL_TRAINING}")  # one chart section per prefix of the metric keys
-    for section in ("train", "test", "bias", "restore", "timing"):
+    for section in ("train", "test", "interval", "bias", "restore", "timing"):
         page.get_by_text(section, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=SCREENSHOTS / "charts.png")
 

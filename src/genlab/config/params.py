@@ -57,6 +57,7 @@ Fraction = Annotated[Number, Field(gt=0, lt=1)]
 Temperature = Annotated[Number, Field(gt=0, le=3)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
+MAX_SEEDS = 20  # trainings of one model (train.seeds, models.<name>.seeds)
 # Names become paths, DVC stage names and command-line arguments: a letter or digit first, no dots.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -194,6 +195,9 @@ class TrainParams(Section):
     # keep the training state for a resume after the first epoch that ends this long after the last
     # backup (0: after every epoch); an interrupted run repeats at most this much work
     backup_every_seconds: Annotated[Number, Field(ge=0)] = 30
+    # every model trained this many times, with its seed and the next ones (a model's own `seeds` overrides it);
+    # each metric is then reported as its mean over them, with an interval (genlab.evaluation.seeds)
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] = 1
 
 
 class EvaluateParams(Section):
@@ -316,6 +320,7 @@ class TrainingParams(Section):
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 100
     seed: Seed = 0
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None  # null: train.seeds
     early_stopping_patience: PositiveInt | None = None  # epochs without val-loss progress; null: off
     # the learning rate epoch by epoch: a linear warm-up over warmup_epochs, then constant or a half cosine to 0
     learning_rate_schedule: Literal["constant", "cosine"] = "constant"
@@ -767,9 +772,15 @@ def hyperparameter_count(config: TrainingParams) -> dict[str, int]:
     """The lecture's "how many hyperparameters?" of a model: the keys its entry in params.yaml sets besides
     `family`, plus the shared training settings (optimizer, learning rate, batch size, epochs, seed, early
     stopping, schedule) that it inherits from their defaults."""
-    chosen = set(config.model_fields_set) - {"family"}
-    inherited = set(TrainingParams.model_fields) - chosen
+    chosen = set(config.model_fields_set) - {"family", "seeds"}  # how often it is trained is no hyperparameter
+    inherited = set(TrainingParams.model_fields) - chosen - {"seeds"}
     return {"num_hyperparameters": len(chosen) + len(inherited), "num_hyperparameters_set": len(chosen)}
+
+
+def seeds_of(params: Params, config: TrainingParams) -> list[int]:
+    """The seeds a model is trained with: its entry's seed and the next ones, `seeds` of them (its own, else
+    train.seeds)."""
+    return [config.seed + offset for offset in range(config.seeds or params.train.seeds)]
 
 
 def model_params(params: Params, name: str) -> TrainingParams:

@@ -22,14 +22,17 @@ from genlab.evaluation.outputs import RESTORATION_GRID_FILE
 
 SETTING_COLUMNS = ("output_activation", "loss", "decoder", "network", "optimizer", "latent_dim")
 TEXT_COLUMNS = ("restore_method",)  # the way a model restores best: search, guided or encode
-INTERVAL_NOTE = ("over the images drawn, a bootstrap of the test images, the samples and the floor's images "
-                 "(metrics.bootstrap_intervals), holding `evaluate.confidence` of the draws.")
+INTERVAL_NOTE = ("for a model trained with several seeds (`num_seeds`), the Student-t interval of the mean over "
+                 "them (genlab.evaluation.seeds); for one seed, over the images drawn: a bootstrap of the test "
+                 "images, the samples and the floor's images (metrics.bootstrap_intervals). Either holds "
+                 "`evaluate.confidence`.")
 BIAS_MARGIN = 0.02  # amplification within which a model "reproduces" the data's balance, when no noise floor is given
 
 
 def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], rank_by: str) -> pd.DataFrame:
     """One row per model: its settings, diagnosis, every metric it has and a `rank_<metric>` per
-    criterion of RANKING_METRICS (1 is best), sorted by `rank_by`.
+    criterion of RANKING_METRICS (1 is best; models whose intervals overlap share a rank), sorted by the value
+    of `rank_by`.
 
     Families measure different things (a GAN has no reconstruction error): a metric a model
     lacks is left empty and ranks last.
@@ -59,9 +62,10 @@ def comparison_table(evaluations: dict[str, dict], summaries: dict[str, dict], r
                 dict(zip(table["model"], table[metric].astype(float))), higher_is_better, intervals(table, metric)))
     ranked = table.pop(f"rank_{rank_by}")
     table.insert(1, f"rank_{rank_by}", ranked)
-    # within a shared rank (a tie within noise), the better value first: the champion is the best by its value
+    # by value, best first (the champion is the best by its value); the ranks say which differences are noise:
+    # a model whose interval is wide may share the first rank while its value is far down the table
     order = table[rank_by].astype(float) * (-1 if RANKING_METRICS[rank_by] else 1)
-    return (table.assign(_order=order).sort_values([f"rank_{rank_by}", "_order", "model"], na_position="last")
+    return (table.assign(_order=order).sort_values(["_order", "model"], na_position="last")
             .drop(columns="_order").reset_index(drop=True))
 
 
@@ -136,7 +140,8 @@ def not_recommended_because(row: dict, num_classes: int, settings: CompareParams
     reasons = []
     needed = settings.min_classes_covered or num_classes
     if row.get("classes_covered") is not None and row["classes_covered"] < needed:
-        reasons.append(f"its samples cover {int(row['classes_covered'])} of {num_classes} classes")
+        reasons.append(f"its samples cover {metrics.count(row['classes_covered'])} of {num_classes} classes"
+                       + (" (the mean over its seeds)" if not float(row["classes_covered"]).is_integer() else ""))
     if row.get("judge_confidence") is not None and row["judge_confidence"] < settings.min_judge_confidence:
         reasons.append(f"the judge is unsure what its samples are (mean confidence {row['judge_confidence']:.2f}, "
                        f"under {settings.min_judge_confidence:g})")
@@ -198,8 +203,8 @@ def which_is_right_for_you(table: pd.DataFrame, num_classes: int, rank_by: str |
         lines.append(f"**Best coverage of the data: {named(diverse, tied)}: recall "
                      f"{with_interval(diverse, 'recall', '.2f')} and coverage "
                      f"{with_interval(diverse, 'coverage', '.2f')} (the data floor: {diverse['data_floor_recall']:.2f} "
-                     f"and {diverse['data_floor_coverage']:.2f}); its samples cover {int(diverse['classes_covered'])} "
-                     f"of {num_classes} classes"
+                     f"and {diverse['data_floor_coverage']:.2f}); its samples cover "
+                     f"{metrics.count(diverse['classes_covered'])} of {num_classes} classes"
                      + tie_clause(tied, "recall", ".2f"))
     champion = champion_answer(table, rank_by) if rank_by else None
     if champion:

@@ -184,7 +184,12 @@ def _mmd_of_counts(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray, x: np.n
 INTERVAL_METRICS = ("fid", "fid_to_floor", "kid", "precision", "recall", "coverage")
 # where a re-centred interval may not reach (KID, an unbiased estimate, can be below 0)
 INTERVAL_BOUNDS = {"fid": (0, np.inf), "fid_to_floor": (0, np.inf), "precision": (0, 1), "recall": (0, 1),
-                   "coverage": (0, 1)}
+                   "coverage": (0, 1), "judge_confidence": (0, 1), "classes_covered": (0, np.inf)}
+
+
+def count(value: float) -> str:
+    """A count as a person reads it: 10, or a mean over seeds such as 9.7."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def bootstrap_intervals(real: np.ndarray, fake: np.ndarray, floor: np.ndarray, k: int = 3,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from genlab.config.params import EvaluateParams, Params, ParamsError, RestoreParams
 from genlab.data import splits
-from genlab.evaluation import bias, copying, fairness, metrics, morphometry, plots, restoration
+from genlab.evaluation import bias, copying, fairness, metrics, morphometry, plots, restoration, seeds
 from genlab.evaluation.outputs import (
     GRID_FILE,
     RESTORATION_DETAILS_FILE,
@@ -116,10 +116,12 @@ def run_tables(results: dict, training_shares: np.ndarray) -> dict[str, pd.DataF
 
 def describe_evaluation(results: dict, num_classes: int) -> str:
     """The evaluation's key numbers in a sentence (the run's description and the stage's line)."""
-    interval = (f", {results['fid_to_floor_low']:.1f}-{results['fid_to_floor_high']:.1f} over the images drawn"
+    over = f"over {results['num_seeds']} seeds" if results.get("num_seeds", 1) > 1 else "over the images drawn"
+    interval = (f", {results['fid_to_floor_low']:.1f}-{results['fid_to_floor_high']:.1f} {over}"
                 if "fid_to_floor_low" in results else "")
     text = (f"FID {results['fid']:.3g} ({results['fid_to_floor']:.1f}x the data floor{interval}), precision "
-            f"{results['precision']:.2f}, recall {results['recall']:.2f}, {results['classes_covered']}/{num_classes} "
+            f"{results['precision']:.2f}, recall {results['recall']:.2f}, "
+            f"{metrics.count(results['classes_covered'])}/{num_classes} "
             f"classes")
     text += f", test BCE {results['test_bce']:.4f}" if "test_bce" in results else ""
     text += (f", reconstructions {results['reconstruction_fid_to_floor']:.1f}x the floor"
@@ -360,8 +362,10 @@ class Evaluation:
 
 
 def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, settings: EvaluateParams,
-             grid_images: int, title: str, training_summary: dict, done: Callable[[str], None]) -> Evaluation:
-    """Every measure of a trained model but the restoration, phase by phase (`done` is told each phase)."""
+             grid_images: int, title: str, training_summary: dict, done: Callable[[str], None],
+             figures: bool = True) -> Evaluation:
+    """Every measure of a trained model but the restoration, phase by phase (`done` is told each phase); without
+    `figures`, no family figures (a further seed's: genlab.evaluation.seeds)."""
     kept = ("num_params", "num_hyperparameters", "train_seconds", "epochs_trained")
     evaluation = Evaluation({key: training_summary[key] for key in kept if key in training_summary})
     reconstructions = None
@@ -395,14 +399,18 @@ def evaluate(model, judge, prepared: splits.PreparedData, test: TestImages, sett
     evaluation.family_keys = list(family_results)
     done("family metrics")
     evaluation.figures |= {name: plots.image_rows(shown, f"{title}: {name.removesuffix('.png').replace('_', ' ')}")
-                           for name, shown in model.family_images(test.x, test.y).items()}
+                           for name, shown in (model.family_images(test.x, test.y) if figures else {}).items()}
     done("figures")
     return evaluation
 
 
-def save_folder(folder: Path, evaluation: Evaluation, restored: dict, restoration_grids: dict, summary: dict) -> None:
+def save_folder(folder: Path, evaluation: Evaluation, restored: dict, restoration_grids: dict, summary: dict,
+                over_seeds: dict | None = None) -> None:
     """The evaluation's folder: the rows compare lines up, the figures, the restoration's grids and details,
-    and the summary that names the model's run and settings."""
+    the summary that names the model's run and settings, and with several seeds each seed's values, their means
+    and intervals (genlab.evaluation.seeds.over_seeds)."""
+    if over_seeds is not None:
+        write_json(folder / seeds.SEEDS_FILE, over_seeds)
     for name, images in evaluation.rows.items():
         np.save(folder / name, np.asarray(images, dtype=np.float32))
     for name, figure in evaluation.figures.items():

@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"- {shortened(line)}")
         print()
     if found is not None:
-        shown = found[[column for column in SHOWN if column in found]].rename(columns=SHOWN)
+        shown = found[[column for column in SHOWN if column in found]]
         shown = shown.astype(object).where(shown.notna(), None)  # empty cells, not "nan"
+        if {"fid_to_floor_low", "fid_to_floor_high"} <= set(found):  # the interval that ranks them
+            shown["fid_to_floor"] = [f"{value:.3g} ({low:.3g}-{high:.3g})" for value, low, high in
+                                     zip(found["fid_to_floor"], found["fid_to_floor_low"], found["fid_to_floor_high"])]
+        shown = shown.rename(columns=SHOWN)
         print(shown.to_markdown(index=False, floatfmt=".3g", missingval="") + "\n")
     print("Reports:")
     for what, where in REPORTS.items():

@@ -18,7 +18,7 @@ import numpy as np
 from genlab import tracking
 from genlab.config.params import load_params
 from genlab.data import splits
-from genlab.evaluation import comparison, plots
+from genlab.evaluation import comparison, plots, seeds
 from genlab.evaluation.outputs import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE, SUMMARY_FILE
 from genlab.runtime.files import atomic_dir, read_json
 from genlab.runtime.stage import argument_parser, run_stage
@@ -66,11 +66,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def read_evaluations(args, names: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per model, every measured value (the evaluation's, the restoration's summary, the times) and the
-    evaluation's summary (run, family, settings)."""
+    """Per model, every measured value (the evaluation's, the restoration's summary, the times; of a model
+    trained with several seeds, each value's interval over them) and the evaluation's summary (run, family,
+    settings)."""
     evaluations = {name: read_json(Path(args.evaluations) / f"{name}.json") | comparison.restoration_columns(
         read_json(Path(args.restorations) / f"{name}.json"), read_json(Path(args.timings) / f"{name}.json"))
         for name in names}
+    for name, values in evaluations.items():
+        path = Path(args.evaluations) / name / seeds.SEEDS_FILE
+        if path.is_file():
+            values |= seeds.intervals(read_json(path), values)
     return evaluations, {name: read_json(Path(args.evaluations) / name / SUMMARY_FILE) for name in names}
 
 

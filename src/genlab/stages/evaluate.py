@@ -8,6 +8,9 @@ the model restores upsampled, inpainted and noisy test images, and the judge say
 its digit. Restoration is a part of this stage rather than a `restore@<model>` of its own: it reuses
 the test images and their morphometry, and it runs beside the rest of the stage, in a second process
 on the other core (genlab.runtime.parallel), where DVC would run a stage of its own after this one.
+A model trained with several seeds (genlab.evaluation.seeds) has each further seed measured the same way (all but
+the restoration, which is the first seed's), its metrics logged to the seed's own run; the model reports every
+scalar as its mean over the seeds, with intervals over them, and keeps each seed's values (`seeds.json`).
 Continues the model's MLflow run (its id is saved with the model) and writes the DVC metrics JSON
 (`--metrics`, `--restore`), the times (`--timings`) and the figures plus the rows that `compare`
 lines up (`--out`).
@@ -20,11 +23,11 @@ from pathlib import Path
 from genlab import tracking
 from genlab.config.params import entry_key, load_params, model_params
 from genlab.data import splits
-from genlab.evaluation import bias, metrics, report
+from genlab.evaluation import bias, metrics, report, seeds
 from genlab.runtime import parallel, progress
 from genlab.runtime.files import atomic_dir, read_json, write_json
 from genlab.runtime.stage import argument_parser, run_stage
-from genlab.training.summary import RUN_FILE, SUMMARY_FILE, describe_training
+from genlab.training.summary import RUN_FILE, SUMMARY_FILE, describe_training, further_seed_dirs
 
 
 def parse_arguments(argv: list[str] | None):
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     model_id = tracking.existing_logged_model(recorded.get("model_id"))  # the Models tab lines its metrics up
     test = report.TestImages.measure(prepared, read_json(args.audit)["subgroups"], params.audit.upright_degrees)
     seed = config.seed
-    phases = progress.Phases(f"evaluate {args.model}", total=9)
+    further = further_seed_dirs(args.model_dir)
+    phases = progress.Phases(f"evaluate {args.model}", total=9 + bool(further))
     # The restorations need nothing of the measures below: they run beside them, in a process of their own on
     # the other core (genlab.runtime.parallel), forked before this stage's first TensorFlow operation.
     with parallel.Beside(report.restore_saved_model, args.model_dir, args.judge, seed,
@@ -64,7 +68,14 @@ def main(argv: list[str] | None = None) -> None:
         model, config, judge = load_model_and_judge(args.model_dir, args.judge, seed)
         evaluation = report.evaluate(model, judge, prepared, test, params.evaluate, params.train.grid_images,
                                      args.model, trained, phases.done)
+        per_seed = {seed: evaluation.results} | {
+            other: evaluate_further_seed(folder, other, judge, prepared, test, params, args.model)
+            for other, folder in further.items()}
+        if further:
+            phases.done("seeds")
         restored, restoration_grids = restoring.result()
+    over_seeds = seeds.over_seeds(per_seed, params.evaluate.confidence, metrics.INTERVAL_BOUNDS)
+    evaluation.results = seeds.reported(evaluation.results, over_seeds, metrics.INTERVAL_METRICS)
     report.add_own_proportions(restored, evaluation.results["class_shares"], params.restore.seed)
     evaluation.figures |= report.restoration_figures(restoration_grids, args.model)
     phases.done("restoration")
@@ -75,13 +86,41 @@ def main(argv: list[str] | None = None) -> None:
                 "run_id": run_id, "model_id": model_id, "diagnosis": trained["diagnosis"],
                 "diagnosis_reason": trained["diagnosis_reason"], "family": config.family,
                 "likelihood": model.likelihood, "params": config.model_dump(mode="json", exclude={"encoder_model"})}
-                | ({"prior_over": config.encoder} if entry_key(config) == "priors" else {}))
+                | ({"prior_over": config.encoder} if entry_key(config) == "priors" else {}),
+                over_seeds if further else None)
         described = write_and_log(args, evaluation, restored, prepared, data_md5, model_id)
+        if further:
+            log_seeds(per_seed, over_seeds, further, evaluation.family_keys)
         tracking.describe(f"{describe_training(args.model, config.family, trained)}\n\nTest: {described}.\n\n"
                           f"Image-to-image: {report.describe_restoration(restored)}.")
     restoring = restored["summary"]
     print(f"{args.model}: {described}; restores at PSNR {restoring['psnr']:.1f} dB, identity kept "
           f"{restoring['identity_kept']:.2f}")
+
+
+def evaluate_further_seed(folder: Path, seed: int, judge, prepared: splits.PreparedData, test: report.TestImages,
+                          params, name: str) -> dict:
+    """A further seed's model measured as the first (seeded with its own seed), without figures or restoration."""
+    from genlab.models.registry import load_model
+    from genlab.training.devices import set_seed
+
+    set_seed(seed)
+    model, _ = load_model(folder)
+    return report.evaluate(model, judge, prepared, test, params.evaluate, params.train.grid_images,
+                           f"{name} seed {seed}", read_json(folder / SUMMARY_FILE), lambda phase: None,
+                           figures=False).results
+
+
+def log_seeds(per_seed: dict[int, dict], over_seeds: dict, further: dict, family_keys) -> None:
+    """Each further seed's test metrics in its own run (nested under the model's), and every seed's values as a
+    table of the model's run (one row per seed)."""
+    import pandas as pd
+
+    for seed, folder in further.items():
+        results = per_seed[seed]
+        tracking.log_to_run(read_json(folder / RUN_FILE)["run_id"],
+                            report.run_metrics(results, family_keys, metrics.split_timings(results)[1]))
+    tracking.log_table(pd.DataFrame({"seed": over_seeds["seeds"]} | over_seeds["values"]), "tables/seeds.json")
 
 
 def load_model_and_judge(model_dir: str, judge_dir: str, seed: int):

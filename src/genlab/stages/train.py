@@ -8,10 +8,16 @@ LoggedModel (a pyfunc generator). The run id and the model id are saved with the
 `evaluate@<model>` continues the same run and links its metrics to the same model. The state after
 every few epochs is kept until the outputs are written: a rerun after an interruption (SIGTERM,
 SIGKILL, a crash) resumes from it and continues the same MLflow run.
+
+With several seeds (`train.seeds`, or the model's own `seeds`: genlab.evaluation.seeds), the first trains as
+above and the further ones meanwhile in a process beside the stage on the other core (genlab.runtime.parallel),
+without MLflow and without a resume; the stage then logs each as a run nested under the model's (`<model> seed
+<seed>`: its settings, curves and diagnosis) and saves it in `seeds/<seed>/` of the model's folder.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from genlab import tracking
@@ -22,14 +28,17 @@ from genlab.config.params import (
     hyperparameter_count,
     load_params,
     model_params,
+    seeds_of,
 )
 from genlab.data import splits
 from genlab.evaluation import plots
+from genlab.runtime import parallel
 from genlab.runtime.files import atomic_dir, write_json
 from genlab.runtime.stage import argument_parser, run_stage
 from genlab.training.diagnostics import diagnose
 
 RESUME_DIR = Path(".genlab") / "resume"  # per model, beside the workspace (git- and DVC-ignored)
+FURTHER_SEEDS_DIR = Path(".genlab") / "seeds"  # per model, the further seeds until they join the model's folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,10 +55,28 @@ def main(argv: list[str] | None = None) -> None:
     check_image_shape(args.model, config, prepared.image_shape)
     experiment_id = tracking.setup(params.tracking.experiment)  # fails fast, before any training
 
+    data_md5 = splits.data_hash(args.data)
+    # the further seeds train beside this one, in a process forked before this stage's first TensorFlow operation
+    scratch = FURTHER_SEEDS_DIR / args.model
+    shutil.rmtree(scratch, ignore_errors=True)  # what a failed run left
+    further = seeds_of(params, config)[1:]
+    beside = parallel.Beside(train_further_seeds, config, further, prepared, params.train, args.encoder_dir,
+                             args.model, str(scratch)) if further else None
+    try:
+        train_first_seed(args, params, config, prepared, experiment_id, data_md5, beside)
+    finally:
+        if beside is not None:
+            beside.cancel()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_first_seed(args, params, config, prepared: splits.PreparedData, experiment_id: str, data_md5: str,
+                     further: parallel.Beside | None) -> None:
+    """The model with its entry's seed, in the model's MLflow run, resumable; then the further seeds' results
+    (`further`), each logged as a nested run and saved beside it in the model's folder."""
     from genlab.models.networks import trainable_parameters
     from genlab.training import devices, fit
 
-    data_md5 = splits.data_hash(args.data)
     encoder = load_encoder(config, args.encoder_dir, args.model)
     backup = fit.Backup(RESUME_DIR / args.model, fit.backup_fingerprint(config, params.train, data_md5,
                                                                         encoder and encoder[1]))
@@ -75,12 +102,72 @@ def main(argv: list[str] | None = None) -> None:
             log.grid(0)
         result = train(model, config, prepared, params.train, backup, log, args.model)
         trained, diagnosis = judge_training(model, config, prepared, params.train, result, num_params, log, args.model)
+        others = further.result() if further is not None else []
+        seed_runs = {found["seed"]: log_further_seed(found, experiment_id, run_id, tags, config, args.model)
+                     for found in others}
         write_outputs(args, model, config, prepared.image_shape, result.history, trained, diagnosis,
-                      {"run_id": run_id, "experiment_id": experiment_id}, params.tracking.log_model_weights)
+                      {"run_id": run_id, "experiment_id": experiment_id}, params.tracking.log_model_weights,
+                      {found["seed"]: Path(found["folder"]) for found in others}, seed_runs)
     backup.clear()  # the outputs are in place: nothing left to resume
     print(f"{args.model}: {trained['epochs_trained']} epochs in {result.seconds:.1f}s, validation "
           f"{trained['monitored_loss']} {trained['final_val_loss']:.5g}; {diagnosis.verdict.replace('_', ' ')} "
           f"(why: {args.figure})")
+    for found in others:
+        other = found["trained"]
+        print(f"{args.model} seed {found['seed']}: {other['epochs_trained']} epochs in {other['train_seconds']:.1f}s "
+              f"beside it, validation {other['final_val_loss']:.5g}; {other['diagnosis'].replace('_', ' ')}")
+
+
+def train_further_seeds(config, further: list[int], prepared: splits.PreparedData, settings, encoder_dir: str | None,
+                        name: str, scratch: str) -> list[dict]:
+    """Each further seed trained as the first (its own seed for the weights, the batches and the sampling noise),
+    in the process beside the stage: without MLflow and without a resume, and saved (weights, config, training
+    summary) into `scratch`/<seed>. Per seed: its folder, curves and summary."""
+    from genlab.models.networks import trainable_parameters
+    from genlab.models.registry import save_model
+    from genlab.training import devices, fit, summary
+
+    found = []
+    for seed in further:
+        seeded = config.model_copy(update={"seed": seed})
+        encoder = load_encoder(seeded, encoder_dir, name)
+        devices.set_seed(seed)
+        model, _ = build_on_replicas(seeded, prepared.image_shape, prepared.num_classes, settings.distribute, name)
+        if encoder is not None:
+            model.take_encoder(encoder[0])
+        (train_inputs, train_targets), (validation_inputs, validation_targets) = model.training_data(
+            prepared.train, prepared.validation)
+        result = fit.fit(model, train_inputs, validation_inputs, targets=(train_targets, validation_targets),
+                         epochs=seeded.epochs, batch_size=seeded.batch_size,
+                         early_stopping_patience=seeded.early_stopping_patience, seed=seed,
+                         learning_rate_schedule=seeded.learning_rate_schedule, warmup_epochs=seeded.warmup_epochs,
+                         name=f"{name} seed {seed}")
+        model.after_training(prepared.train)
+        monitored = model.monitored_loss
+        diagnosis = diagnose(result.history[monitored], result.history.get(f"val_{monitored}"),
+                             **settings.diagnosis.model_dump())
+        trained = summary.summarize(result, diagnosis, monitored, trainable_parameters(model),
+                                    hyperparameter_count(seeded), len(prepared.train.x))
+        folder = Path(scratch) / str(seed)
+        folder.mkdir(parents=True)
+        save_model(model, seeded, prepared.image_shape, folder)
+        write_json(folder / summary.SUMMARY_FILE, trained)
+        found.append({"seed": seed, "folder": str(folder), "history": result.history,
+                      "epoch_seconds": result.epoch_seconds, "trained": trained})
+    return found
+
+
+def log_further_seed(found: dict, experiment_id: str, parent_run_id: str, tags: dict, config, name: str) -> str:
+    """A further seed's run, nested under the model's: its settings, curves, diagnosis; its id."""
+    from genlab.training import summary
+
+    seeded = config.model_copy(update={"seed": found["seed"]})
+    return tracking.log_seed_run(experiment_id, parent_run_id, name, found["seed"], tags,
+                                 seeded.model_dump(exclude={"encoder_model"}) | hyperparameter_count(seeded)
+                                 | {"num_params": found["trained"]["num_params"]},
+                                 found["history"], found["epoch_seconds"], found["trained"],
+                                 summary.describe_training(f"{name} seed {found['seed']}", config.family,
+                                                           found["trained"]))
 
 
 def stage_name(config) -> str:
@@ -167,9 +254,10 @@ def judge_training(model, config, prepared: splits.PreparedData, settings, resul
 
 
 def write_outputs(args, model, config, image_shape: tuple[int, int], history: dict, trained: dict, diagnosis,
-                  run: dict, log_weights: bool) -> None:
-    """The history CSV, the loss-curve figure and the model's folder (weights, config, summary, run ids),
-    the model logged as the run's LoggedModel."""
+                  run: dict, log_weights: bool, further: dict[int, Path], seed_runs: dict[int, str]) -> None:
+    """The history CSV, the loss-curve figure and the model's folder (weights, config, summary, run ids; each
+    further seed's folder, moved in from `further`, in seeds/<seed>/ with its run's id), the model logged as the
+    run's LoggedModel."""
     from genlab.models.registry import save_model
     from genlab.training import summary
 
@@ -182,6 +270,11 @@ def write_outputs(args, model, config, image_shape: tuple[int, int], history: di
         write_json(staging / summary.SUMMARY_FILE, trained)
         model_id = record_model(staging, args.model, config.family, image_shape, trained, log_weights)
         write_json(staging / summary.RUN_FILE, run | {"model_id": model_id})
+        for seed, folder in further.items():
+            write_json(folder / summary.RUN_FILE, {"run_id": seed_runs[seed], "experiment_id": run["experiment_id"],
+                                                   "model_id": None})
+            (staging / summary.SEEDS_DIR).mkdir(exist_ok=True)
+            folder.rename(staging / summary.SEEDS_DIR / str(seed))
     tracking.log_artifacts(Path(args.history), "training")
     tracking.log_artifacts(Path(args.figure), "training")
 

@@ -296,6 +296,48 @@ class EpochLog:
         self.buffer.flush()
 
 
+@_store_call
+def log_seed_run(experiment_id: str, parent_run_id: str, model: str, seed: int, tags: dict[str, str],
+                 params: dict[str, Any], history: dict[str, list[float]], epoch_seconds, trained: dict,
+                 description: str) -> str:
+    """A further seed's training (genlab.evaluation.seeds) as a run of its own, nested under the model's run
+    (the UI lists it beneath, as `<model> seed <seed>`): its settings, per-epoch curves, diagnosis and
+    description; its id. Logged after the training, which ran in a process without MLflow."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+
+    client = MlflowClient()
+    run_tags = tags | {MLFLOW_PARENT_RUN_ID: parent_run_id, f"{TAG_PREFIX}seed": str(seed),
+                       f"{TAG_PREFIX}diagnosis": trained["diagnosis"],
+                       f"{TAG_PREFIX}diagnosis_reason": trained["diagnosis_reason"], MLFLOW_RUN_NOTE: description}
+    run_id = client.create_run(experiment_id, run_name=f"{model} seed {seed}").info.run_id
+    now = int(time.time() * 1000)
+    per_epoch = [Metric(key, float(value), now, epoch + 1)
+                 for epoch in range(len(epoch_seconds))
+                 for key, value in curves({key: values[epoch] for key, values in history.items()}
+                                          | {"epoch_seconds": epoch_seconds[epoch]}).items() if np.isfinite(value)]
+    final = [Metric("train/epochs_trained", float(trained["epochs_trained"]), now, 0),
+             Metric("timing/train_seconds", float(trained["train_seconds"]), now, 0)]
+    client.log_batch(run_id, metrics=per_epoch + final,
+                     params=[Param(key, str(value)) for key, value in params.items()],
+                     tags=[RunTag(key, value) for key, value in run_tags.items()])
+    client.set_terminated(run_id)
+    return run_id
+
+
+@_store_call
+def log_to_run(run_id: str, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+    """Finite metrics (and tags) added to a finished run that is not the active one: a further seed's test metrics."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()
+                                              if np.isfinite(value)],
+                             tags=[RunTag(key, value) for key, value in (tags or {}).items()])
+
+
 def model_run_tags(stage: str, model: str, family: str, data_md5: str) -> dict[str, str]:
     """A model run's tags: its provenance, the model's name and family."""
     return provenance_tags(stage, data_md5) | {f"{TAG_PREFIX}model": model, f"{TAG_PREFIX}family": family}

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # types only: evaluate@<model> reads a training's summary wit
     from genlab.training.diagnostics import Diagnosis
     from genlab.training.fit import FitResult
 
+SEEDS_DIR = "seeds"  # inside a model's folder: a folder per further seed (genlab.evaluation.seeds), as the model's
 RUN_FILE = "run.json"  # the MLflow run, experiment and LoggedModel of the training
 SUMMARY_FILE = "training.json"
 
@@ -51,3 +52,10 @@ def write_history(history: dict[str, list[float]], monitored: str, path: str | P
         writer.writerow(["epoch", *keys])
         for epoch, values in enumerate(zip(*(history[key] for key in keys)), start=1):
             writer.writerow([epoch, *(f"{value:.8g}" for value in values)])
+
+
+def further_seed_dirs(model_dir: str | Path) -> dict[int, Path]:
+    """The further seeds' folders of a trained model (none for a model trained with one seed), by seed."""
+    folder = Path(model_dir) / SEEDS_DIR
+    found = [path for path in folder.iterdir() if path.is_dir()] if folder.is_dir() else []
+    return {int(path.name): path for path in sorted(found, key=lambda path: int(path.name))}
