@@ -23,9 +23,12 @@ def metrics_files(root) -> list[str]:
 
 def test_a_rerun_with_the_same_params_and_seed_writes_identical_metrics_files(project, tmp_path):
     """The second run is the shared tiny project again with two of its models (a model's evaluation
-    depends on its own settings, the data and the judge only), to keep the suite short."""
+    depends on its own settings, the data and the judge only), to keep the suite short; vae_c with its two seeds,
+    the second trained beside the first."""
     root, info = project
-    again = sandbox.copy_project(PROJECT, tmp_path / "again", tiny_params(models=("vae_c", "ddpm_f")))
+    params = tiny_params(models=("vae_c", "ddpm_f"))
+    params["models"]["vae_c"]["seeds"] = 2  # as in the shared project: its second seed trains in a forked process
+    again = sandbox.copy_project(PROJECT, tmp_path / "again", params)
     sandbox.run(["dvc", "repro"], again)
     files = [name for name in metrics_files(again) if not name.startswith("reports/timings/")]
     assert {"reports/audit/metrics.json", "reports/judge.json", "reports/eval/vae_c.json"} <= set(files)
