@@ -117,9 +117,12 @@ def log_seeds(per_seed: dict[int, dict], over_seeds: dict, further: dict, family
     import pandas as pd
 
     for seed, folder in further.items():
-        results = per_seed[seed]
-        tracking.log_to_run(read_json(folder / RUN_FILE)["run_id"],
-                            report.run_metrics(results, family_keys, metrics.split_timings(results)[1]))
+        results, run_id = per_seed[seed], read_json(folder / RUN_FILE)["run_id"]
+        if not tracking.run_exists(run_id):  # another store than the one it trained in: its values stay in the table
+            print(f"note: the run {run_id} of seed {seed} is not in this MLflow store; its values are in "
+                  f"tables/seeds.json of the model's run")
+            continue
+        tracking.log_to_run(run_id, report.run_metrics(results, family_keys, metrics.split_timings(results)[1]))
     tracking.log_table(pd.DataFrame({"seed": over_seeds["seeds"]} | over_seeds["values"]), "tables/seeds.json")
 
 
