@@ -15,11 +15,6 @@ import numpy as np
 SEEDS_FILE = "seeds.json"  # inside an evaluation's folder: every seed's values, their means and intervals
 
 
-def seed_list(first: int, count: int) -> list[int]:
-    """The seeds a model is trained with: its entry's seed and the next `count - 1`."""
-    return [first + offset for offset in range(count)]
-
-
 def interval_of_mean(values, confidence: float) -> tuple[float, float, float]:
     """(mean, low, high): the Student-t interval of the mean of a few values (seeds), holding `confidence`.
     One value has no spread: its interval is the value itself; NaN among them gives NaN."""
