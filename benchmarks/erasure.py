@@ -53,6 +53,8 @@ def run_projects(config: Path, variants: dict[str, dict], scratch: Path, models:
         params["models"] = {key: value for key, value in params["models"].items() if not models or key in models}
         params["priors"] = {key: value for key, value in params.get("priors", {}).items()
                             if value["encoder"] in params["models"] and (not models or key in models)}
+        if (params.get("search") or {}).get("model") not in params["models"]:
+            params["search"] = None  # the search is not part of `dvc repro`
         if "keep_subgroup" in overrides:  # a third of the training images fewer: the data floor needs as many
             params["evaluate"]["num_samples"] = min(params["evaluate"]["num_samples"], SUBGROUP_NUM_SAMPLES)
         root = sandbox.copy_project(PROJECT, scratch / name, params)

@@ -53,6 +53,7 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
                                                               else priors or ())}
     params["evaluate"]["num_samples"] = 100
     params["evaluate"]["kid_subsets"] = 10
+    params["search"] = tiny_search() if "ae_a" in params["models"] else None
     params["restore"] |= {"num_images": 40, "search_steps": 10, "search_restarts": 2, "posterior_steps": 10,
                           "permutations": 200}
     params["judge"] |= {"hidden_units": [64, 32], "epochs": 30, "learning_rate": 0.005}  # 32 features < 100 samples
@@ -60,6 +61,16 @@ def tiny_params(models: tuple[str, ...] = MODELS, priors: tuple[str, ...] | None
     params["compare"] |= {"max_fid_to_floor": 1e6, "min_judge_confidence": 0.0, "min_classes_covered": 1,
                           "recommend_still_learning": True}
     return params
+
+
+def tiny_search(trials: int = 4) -> dict:
+    """A search of ae_a (search/dvc.yaml) over one axis of each kind: a list, a joint axis, a log range."""
+    return {"model": "ae_a", "trials": trials, "objective": "fid_to_floor", "sampler": "tpe", "seed": 0, "workers": 1,
+            "pruner": {"report_every_epochs": 2, "startup_trials": 1, "warmup_epochs": 2},
+            "space": {"hidden_units": [[8], [16, 8]],
+                      "output": [{"loss": "mse", "output_activation": "linear"},
+                                 {"loss": "binary_crossentropy", "output_activation": "sigmoid"}],
+                      "learning_rate": {"low": 0.001, "high": 0.05, "log": True}}}
 
 
 # the lecture's study at 784 pixels and the two families whose 28x28 evaluation differs most from the digits'

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-PROJECT_FILES = ("src", "data/raw", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
-                 "pyproject.toml")
+PROJECT_FILES = ("src", "data/raw", "dvc.yaml", "search/dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+                 ".gitignore", "pyproject.toml")
 _IDENTITY = {"GIT_AUTHOR_NAME": "genlab", "GIT_AUTHOR_EMAIL": "genlab@localhost",
              "GIT_COMMITTER_NAME": "genlab", "GIT_COMMITTER_EMAIL": "genlab@localhost"}
 

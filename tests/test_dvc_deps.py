@@ -94,12 +94,20 @@ def computes(name: str) -> bool:
     return has_code and not is_plumbing(name)
 
 
+# The search (search/dvc.yaml) trains whichever model params.yaml names, of any family: it lists every family's file.
+ANY_FAMILY = ("autoencoder", "diffusion", "flow", "gan", "ppca", "vae")
+
+
 def stages() -> dict[str, tuple[str, str | None, set[str]]]:
-    """Every stage as DVC resolves dvc.yaml with params.yaml: its command's module, its model's family (for
-    a stage of one model) and the genlab source files it lists."""
+    """Every stage as DVC resolves dvc.yaml (and the search's search/dvc.yaml) with params.yaml: its command's
+    module, its model's family (for a stage of one model; every family for the search) and the genlab source
+    files it lists."""
     pipeline = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    searching = yaml.safe_load((PROJECT / "search" / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    found = {}
+    found = {stage: (re.search(r"python -m (\S+)", definition["cmd"]).group(1), list(ANY_FAMILY),
+                     {dep for dep in definition["deps"] if dep.startswith("src/")})
+             for stage, definition in searching.items()}
     for stage, definition in pipeline.items():
         entries = re.fullmatch(r"\$\{(\w+)\}", definition.get("foreach", "${none}")).group(1)
         items = params[entries].items() if "foreach" in definition else [(None, None)]

@@ -49,7 +49,7 @@ def prepared(tmp_path_factory) -> Path:
 def test_a_diverging_training_fails_its_run_and_writes_nothing(family, prepared, tmp_path):
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["models"] = {"m": {"family": family, "batch_size": 32, "epochs": 5} | DIVERGING[family]}
-    params["priors"] = {}
+    params["priors"], params["search"] = {}, None
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = stage("train", "m", "--params", "params.yaml", "--data", str(prepared), "--out", "models/m",
                  "--history", "history.csv", "--figure", "curves.png", cwd=tmp_path)

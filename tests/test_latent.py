@@ -32,6 +32,7 @@ def prior_config(family: str, **changes):
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["models"] = {"ae": ENCODER}
     params["priors"] = {"prior": PRIORS[family] | {"encoder": "ae"} | changes}
+    params["search"] = None  # it searches a model of the project's
     return parse_params(params).priors["prior"]
 
 
@@ -204,5 +205,6 @@ def test_a_prior_over_a_conditional_encoder_is_refused():
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["models"] = {"ae": ENCODER | {"conditional": True}}
     params["priors"] = {"prior": PRIORS["flow"] | {"encoder": "ae"}}
+    params["search"] = None
     with pytest.raises(ParamsError, match="priors.prior.encoder: ae is conditional"):
         parse_params(params)

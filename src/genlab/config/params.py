@@ -310,6 +310,69 @@ class TrackingParams(Section):
     log_model_weights: StrictBool = True  # each model as an MLflow LoggedModel (false: none, and no champion)
 
 
+class RangeAxis(Section):
+    """A numeric axis of a search: integers when low and high are integers, else real numbers; `log` samples
+    evenly in the logarithm (a learning rate)."""
+
+    low: StrictInt | Number
+    high: StrictInt | Number
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeAxis:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log axis needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+# A categorical axis: the values to try (a setting's values, or mappings that set several settings together, as
+# a loss with the output activation it fits); a range: numbers between low and high.
+Axis = Annotated[list[Any], Field(min_length=2)] | RangeAxis
+
+
+class PrunerParams(Section):
+    """Optuna's median pruner: a trial whose objective after an epoch is worse than the median of the trials
+    before it at that epoch stops there."""
+
+    report_every_epochs: PositiveInt = 10  # the objective is measured (and the trial may stop) this often
+    startup_trials: Annotated[StrictInt, Field(ge=0)] = 5  # no trial is stopped before this many have finished
+    warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 20  # nor before this epoch
+    enabled: StrictBool = True
+
+
+class SearchParams(Section):
+    """"Lots of hyperparameters! What to choose?": an Optuna search over one model entry's settings (search/dvc.yaml,
+    genlab.training.search); each trial trains the entry with the values it draws from `space`."""
+
+    model: ModelName  # the `models:` entry searched; its values are the base every trial changes
+    trials: Annotated[StrictInt, Field(ge=2, le=10_000)] = 20  # trials that finish (complete or stopped early)
+    # fid_to_floor: the samples against the validation split in the judge's features, over the data floor;
+    # val_loss: the model's own validation loss (cheaper, but not comparable across losses)
+    objective: Literal["fid_to_floor", "val_loss"] = "fid_to_floor"
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: Seed = 0
+    workers: Annotated[StrictInt, Field(ge=1, le=64)] = 1  # processes on this machine sharing the study
+    pruner: PrunerParams = PrunerParams()
+    # a worker whose trial has sent no heartbeat for stale_after_seconds is taken for dead: its trial fails
+    # (a database storage; a journal file has no heartbeat)
+    heartbeat_seconds: Annotated[Number, Field(gt=0, le=3600)] = 10
+    stale_after_seconds: Annotated[Number, Field(gt=0, le=86_400)] = 60
+    space: dict[str, Axis] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _heartbeat_before_stale(self) -> SearchParams:
+        if self.stale_after_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"stale_after_seconds ({self.stale_after_seconds}) must exceed heartbeat_seconds "
+                             f"({self.heartbeat_seconds})")
+        return self
+
+
 class TrainingParams(Section):
     """What every family's training shares: the optimizer, batches, epochs and seed."""
 
@@ -659,6 +722,7 @@ class Params(Section):
     models: dict[ModelName, ModelParams] = Field(min_length=1)
     # learned priors over an encoder's codes, each a model of its own (stages train_prior@ and evaluate_prior@)
     priors: dict[ModelName, PriorParams] = {}
+    search: SearchParams | None = None  # a hyperparameter search (search/dvc.yaml); not part of `dvc repro`
 
     @model_validator(mode="after")
     def _priors_over_encoders(self) -> Params:
@@ -706,6 +770,16 @@ class Params(Section):
         problems = self.image_problems(shape, self.data.source) if shape is not None else []
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _search_space_fits_model(self) -> Params:
+        if self.search is not None:
+            from genlab.config.space import check_space  # the axes against the family's settings
+
+            if self.search.model not in self.models:
+                raise ValueError(f"search.model: no model {self.search.model!r}; models: {sorted(self.models)}")
+            check_space(self.models[self.search.model], self.search, SOURCE_IMAGE_SHAPES.get(self.data.source))
         return self
 
     def image_problems(self, image_shape: tuple[int, int], origin: str) -> list[str]:

@@ -84,11 +84,18 @@ class Beside:
         self.cancel()  # nothing to do once result() has returned
 
 
-def _run(sending, parent: int, function: Callable[..., Any], args: tuple) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the stage died between the fork and the prctl
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """This process gets `signum` when its parent dies (Linux; a `preexec_fn` of a command started by a stage
+    keeps it across the exec): no process outlives the command a user typed."""
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    if parent is not None and os.getppid() != parent:  # the parent died between the fork and the prctl
         os._exit(1)
+
+
+def _run(sending, parent: int, function: Callable[..., Any], args: tuple) -> None:
+    die_with_parent(signal.SIGKILL, parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stage handles Ctrl-C and SIGTERM and then stops this
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from genlab.runtime import progress
