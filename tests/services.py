@@ -1,5 +1,5 @@
 """Real servers for the integration tests, on loopback: PostgreSQL, an S3-compatible object store (moto
-in server mode, from PyPI), an MLflow tracking server.
+in server mode, from PyPI), an MLflow tracking server; and the browser that looks at pages.
 
 Each is a context manager that starts the server on a free port, waits until it answers, and
 stops it on exit. PostgreSQL is Debian's package (`.ci/run` installs it); where it is missing
@@ -23,6 +23,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"]  # no network beyond loopback
+
+
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium (Debian's package) driven by Playwright; the test is skipped where either is missing."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        unavailable("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -88,16 +88,6 @@ def test_the_answer_changes_with_the_numbers():
     assert "Exact likelihood: none of these models." in answers
 
 
-def test_html_page_is_self_contained(table, tmp_path):
-    figure = tmp_path / "chart.png"
-    figure.write_bytes(b"\x89PNG fake")
-    page = comparison.html_page(table, comparison.which_is_right_for_you(table, 10), "fid",
-                                {"test_accuracy": 0.98}, {"a chart": figure, "missing": tmp_path / "none.png"})
-    assert page.count("data:image/png;base64,") == 1
-    assert "<b>Best sample quality: ddpm</b>" in page and "<table" in page
-    assert "src='http" not in page and 'src="http' not in page
-
-
 def with_verdicts(evaluations, summaries, **settings):
     from genlab.config.params import CompareParams
 

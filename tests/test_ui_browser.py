@@ -11,7 +11,6 @@ go to reports/ui/ (git-ignored) for a person to look at.
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 import urllib.request
 
@@ -24,8 +23,6 @@ from genlab import tracking
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = PROJECT / "reports" / "ui"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"]  # no network beyond loopback
 MODEL_TRAINING = "workflowType=machine_learning"  # MLflow 3's "Model training" view, not the GenAI one
 
 
@@ -39,17 +36,8 @@ def api(address: str, path: str, body: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        services.unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        services.unavailable("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+    with services.chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,13 @@
 
 Pure functions of the evaluate stage's numbers: a table with a row per model and a rank per
 criterion, the lecture's closing question answered from the measured values (best quality,
-best coverage, fastest sampling, exact likelihood, smallest model), and a self-contained HTML
-page with the figures embedded. The `compare` stage writes and logs them.
+best coverage, fastest sampling, exact likelihood, smallest model), and the figures. The `compare` stage
+writes and logs them; genlab.evaluation.page makes them a page.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 from pathlib import Path
 
 import numpy as np
@@ -456,28 +454,6 @@ def markdown(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict)
             + f"\n## Every model and metric (ranked by {rank_by}; `rank_<metric>`: 1 is best, and models whose "
               f"intervals overlap share a rank)\n\nAn interval in brackets: {INTERVAL_NOTE}\n\n"
             + shown.to_markdown(index=False, floatfmt=".5g", missingval="") + "\n")
-
-
-def html_page(table: pd.DataFrame, answers: list[str], rank_by: str, judge: dict, figures: dict[str, Path]) -> str:
-    """One self-contained page: the answers, the table, and every figure embedded as a PNG data URI."""
-    def bold(line: str) -> str:
-        parts = html.escape(line).split("**")
-        return "".join(f"<b>{part}</b>" if index % 2 else part for index, part in enumerate(parts))
-
-    images = "".join(
-        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,"
-        f"{base64.b64encode(path.read_bytes()).decode()}'>" for title, path in figures.items() if path.is_file())
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>genlab: model comparison</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:110em} table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} img{max-width:100%}</style></head><body>"
-        "<h1>Which generative AI is right for you?</h1>"
-        f"<p>Measured on the test split in the judge's features (test accuracy {judge['test_accuracy']:.4f}); "
-        "every model with the same number of samples.</p><ul>"
-        + "".join(f"<li>{bold(line)}</li>" for line in answers)
-        + f"</ul><h2>Every model and metric (ranked by {html.escape(rank_by)})</h2>"
-        + displayed(table).to_html(index=False, float_format=lambda value: f"{value:.5g}", na_rep="")
-        + images + "</body></html>\n")
 
 
 # --- the inputs, as evaluate@<model> and train@<model> wrote them --------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from genlab import tracking
 from genlab.config.params import load_params
 from genlab.data import splits
-from genlab.evaluation import comparison, plots, seeds
+from genlab.evaluation import comparison, page, plots, seeds
 from genlab.evaluation.outputs import GRID_FILE, SAMPLE_SEED, SAMPLES_FILE, SUMMARY_FILE
 from genlab.runtime.files import atomic_dir, read_json
 from genlab.runtime.stage import argument_parser, run_stage
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     answers += [line for line in [comparison.copying_answer(table, params.compare.min_heldout_ratio),
                                   comparison.fairness_answer(fair)] if line]
     grid = splits.grid_indices(prepared.test.y, params.train.grid_images)
-    figures = comparison.figures(table, image_rows(args.evaluations, table, SAMPLES_FILE),
+    samples = image_rows(args.evaluations, table, SAMPLES_FILE)
+    figures = comparison.figures(table, samples,
                                  {"original": prepared.test.x[grid]} | image_rows(args.evaluations, table, GRID_FILE),
                                  comparison.restoration_rows(Path(args.evaluations), table), histories, SAMPLE_SEED)
     with atomic_dir(args.out) as staging:
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         (staging / "comparison.md").write_text(comparison.markdown(table, answers, params.compare.rank_by, judge))
         for name, (_, figure) in figures.items():
             plots.save(figure, staging / name)
-        (staging / "comparison.html").write_text(comparison.html_page(
+        (staging / "comparison.html").write_text(page.comparison_page(
             table, answers, params.compare.rank_by, judge,
-            {title: staging / name for name, (title, _) in figures.items()}))
+            {title: staging / name for name, (title, _) in figures.items()}, samples))
     best, champion = record_comparison(params, table, answers, summaries, args.data, args.out)
     tag_model_runs(table, {name: summaries[name]["run_id"] for name in names}, best["comparison_run_id"])
     print(comparison.console_line(table, best["row"], params.compare.rank_by, champion,
