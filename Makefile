@@ -22,7 +22,7 @@ export GENLAB_VERBOSE := 1   # make run VERBOSE=1: Keras's epoch lines and all o
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint ui setup clean-venv benchmark
+.PHONY: run test lint ui setup clean-venv benchmark search
 
 setup: $(STAMP)
 
@@ -54,6 +54,11 @@ lint: $(STAMP)
 ui: $(STAMP)
 	@echo "MLflow UI: $$($(BIN)/python -m genlab.runtime.summary --runs-url http://$(HOST):$(PORT))  (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host $(HOST) --port $(PORT)
+
+# `make search`: the hyperparameter search of params.yaml's `search:` (search/dvc.yaml, not part of `make run`), as a
+# DVC experiment: it prints which of the cheatsheet's choices mattered and the `dvc exp run -S ...` of the best
+search: $(STAMP)
+	$(BIN)/dvc exp run search/dvc.yaml
 
 # `make benchmark AGAINST=<git revision>`: that revision's forced `dvc repro` beside this tree's (issue 16: 0ed5aa4)
 benchmark: $(STAMP)

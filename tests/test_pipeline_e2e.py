@@ -482,3 +482,52 @@ def test_an_experiment_run_before_comes_back_from_the_run_cache(project):
     assert status == "FINISHED" and experiment_name is None  # the first repro's run, not the experiment's
     metrics = {key for (key,) in mlflow_rows(root, "select key from metrics where run_uuid = ?", run_id)}
     assert {"test/fid", "train/loss"} <= metrics
+
+
+def test_a_search_is_a_pipeline_of_its_own_and_its_best_trains_as_an_experiment(project):
+    """`dvc repro` left the search out; `dvc exp run search/dvc.yaml` runs it alone (the data and the judge are
+    up to date), its best trial shows in `dvc exp show`, the study is an MLflow run with a nested run per trial,
+    and the one `dvc exp run -S ...` that best.yaml gives trains the best entry as an experiment of the main
+    pipeline (only ae_a's stages, its prior's and compare)."""
+    root, info = project
+    assert "search" not in stages_run(info["first"])
+    done = sandbox.run(["dvc", "exp", "run", "search/dvc.yaml", "-S", "search.trials=4"], root)
+    assert stages_run(done.stdout) == {"search/dvc.yaml:search"}, done.stdout
+    found = json.loads((root / "reports/search.json").read_text())
+    assert found["trials_complete"] + found["trials_pruned"] == 4 and found["trials_fail"] == 0
+    assert found["objective"] == "fid_to_floor" and found["best_value"] > 0
+    assert set(found["best"]) == {"hidden_units", "output", "learning_rate"}
+    assert abs(sum(found["importance"].values()) - 1) < 1e-3 or found["importance"] == {}
+    shown = sandbox.run(["dvc", "exp", "show", "--csv"], root).stdout.splitlines()[0].split(",")
+    assert {"best.hidden_units", "best.learning_rate", "best_value", "search.trials"} <= set(shown)
+    folder = root / "reports/search"
+    assert {"trials.csv", "axes.csv", "cheatsheet.md", "best.yaml", "importance.json", "history.png",
+            "slice_output.png"} <= {path.name for path in folder.iterdir()}
+    trials = pd.read_csv(folder / "trials.csv")
+    assert sorted(trials["trial"]) == list(range(len(trials))) and trials["mlflow_run_id"].is_unique
+    ((study_run, status, note),) = mlflow_rows(
+        root, "select r.run_uuid, r.status, (select value from tags n where n.run_uuid = r.run_uuid and "
+              "n.key = 'mlflow.note.content') from runs r join tags t on r.run_uuid = t.run_uuid "
+              "where t.key = 'genlab.search.study' and r.name = 'search ae_a'")
+    assert status == "FINISHED" and note.startswith("ae_a, by fid_to_floor")
+    nested = dict(mlflow_rows(root, "select r.run_uuid, r.status from runs r join tags t on r.run_uuid = t.run_uuid "
+                                    "where t.key = 'mlflow.parentRunId' and t.value = ?", study_run))
+    assert set(nested) == set(trials["mlflow_run_id"]) and set(nested.values()) == {"FINISHED"}
+    best_run = trials.loc[trials["objective"].idxmin(), "mlflow_run_id"]
+    assert {"search/fid_to_floor", "trial/train_seconds"} <= {key for (key,) in mlflow_rows(
+        root, "select key from metrics where run_uuid = ?", best_run)}
+    assert {"importance/output", "search/best_value"} & {key for (key,) in mlflow_rows(
+        root, "select key from metrics where run_uuid = ?", study_run)}
+    artifacts = [path.name for path in (root / "mlartifacts").rglob("*.png") if study_run in str(path)]
+    assert "history.png" in artifacts
+    command = re.search(r"#\s+(dvc exp run .+)", (folder / "best.yaml").read_text()).group(1)
+    best = sandbox.run(["bash", "-c", command], root)
+    assert stages_run(best.stdout) == {"train@ae_a", "evaluate@ae_a", "train_prior@ldm_g", "evaluate_prior@ldm_g",
+                                       "compare"}, best.stdout  # ldm_g: the prior over ae_a's codes
+    entry = yaml.safe_load((root / "params.yaml").read_text())["models"]["ae_a"]
+    assert str(entry["hidden_units"]).replace(" ", "") == found["best"]["hidden_units"]
+    assert entry["learning_rate"] == pytest.approx(found["best"]["learning_rate"])
+    back = tiny_params()["models"]["ae_a"]  # the shared project's ae_a again, from DVC's run-cache
+    sandbox.run(["dvc", "exp", "run", *[part for key in ("hidden_units", "loss", "output_activation", "learning_rate")
+                                        for part in ("-S", f"models.ae_a.{key}={json.dumps(back[key])}")]], root)
+    assert sandbox.run(["dvc", "status"], root).stdout.count("changed") == 0

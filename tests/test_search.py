@@ -178,3 +178,23 @@ def test_a_trial_whose_worker_is_gone_fails_and_is_reported(tmp_path):
     failed = []
     search.fail_orphans(study, lambda trial: failed.append(trial.number))
     assert failed == [orphan.number] and search.counts(study) == (0, 1)
+
+
+def test_a_database_fails_the_trial_of_a_worker_elsewhere_whose_heartbeat_stopped(tmp_path):
+    """Across machines a worker's death shows only as its heartbeat stopping: after stale_after_seconds, the
+    next worker to look fails its trial."""
+    settings = parse_params(params_with({"batch_size": [16, 32]}, heartbeat_seconds=1,
+                                        stale_after_seconds=2)).search
+    storage = search.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", 1, 2)
+    study = search.open_study(storage, "s", settings, create=True, sampler_seed=0)
+    trial = study.ask()
+    trial.set_user_attr(search.WORKER_ATTR, "another-machine:1")
+    storage.record_heartbeat(trial._trial_id)
+    failed = []
+    search.fail_orphans(study, lambda found: failed.append(found.number))
+    assert failed == []  # alive a moment ago
+    import time
+
+    time.sleep(3)
+    search.fail_orphans(study, lambda found: failed.append(found.number))
+    assert failed == [trial.number] and search.counts(study) == (0, 0)
