@@ -103,7 +103,7 @@ def known_study() -> tuple[optuna.Study, dict]:
         study.add_trial(optuna.trial.create_trial(
             params={"batch_size": batch, "optimizer": optimizer, "learning_rate": min(rate, 0.1)},
             distributions=distributions, value=1.0 if batch == 16 else 5.0,
-            user_attrs={"generalization_gap": 0.3 if batch == 16 else 0.1,
+            user_attrs={"generalization_gap": 0.3 if batch == 16 else 0.1, "epochs_trained": 10,
                         "train_seconds": 4.0 if batch == 16 else 1.0}))
     study.add_trial(optuna.trial.create_trial(params={"batch_size": 256, "optimizer": "adam", "learning_rate": 0.01},
                                               distributions=distributions, state=optuna.trial.TrialState.PRUNED,
@@ -129,6 +129,8 @@ def test_the_axis_that_decides_the_objective_is_the_one_that_mattered():
     assert any(line.startswith("batch_size (batch size, 100%") and "median 1 with 16 against 5 with 256" in line
                for line in lines)
     assert lines[-1] == "best trial 0: fid_to_floor 1 with batch_size=16"
+    assert lines[-2].startswith("batch size (\"smaller is faster but overtrains\"): with 16 the validation loss ended "
+                                "+30.0% off the training loss, with 256 +10.0%")
     figures = cheatsheet.figures(study, space, shares)
     assert {"history.png", "importance.png", "intermediate.png", "slice_batch_size.png"} <= set(figures)
 

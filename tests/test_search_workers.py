@@ -2,7 +2,9 @@
 tracking server's store), one `mlflow server` on loopback takes every run, and two clones of the project each
 run a process of the search: the stage in the first, `--worker` in the second. The second worker is killed
 (SIGKILL) in the middle of a trial and started again; the study still finishes its trials, every trial ran once
-with one MLflow run nested under the study's, and the killed worker's trial is failed, in Optuna and in MLflow."""
+with one MLflow run nested under the study's, and the killed worker's trial is failed, in Optuna and in MLflow.
+Then, on one machine, `search.workers: 2`: two processes on a journal file and the local SQLite store, the
+second started by the first and gone with it."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import sys
 import time
 
 import optuna
+import pandas as pd
 import pytest
 import sandbox
 import services
+import yaml
 from pipeline_project import PROJECT, tiny_params, tiny_search
 
 pytestmark = pytest.mark.e2e
@@ -109,3 +113,12 @@ def test_two_workers_from_two_clones_share_a_study_and_a_killed_workers_trial_fa
         assert {run[0].info.status for number, run in by_trial.items() if number != killed.number} == {"FINISHED"}
         assert study_run.info.status == "FINISHED"
         assert (first / "reports/search/trials.csv").is_file() and not (second / "reports/search").exists()
+
+    params["search"] |= {"workers": 2, "trials": 6}  # the local store and a journal file: no services
+    (first / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    mark = sandbox.marked("search-two-workers")
+    sandbox.run(search_command(), first, env=mark)
+    sandbox.assert_nothing_left(mark)
+    trials = pd.read_csv(first / "reports/search/trials.csv")
+    assert len(trials) >= 6 and set(trials["state"]) <= {"complete", "pruned"} and trials["worker"].nunique() == 2
+    assert not list((first / ".genlab/search").glob("*.journal"))  # the study is in the outputs: a rerun starts afresh

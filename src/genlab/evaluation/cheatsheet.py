@@ -64,7 +64,7 @@ def trials_table(study: optuna.Study, space: dict) -> pd.DataFrame:
         row |= {key: trial.user_attrs.get(key) for key in (*FACTS, "diagnosis", "outcome")}
         row["pruned_at_epoch"] = (max(trial.intermediate_values) if trial.state == optuna.trial.TrialState.PRUNED
                                   and trial.intermediate_values else None)
-        row["mlflow_run_id"] = trial.user_attrs.get("mlflow_run_id")
+        row["worker"], row["mlflow_run_id"] = trial.user_attrs.get("worker"), trial.user_attrs.get("mlflow_run_id")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,7 +101,9 @@ def _bins(values: pd.Series, axis) -> pd.Series:
 def by_value(table: pd.DataFrame, space: dict) -> pd.DataFrame:
     """Per axis and value: trials, stopped early, best and median objective of the completed, median gap between
     validation and training loss, median training seconds (of the finished)."""
-    finished = table[table["state"].isin(("complete", "pruned"))]
+    finished = table[table["state"].isin(("complete", "pruned"))].copy()
+    finished["epoch_seconds"] = (pd.to_numeric(finished.get("train_seconds"), errors="coerce")
+                                 / pd.to_numeric(finished.get("epochs_trained"), errors="coerce"))
     rows = []
     for name, axis in space.items():
         if name not in finished or finished[name].isna().all():
@@ -113,9 +115,24 @@ def by_value(table: pd.DataFrame, space: dict) -> pd.DataFrame:
                          "best": complete["objective"].min() if len(complete) else math.nan,
                          "median": complete["objective"].median() if len(complete) else math.nan,
                          "median_gap": pd.to_numeric(complete.get("generalization_gap"), errors="coerce").median(),
-                         "median_seconds": pd.to_numeric(group.get("train_seconds"), errors="coerce").median()})
+                         "median_seconds": pd.to_numeric(group.get("train_seconds"), errors="coerce").median(),
+                         "median_epoch_seconds": group["epoch_seconds"].median()})
     return pd.DataFrame(rows, columns=["axis", "value", "trials", "pruned", "best", "median", "median_gap",
-                                       "median_seconds"])
+                                       "median_seconds", "median_epoch_seconds"])
+
+
+def batch_size_claim(values: pd.DataFrame) -> str | None:
+    """The cheatsheet's "batch size: smaller is faster but overtrains", measured: the smallest and the largest batch
+    size's median gap between validation and training loss, and their median seconds per epoch."""
+    rows = values[(values["axis"] == "batch_size") & values["median_gap"].notna()]
+    if len(rows) < 2:
+        return None
+    rows = rows.assign(size=pd.to_numeric(rows["value"])).sort_values("size")
+    small, large = rows.iloc[0], rows.iloc[-1]
+    return (f"batch size (\"smaller is faster but overtrains\"): with {small['value']} the validation loss ended "
+            f"{small['median_gap']:+.1%} off the training loss, with {large['value']} {large['median_gap']:+.1%}; "
+            f"an epoch took {small['median_epoch_seconds']:.3g} s against {large['median_epoch_seconds']:.3g} s; "
+            f"median {small['median']:.3g} against {large['median']:.3g}")
 
 
 def by_point(shares: dict[str, float], space: dict) -> dict[str, float]:
@@ -141,9 +158,13 @@ def answer(model: str, objective: str, shares: dict[str, float], values: pd.Data
             first, last = rows.iloc[0], rows.iloc[-1]
             lines.append(f"{name} ({axis_point(name, space[name])}, {share:.0%}): median {first['median']:.3g} with "
                          f"{first['value']} against {last['median']:.3g} with {last['value']}")
+    claim = batch_size_claim(values)
+    if claim:
+        lines.append(claim)
     if best is not None:
         lines.append(f"best trial {best['trial']}: {objective} {best['objective']:.4g} with "
-                     + ", ".join(f"{name}={label(value)}" for name, value in best["values"].items()))
+                     + ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={label(value)}"
+                                 for name, value in best["values"].items()))
     return lines
 
 

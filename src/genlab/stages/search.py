@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
           f"({search.workers} worker{'s' if search.workers > 1 else ''}; storage {tracking.redacted(url)})")
     try:
         searching.work(study, trial, search.trials, wait=True, on_fail=fail_run)
+    except BaseException:  # an error or Ctrl-C here: the local workers stop with it
+        for helper in helpers:
+            helper.terminate()
+        raise
     finally:
         stop_workers(helpers)
     write_outputs(args, study, search, base, run_id)
@@ -161,7 +165,7 @@ def start_workers(count: int, argv: list[str], storage: str, study: str) -> list
 
 
 def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """The local workers end once the study has its trials; on an error here, they are stopped."""
+    """Wait for the local workers, which end once the study has its trials (a minute at most)."""
     for worker in workers:
         if worker.poll() is None:
             try:

@@ -57,8 +57,10 @@ def study_name(search, base, data_md5: str, judge_md5: str | None) -> str:
 def open_storage(url: str, heartbeat_seconds: float, stale_after_seconds: float):
     """A database URL (postgresql://...) with heartbeats, or a journal file (a path, or journal:<path>)."""
     if url.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, round(heartbeat_seconds)),
-                                          grace_period=max(2, round(stale_after_seconds)))
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, round(heartbeat_seconds)),
+                                              grace_period=max(2, round(stale_after_seconds)))
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(url.removeprefix("journal:"))
@@ -180,9 +182,10 @@ class Trial:
         history, validation = result.history, result.history[f"val_{monitored}"]
         # early stopping restored the best epoch's weights
         value = objective({f"val_{monitored}": min(validation) if result.stopped_early else validation[-1]})
-        if not math.isfinite(value):
-            self.finish(trial, "pruned", None, {"outcome": "its samples are not finite numbers"})
-            raise optuna.TrialPruned("its samples are not finite numbers")
+        if not math.isfinite(value):  # samples (or a validation loss) that are not finite numbers
+            outcome = f"its {self.search.objective} is not a finite number"
+            self.finish(trial, "pruned", None, {"outcome": outcome, "epochs_trained": reached[0]})
+            raise optuna.TrialPruned(outcome)
         diagnosis = diagnose(history[monitored], history.get(f"val_{monitored}"), **self.diagnosis.model_dump())
         loss, val_loss = history[monitored][-1], history[f"val_{monitored}"][-1]
         facts = {"outcome": "complete", "train_seconds": result.seconds, "epochs_trained": len(history[monitored]),
@@ -203,7 +206,12 @@ class Trial:
         self.recorder.finish(state, value, facts)
         shown = f"{self.search.objective} {value:.4g}" if value is not None else facts["outcome"]
         print(f"search: trial {trial.number} {state} ({shown}) with "
-              f"{', '.join(f'{key}={label(fact)}' for key, fact in trial.params.items())}")
+              f"{', '.join(f'{key}={shown_value(fact)}' for key, fact in trial.params.items())}")
+
+
+def shown_value(value) -> str:
+    """An axis's value on the console: a real number to 4 digits (the outputs keep every digit)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(label(value))
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
