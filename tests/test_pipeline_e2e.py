@@ -408,11 +408,11 @@ def test_a_changed_raw_data_file_makes_prepare_stale(project):
     raw = root / "data/raw/mine.npz"
     raw.write_bytes(b"a new version of the user's data")
     try:
-        stale = json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout)
+        stale = json.loads(sandbox.run(["dvc", "status", "--json", "dvc.yaml"], root).stdout)
         assert "prepare" in stale
     finally:
         raw.unlink()
-    assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
+    assert json.loads(sandbox.run(["dvc", "status", "--json", "dvc.yaml"], root).stdout) == {}
 
 
 def test_an_edit_of_one_family_makes_only_its_models_stale(project):
@@ -425,11 +425,11 @@ def test_an_edit_of_one_family_makes_only_its_models_stale(project):
     original = family.read_text()
     family.write_text(original + "# an edit\n")
     try:
-        stale = json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout)
+        stale = json.loads(sandbox.run(["dvc", "status", "--json", "dvc.yaml"], root).stdout)
         assert set(stale) == {"train@ddpm_f", "evaluate@ddpm_f", "train_prior@ldm_g", "evaluate_prior@ldm_g"}, stale
     finally:
         family.write_text(original)
-    assert json.loads(sandbox.run(["dvc", "status", "--json"], root).stdout) == {}
+    assert json.loads(sandbox.run(["dvc", "status", "--json", "dvc.yaml"], root).stdout) == {}
 
 
 def test_make_run_leaves_no_process_running(project):
