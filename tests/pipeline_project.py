@@ -98,6 +98,7 @@ def tiny_mnist_params() -> dict:
                           num_inference_steps=4, conditional=True, guidance_scale=1.5) | common,  # a guided U-Net
     }
     params["models"] = {name: every[name] for name in MNIST_MODELS}
+    params["search"] = None  # configs/mnist_sample.yaml searches its ae_sigmoid_bce, which is not among these
     params["priors"] = {"ae_784_flow_prior": dict(encoder="ae_784", family="flow", num_couplings=4, hidden_units=[32])
                         | common}
     return params

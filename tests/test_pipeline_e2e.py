@@ -531,3 +531,21 @@ def test_a_search_is_a_pipeline_of_its_own_and_its_best_trains_as_an_experiment(
     sandbox.run(["dvc", "exp", "run", *[part for key in ("hidden_units", "loss", "output_activation", "learning_rate")
                                         for part in ("-S", f"models.ae_a.{key}={json.dumps(back[key])}")]], root)
     assert sandbox.run(["dvc", "status"], root).stdout.count("changed") == 0
+
+
+def test_a_failed_search_leaves_the_last_one_in_place(project):
+    """A search that fails (here at once: a range whose low is above its high) exits non-zero with the key, and
+    the last search's outputs are still there: DVC keeps them while the stage runs (persist)."""
+    root, _ = project
+    before = (root / "reports/search/trials.csv").read_text()
+    text = (root / "params.yaml").read_text()
+    bad = yaml.safe_load(text)
+    bad["search"]["space"]["learning_rate"] = {"low": 0.1, "high": 0.01}
+    (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    try:
+        with pytest.raises(RuntimeError, match=r"search.space.learning_rate: low \(0.1\) must be below high"):
+            sandbox.run(["dvc", "repro", "search/dvc.yaml"], root)
+        assert (root / "reports/search/trials.csv").read_text() == before
+        assert (root / "reports/search.json").is_file()
+    finally:
+        (root / "params.yaml").write_text(text)

@@ -4,7 +4,12 @@ alone decides the objective, the answer's sentences, and the worker loop's count
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from pipeline_project import PROJECT
@@ -29,20 +34,26 @@ def test_the_projects_search_is_the_lecture_cheatsheet():
 
 
 @pytest.mark.parametrize(("space", "settings", "expected"), [
-    ({"hidden_units": [[8]]}, {}, "at least 2 items"),
+    ({"hidden_units": [[8]]}, {}, "search.space.hidden_units: a list of values to try needs at least 2"),
+    ({"batch_size": 16}, {}, "search.space.batch_size: expected a list of values to try or a range"),
     ({"widths": [8, 16]}, {}, "search.space.widths: autoencoder has no such setting"),
     ({"seed": [0, 1]}, {}, "search.space.seed: not a hyperparameter to search"),
     ({"loss": ["mse", "binary_crossentropy"], "output_activation": ["sigmoid", "linear"]}, {},
      "make such settings one joint axis"),
     ({"output": [{"loss": "mse"}, {"colour": "red"}]}, {}, "['colour'] are not settings of autoencoder"),
-    ({"learning_rate": {"low": 0.1, "high": 0.01}}, {}, "low (0.1) must be below high (0.01)"),
+    ({"learning_rate": {"low": 0.1, "high": 0.01}}, {}, "search.space.learning_rate: low (0.1) must be below high"),
+    ({"learning_rate": {"low": 0.1, "hi": 1}}, {}, "search.space.learning_rate: unknown key(s) ['hi']"),
     ({"learning_rate": {"low": 0, "high": 0.1, "log": True}}, {}, "a log axis needs low > 0"),
     ({"optimizer": {"low": 1, "high": 2}}, {}, "a range is for a numeric setting"),
     ({"batch_size": [16, 16]}, {}, "a value is listed twice"),
     ({"latent_dim": [8, 64]}, {}, "does not fit the images: latent_dim: 64 is not a bottleneck"),
     ({"batch_size": [16, 32]}, {"model": "nobody"}, "search.model: no model 'nobody'"),
     ({"batch_size": [16, 32]}, {"trials": 1}, "search.trials"),
-    ({"batch_size": [16, 32]}, {"heartbeat_seconds": 10, "stale_after_seconds": 5}, "must exceed heartbeat_seconds"),
+    ({"batch_size": [16, 32]}, {"heartbeat_seconds": 10, "stale_after_seconds": 20}, "at least 3 x heartbeat_seconds"),
+    ({"output": [{"loss": "mse", "output_activation": "linear"},
+                 {"loss": "binary_crossentropy", "output_activation": "sigmoid"}]}, {"objective": "val_loss"},
+     "val_loss compares the trials' own losses, which differ with loss"),
+    ({"batch_size": [16, 32]}, {"model": "gan", "objective": "val_loss"}, "a GAN's measure a game"),
 ])
 def test_a_bad_search_names_the_key(space, settings, expected):
     with pytest.raises(ParamsError) as raised:
@@ -74,7 +85,7 @@ def test_a_trial_draws_a_value_of_every_axis_in_its_range():
                                        "hidden_units": [[16], [64, 32]]}))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
-        values = search.suggest(study.ask(), params.search.space)
+        values = search.suggest(study.ask(), params.search.space, params.models["ae_sigmoid_bce"])
         assert values["batch_size"] in (16, 256) and values["hidden_units"] in ([16], [64, 32])
         assert isinstance(values["epochs"], int) and 10 <= values["epochs"] <= 50
         assert 1e-4 <= values["learning_rate"] <= 0.1
@@ -174,20 +185,23 @@ def test_a_trial_whose_worker_is_gone_fails_and_is_reported(tmp_path):
     study = search.open_study(search.open_storage(str(tmp_path / "j"), 10, 60), "s", settings, create=True,
                               sampler_seed=0)
     orphan = study.ask()
-    orphan.set_user_attr(search.WORKER_ATTR, f"{__import__('socket').gethostname()}:{2 ** 22 + 12345}")  # no pid
+    orphan.set_user_attr(search.WORKER_ATTR, f"{socket.gethostname()}:{2 ** 22 + 12345}:1")  # no such pid
+    reused = study.ask()  # this process's pid, but another process's start time: the pid was given again
+    reused.set_user_attr(search.WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}:1")
     alive = study.ask()
-    alive.set_user_attr(search.WORKER_ATTR, f"{__import__('socket').gethostname()}:{__import__('os').getpid()}")
+    alive.set_user_attr(search.WORKER_ATTR, search.worker_identity())
     failed = []
     search.fail_orphans(study, lambda trial: failed.append(trial.number))
-    assert failed == [orphan.number] and search.counts(study) == (0, 1)
+    assert failed == [orphan.number, reused.number] and search.counts(study) == (0, 1)
 
 
 def test_a_database_fails_the_trial_of_a_worker_elsewhere_whose_heartbeat_stopped(tmp_path):
     """Across machines a worker's death shows only as its heartbeat stopping: after stale_after_seconds, the
     next worker to look fails its trial."""
     settings = parse_params(params_with({"batch_size": [16, 32]}, heartbeat_seconds=1,
-                                        stale_after_seconds=2)).search
-    storage = search.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", 1, 2)
+                                        stale_after_seconds=3)).search
+    stale = []
+    storage = search.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", 1, 2, on_stale=stale.append)
     study = search.open_study(storage, "s", settings, create=True, sampler_seed=0)
     trial = study.ask()
     trial.set_user_attr(search.WORKER_ATTR, "another-machine:1")
@@ -200,3 +214,22 @@ def test_a_database_fails_the_trial_of_a_worker_elsewhere_whose_heartbeat_stoppe
     time.sleep(3)
     search.fail_orphans(study, lambda found: failed.append(found.number))
     assert failed == [trial.number] and search.counts(study) == (0, 0)
+    assert [found.number for found in stale] == [trial.number]  # the storage's own callback: its MLflow run
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("postgres://user@db/optuna", "not a database genlab knows (SQLAlchemy spells it postgresql://)"),
+    ("redis://host/0", "not a database genlab knows"),
+    ("postgresql://nobody@127.0.0.1:1/optuna", "is unreachable or its driver is missing"),
+])
+def test_a_storage_genlab_cannot_use_says_why(url, expected):
+    with pytest.raises(search.StorageError, match=re.escape(expected)):
+        search.open_storage(url, 10, 60)
+
+
+def test_a_batch_size_range_reads_in_thirds_without_a_claim():
+    table = pd.DataFrame({"trial": [0, 1], "state": ["complete", "complete"], "objective": [1.0, 2.0],
+                          "batch_size": [16, 200], "generalization_gap": [0.1, 0.2], "train_seconds": [1.0, 1.0],
+                          "epochs_trained": [10, 10]})
+    values = cheatsheet.by_value(table, {"batch_size": RangeAxis(low=16, high=256)})
+    assert list(values["value"]) == ["16-96", "176-256"] and cheatsheet.batch_size_claim(values) is None

@@ -331,9 +331,28 @@ class RangeAxis(Section):
         return isinstance(self.low, int) and isinstance(self.high, int)
 
 
-# A categorical axis: the values to try (a setting's values, or mappings that set several settings together, as
-# a loss with the output activation it fits); a range: numbers between low and high.
-Axis = Annotated[list[Any], Field(min_length=2)] | RangeAxis
+def problems(error: ValidationError) -> str:
+    """A validation error's problems on one line, each with its key: `low (0.1) must be below high (0.01)`."""
+    return "; ".join(f"{'.'.join(map(str, item['loc']))}: " * bool(item["loc"])
+                     + item["msg"].removeprefix("Value error, ") for item in error.errors())
+
+
+def _axis(value: Any) -> Any:
+    """A categorical axis: the values to try (a setting's values, or mappings that set several settings together,
+    as a loss with the output activation it fits); a range: numbers between low and high."""
+    if isinstance(value, list):
+        if len(value) < 2:
+            raise ValueError(f"a list of values to try needs at least 2, got {value!r}")
+        return value
+    if isinstance(value, dict):
+        try:
+            return RangeAxis.model_validate(value)
+        except ValidationError as error:
+            raise ValueError(problems(error)) from None
+    raise ValueError(f"expected a list of values to try or a range {{low, high, log}}, got {value!r}")
+
+
+Axis = Annotated[list[Any] | RangeAxis, BeforeValidator(_axis)]
 
 
 class PrunerParams(Section):
@@ -367,8 +386,9 @@ class SearchParams(Section):
 
     @model_validator(mode="after")
     def _heartbeat_before_stale(self) -> SearchParams:
-        if self.stale_after_seconds <= self.heartbeat_seconds:
-            raise ValueError(f"stale_after_seconds ({self.stale_after_seconds}) must exceed heartbeat_seconds "
+        """A live worker's heartbeat may come late: a trial is taken for dead after three missed ones at least."""
+        if self.stale_after_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError(f"stale_after_seconds ({self.stale_after_seconds}) must be at least 3 x heartbeat_seconds "
                              f"({self.heartbeat_seconds})")
         return self
 

@@ -3,8 +3,8 @@
 An axis of `search.space` is a list of values to try, or a range {low, high, log}. A value of a list is either a
 setting's value (`batch_size: [16, 64, 256]`), or, under a name that is not a setting, a mapping that sets
 several together (`output: [{loss: mse, output_activation: linear}, {loss: binary_crossentropy, ...}]`): the way
-to search a loss with only the output activations it fits. Every combination of values is checked against the
-family's schema before any trial, so a trial never meets an invalid configuration.
+to search a loss with only the output activations it fits. Every two axes' combinations of values are checked
+against the family's schema with the rest of params.yaml, before any trial.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 NOT_SEARCHED = ("family", "seed", "seeds", "conditional")  # what the model is, not how it is trained
-MAX_COMBINATIONS = 4096  # beyond this many, each axis is checked on its own
+# the settings that choose the loss (the cheatsheet's "loss function"): a validation loss is no objective across them
+LOSS_SETTINGS = ("loss", "decoder", "decoder_std", "min_snr_gamma")
 
 
 def label(value: Any) -> str | int | float | bool | None:
@@ -81,18 +82,30 @@ def check_space(base, search, image_shape: tuple[int, int] | None = None) -> Non
         labels = [label(value) for value in _candidates(axis)]
         if len(set(map(json.dumps, labels))) < len(labels):
             raise ValueError(f"search.space.{name}: a value is listed twice")
+    if search.objective == "val_loss":
+        searched = {key for name, axis in search.space.items()
+                    for key in ({key for value in axis if isinstance(value, dict) for key in value}
+                                if isinstance(axis, list) else set()) | {name}}
+        if base.family == "gan":
+            raise ValueError("search.objective: val_loss compares the trials' own losses, and a GAN's measure a "
+                             "game, not its samples; use fid_to_floor")
+        if searched & set(LOSS_SETTINGS):
+            raise ValueError(f"search.objective: val_loss compares the trials' own losses, which differ with "
+                             f"{', '.join(sorted(searched & set(LOSS_SETTINGS)))}; use fid_to_floor")
+    # every pair of axes, each with every value of the other (a range: its ends): the constraints of a family's
+    # schema are between two settings; a trial that meets one among three or more is refused when it is drawn
     names = list(search.space)
-    combinations = [dict(zip(names, values)) for values in itertools.product(
-        *(_candidates(search.space[name]) for name in names))]
-    if len(combinations) > MAX_COMBINATIONS:  # too many to try: each axis beside the base's other settings
-        combinations = [{name: value} for name in names for value in _candidates(search.space[name])]
+    pairs = list(itertools.combinations(names, 2)) or [(name,) for name in names]
+    combinations = [dict(zip(pair, values)) for pair in pairs
+                    for values in itertools.product(*(_candidates(search.space[name]) for name in pair))]
     for values in combinations:
         try:
             config = trial_config(base, values, search.space)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: " * bool(item["loc"])
-                                 + item["msg"].removeprefix("Value error, ") for item in error.errors())
-            raise ValueError(f"search.space: models.{search.model} with {values} is not a valid entry ({problems}); "
+            from genlab.config.params import problems
+
+            raise ValueError(f"search.space: models.{search.model} with {values} is not a valid entry "
+                             f"({problems(error)}); "
                              f"make such settings one joint axis of the combinations that fit") from None
         problem = config.image_problem(image_shape) if image_shape is not None else None
         if problem:

@@ -22,14 +22,14 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from genlab.config.space import label
+from genlab.config.space import LOSS_SETTINGS, label
 
 CHEATSHEET: dict[str, tuple[str, ...]] = {
     "architecture": ("hidden_units", "latent_dim", "network", "conv_filters", "generator_units",
                      "discriminator_units", "discriminator_filters", "num_couplings", "time_embedding_dim",
                      "patch_size", "num_scales", "dropout"),
     "epochs": ("epochs", "early_stopping_patience"),
-    "loss function": ("loss", "decoder", "decoder_std", "min_snr_gamma"),
+    "loss function": LOSS_SETTINGS,
     "activation functions": ("hidden_activation", "output_activation"),
     "optimization scheme": ("optimizer", "learning_rate_schedule", "warmup_epochs", "adam_beta_1",
                             "gradient_clip_norm", "ema_decay"),
@@ -125,9 +125,10 @@ def batch_size_claim(values: pd.DataFrame) -> str | None:
     """The cheatsheet's "batch size: smaller is faster but overtrains", measured: the smallest and the largest batch
     size's median gap between validation and training loss, and their median seconds per epoch."""
     rows = values[(values["axis"] == "batch_size") & values["median_gap"].notna()]
+    rows = rows.assign(size=pd.to_numeric(rows["value"], errors="coerce")).dropna(subset=["size"])  # a list's values
     if len(rows) < 2:
         return None
-    rows = rows.assign(size=pd.to_numeric(rows["value"])).sort_values("size")
+    rows = rows.sort_values("size")
     small, large = rows.iloc[0], rows.iloc[-1]
     return (f"batch size (\"smaller is faster but overtrains\"): with {small['value']} the validation loss ended "
             f"{small['median_gap']:+.1%} off the training loss, with {large['value']} {large['median_gap']:+.1%}; "
@@ -168,7 +169,7 @@ def answer(model: str, objective: str, shares: dict[str, float], values: pd.Data
     return lines
 
 
-def figures(study: optuna.Study, space: dict, shares: dict[str, float]) -> dict[str, object]:
+def figures(study: optuna.Study, space: dict, shares: dict[str, float], seed: int = 0) -> dict[str, object]:
     """Optuna's figures (matplotlib): file name -> figure."""
     import warnings
 
@@ -181,7 +182,7 @@ def figures(study: optuna.Study, space: dict, shares: dict[str, float]) -> dict[
         found["history.png"] = plots.plot_optimization_history(study).figure
         if shares:
             found["importance.png"] = plots.plot_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)).figure
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)).figure
         if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
             found["intermediate.png"] = plots.plot_intermediate_values(study).figure
         for name in space:

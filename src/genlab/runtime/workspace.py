@@ -66,9 +66,13 @@ class Restoration:
 
 
 def locked_outputs(root: str | Path, stage: str) -> list[LockedOutput]:
-    """The outputs dvc.lock records for `stage` (`train@vae`); none before its first successful run."""
+    """The outputs dvc.lock records for `stage` (`train@vae`, or `search/dvc.yaml:search` of another pipeline file,
+    whose lock file is beside it); none before its first successful run."""
+    pipeline, _, name = stage.rpartition(":")
+    lock_file = Path(root) / (Path(pipeline).with_name("dvc.lock") if pipeline else "dvc.lock")
+    stage = name
     try:
-        lock = yaml.safe_load((Path(root) / "dvc.lock").read_text()) or {}
+        lock = yaml.safe_load(lock_file.read_text()) or {}
     except FileNotFoundError:
         return []
     entry = (lock.get("stages") or {}).get(stage) or {}

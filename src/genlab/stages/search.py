@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,12 +33,14 @@ from genlab import tracking
 from genlab.config.params import ParamsError, check_image_shape, load_params
 from genlab.config.space import check_space, label, raw_value, settings_of
 from genlab.data import splits
+from genlab.data.sources import DataError
 from genlab.runtime.files import atomic_dir, write_json
 from genlab.runtime.stage import argument_parser, run_stage
 
 JOURNAL_DIR = Path(".genlab") / "search"  # the default storage: a journal file per study, beside the workspace
 STORAGE_VARIABLE = "GENLAB_SEARCH_STORAGE"
 JOIN_TIMEOUT_SECONDS = 300  # how long a worker waits for the study to be created
+PARENT_VARIABLE = "GENLAB_SEARCH_PARENT"  # a local worker's: the search process it ends with
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,11 +72,18 @@ def main(argv: list[str] | None = None) -> None:
 
     judge_weights = Path(args.judge) / "judge.weights.h5"
     if search.objective == "fid_to_floor" and not judge_weights.is_file():
-        raise FileNotFoundError(f"{judge_weights}: the objective fid_to_floor needs the judge; run `dvc repro judge`")
+        raise DataError(f"{judge_weights}: the objective fid_to_floor needs the judge; run `dvc repro judge`")
+    if args.worker and os.environ.get(PARENT_VARIABLE):  # a local worker started by the search: it ends with it
+        from genlab.runtime.parallel import die_with_parent
+
+        die_with_parent(signal.SIGTERM, int(os.environ[PARENT_VARIABLE]))
     data_md5 = splits.data_hash(args.data)
     name = args.study or searching.study_name(search, base, data_md5, _md5(judge_weights))
     url = args.storage or str(JOURNAL_DIR / f"{name}.journal")
-    storage = searching.open_storage(url, search.heartbeat_seconds, search.stale_after_seconds)
+    try:
+        storage = searching.open_storage(url, search.heartbeat_seconds, search.stale_after_seconds, on_stale=fail_run)
+    except searching.StorageError as error:
+        raise tracking.TrackingUnavailable(str(error)) from None
     tags = tracking.provenance_tags("search", data_md5)
     if args.worker:
         study = join(storage, name, search)
@@ -94,14 +104,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"search: study {name} of models.{search.model}, {search.trials} trials by {search.objective} "
           f"({search.workers} worker{'s' if search.workers > 1 else ''}; storage {tracking.redacted(url)})")
     try:
-        searching.work(study, trial, search.trials, wait=True, on_fail=fail_run)
-    except BaseException:  # an error or Ctrl-C here: the local workers stop with it
-        for helper in helpers:
-            helper.terminate()
+        try:
+            searching.work(study, trial, search.trials, wait=True, on_fail=fail_run)
+        except BaseException:  # an error or Ctrl-C here: the local workers stop with it
+            for helper in helpers:
+                helper.terminate()
+            raise
+        finally:
+            stop_workers(helpers)
+        write_outputs(args, study, search, base, run_id)
+    except BaseException as error:  # the study's run says so; a rerun with the same settings resumes the study
+        tracking_search().end_study_run(run_id, f"{type(error).__name__}: {error}",
+                                        killed=isinstance(error, KeyboardInterrupt))
         raise
-    finally:
-        stop_workers(helpers)
-    write_outputs(args, study, search, base, run_id)
     if not args.storage:
         Path(url).unlink(missing_ok=True)  # the study is in the outputs now; a rerun starts afresh
 
@@ -155,24 +170,30 @@ def fail_run(trial) -> None:
 
 
 def start_workers(count: int, argv: list[str], storage: str, study: str) -> list[subprocess.Popen]:
-    """`count` worker processes on this machine, on the same study; each dies with this one."""
-    import signal
-
-    from genlab.runtime.parallel import die_with_parent
-
+    """`count` worker processes on this machine, on the same study; each dies with this one (PARENT_VARIABLE).
+    Each is a process of its own, not a stage DVC runs: no warm stage server, no outputs to put back."""
     command = [sys.executable, "-m", "genlab.stages.search", *argv, "--worker", "--storage", storage, "--study", study]
-    return [subprocess.Popen(command, preexec_fn=lambda: die_with_parent(signal.SIGTERM)) for _ in range(count)]
+    environment = {key: value for key, value in os.environ.items() if key != "DVC_STAGE"} | {
+        "GENLAB_FORKSERVER": "0", PARENT_VARIABLE: str(os.getpid())}
+    return [subprocess.Popen(command, env=environment) for _ in range(count)]
 
 
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """Wait for the local workers, which end once the study has its trials (a minute at most)."""
+def stop_workers(workers: list[subprocess.Popen], seconds: float = 60) -> None:
+    """Wait for the local workers, which end once the study has its trials; stop one that does not in `seconds`
+    (SIGTERM, then SIGKILL). A worker that failed is told on the console: its trials were run by the others."""
     for worker in workers:
-        if worker.poll() is None:
+        try:
+            worker.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            worker.terminate()
             try:
-                worker.wait(timeout=60)
+                worker.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                worker.terminate()
+                worker.kill()
                 worker.wait()
+        if worker.returncode not in (0, -signal.SIGTERM):
+            print(f"search: a local worker exited with status {worker.returncode}; the others ran its share",
+                  file=sys.stderr)
 
 
 def best_trial(study) -> dict | None:
@@ -230,7 +251,7 @@ def write_outputs(args, study, search, base, run_id: str) -> None:
             + "".join(f"- {line}\n" for line in answer)
             + f"\n## Each axis by value\n\n{values.to_markdown(index=False, floatfmt='.4g')}\n"
             + (f"\nTrain the best as a DVC experiment:\n\n    {command}\n" if command else ""))
-        for file_name, figure in cheatsheet.figures(study, search.space, shares).items():
+        for file_name, figure in cheatsheet.figures(study, search.space, shares, search.seed).items():
             plots.save(figure, staging / file_name)
     write_json(args.metrics, metrics)
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float)) and value is not None}

@@ -97,8 +97,16 @@ def fail_trial_run(run_id: str | None, reason: str) -> None:
 
 
 @_store_call
+def end_study_run(run_id: str, reason: str, killed: bool = False) -> None:
+    """The study's run, when the search failed (or was stopped): FAILED (KILLED) with the reason as a tag."""
+    client = _client()
+    client.set_tag(run_id, f"{TAG_PREFIX}failure", reason[:4000])
+    client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+
+
+@_store_call
 def finish_study_run(run_id: str, metrics: dict[str, float], params: dict[str, Any], description: str,
-                     folder: Path, failed: bool = False) -> None:
+                     folder: Path) -> None:
     """The study's results in its run: the best trial's numbers, the search's settings, the answer as the
     run's description, and the folder of figures and tables as artifacts."""
     from mlflow.entities import Metric, Param, RunTag
@@ -112,4 +120,4 @@ def finish_study_run(run_id: str, metrics: dict[str, float], params: dict[str, A
                      tags=[RunTag(MLFLOW_RUN_NOTE, description)])
     for path in sorted(folder.iterdir()):
         client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    client.set_terminated(run_id)

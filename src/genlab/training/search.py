@@ -26,6 +26,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -42,25 +43,45 @@ WORKER_ATTR = "worker"  # host:pid of the process that runs a trial
 RUN_ATTR = "mlflow_run_id"  # a study's MLflow run, and each trial's nested run
 DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from genlab
-
 
 def study_name(search, base, data_md5: str, judge_md5: str | None) -> str:
     """The model's name and a fingerprint of what decides the trials' outcomes: the same search of the same data
     is the same study (a rerun resumes it; workers join it), any change makes a new one."""
+    code = hashlib.sha1()  # genlab's own code: a fixed bug makes a new study, not a resumed one
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        code.update(path.read_bytes())
     facts = {"search": search.model_dump(mode="json", exclude={"workers", "heartbeat_seconds",
                                                                "stale_after_seconds"}),
-             "base": base.model_dump(mode="json"), "data": data_md5, "judge": judge_md5}
+             "base": base.model_dump(mode="json"), "data": data_md5, "judge": judge_md5, "code": code.hexdigest()}
     return f"{search.model}-{hashlib.sha1(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:10]}"
 
 
-def open_storage(url: str, heartbeat_seconds: float, stale_after_seconds: float):
-    """A database URL (postgresql://...) with heartbeats, or a journal file (a path, or journal:<path>)."""
-    if url.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=max(1, round(heartbeat_seconds)),
-                                              grace_period=max(2, round(stale_after_seconds)))
+class StorageError(ValueError):
+    """The study's storage is not one genlab can use, or cannot be reached."""
+
+
+def open_storage(url: str, heartbeat_seconds: float, stale_after_seconds: float,
+                 on_stale: Callable[[optuna.trial.FrozenTrial], None] | None = None):
+    """A database URL (postgresql://...) with heartbeats (`on_stale` is told of each trial failed for a stale one),
+    or a journal file (a path, or journal:<path>)."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme is not None and scheme not in DATABASE_SCHEMES:
+        hint = " (SQLAlchemy spells it postgresql://)" if scheme == "postgres" else ""
+        raise StorageError(f"search storage {url.split('://')[0]}://...: not a database genlab knows{hint}; use "
+                           f"{', '.join(f'{name}://' for name in DATABASE_SCHEMES)} or a journal file's path")
+    if scheme is not None:
+        import sqlalchemy.exc
+
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=max(1, round(heartbeat_seconds)),
+                    grace_period=max(2, round(stale_after_seconds)),
+                    heartbeat_stale_trial_callback=(lambda study, trial: on_stale(trial)) if on_stale else None)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+            raise StorageError(f"search storage {url.split('@')[-1]} is unreachable or its driver is missing "
+                               f"({type(error).__name__}: {str(error).splitlines()[0][:300]})") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(url.removeprefix("journal:"))
@@ -71,25 +92,35 @@ def open_storage(url: str, heartbeat_seconds: float, stale_after_seconds: float)
 def open_study(storage, name: str, search, create: bool, sampler_seed: int | None) -> optuna.Study:
     """The study: created (or resumed) by the search's first process, loaded by the workers that join it.
     TPE with a constant liar, so that workers drawing at once do not draw the same values."""
-    sampler = (optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True) if search.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=sampler_seed))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from genlab
+
+    def sampler(seed: int | None):
+        return (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if search.sampler == "tpe"
+                else optuna.samplers.RandomSampler(seed=seed))
+
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
                                           n_warmup_steps=search.pruner.warmup_epochs)
               if search.pruner.enabled else optuna.pruners.NopPruner())
-    if create:
-        return optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
-                                   pruner=pruner, load_if_exists=True)
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if not create:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler(sampler_seed), pruner=pruner)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler(sampler_seed),
+                                pruner=pruner, load_if_exists=True)
+    done = len(study.get_trials(deepcopy=False))
+    if done and sampler_seed is not None:  # a resumed study: seeded afresh, not drawing its first trials again
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(sampler_seed + done),
+                                  pruner=pruner)
+    return study
 
 
-def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
-    """A value per axis, as params.yaml would write it (a categorical axis's values go through their labels)."""
+def suggest(trial: optuna.Trial, space: dict, base) -> dict[str, Any]:
+    """A value per axis, as params.yaml would write it (a categorical axis's values go through their labels; a
+    range draws integers for an integer setting of the base entry)."""
     values = {}
     for name, axis in space.items():
         if isinstance(axis, list):
             choices = {label(value): value for value in axis}
             values[name] = choices[trial.suggest_categorical(name, list(choices))]
-        elif axis.integer:
+        elif axis.integer and not isinstance(getattr(base, name), float):
             values[name] = trial.suggest_int(name, axis.low, axis.high, log=axis.log)
         else:
             values[name] = trial.suggest_float(name, float(axis.low), float(axis.high), log=axis.log)
@@ -133,6 +164,26 @@ class Trial:
         self.diagnosis, self.recorder = diagnosis, recorder
 
     def __call__(self, trial: optuna.Trial) -> float:
+        from genlab.config.params import ParamsError
+
+        trial.set_user_attr(WORKER_ATTR, worker_identity())  # first: a trial killed from here on is found
+        values = suggest(trial, self.search.space, self.base)
+        try:
+            config = trial_config(self.base, values, self.search.space)
+        except ValueError as error:  # a combination of three or more axes that the family refuses
+            raise ParamsError(f"search.space: models.{self.search.model} with {values} is not a valid entry: "
+                              f"{str(error).splitlines()[-1].strip()}") from None
+        trial.set_user_attr(RUN_ATTR, self.recorder.start(trial.number, values, config))
+        try:
+            return self.train(trial, config)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as error:  # a bug or a stop, not an outcome: the trial fails, the search stops with it
+            self.recorder.finish("failed", None, {"outcome": f"{type(error).__name__}: {error}"})
+            raise
+
+    def train(self, trial: optuna.Trial, config) -> float:
+        """Train the trial's entry, reporting the objective every few epochs; its value at the end."""
         from genlab.config.params import hyperparameter_count
         from genlab.models.contract import Encoder
         from genlab.models.networks import trainable_parameters
@@ -140,10 +191,6 @@ class Trial:
         from genlab.training import devices, fit
         from genlab.training.diagnostics import diagnose
 
-        values = suggest(trial, self.search.space)
-        config = trial_config(self.base, values, self.search.space)
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr(RUN_ATTR, self.recorder.start(trial.number, values, config))
         devices.set_seed(config.seed)
         model = build_model(config, self.prepared.image_shape, self.prepared.num_classes)
         monitored = model.monitored_loss
@@ -176,12 +223,9 @@ class Trial:
             self.finish(trial, "pruned", None, {"outcome": outcome, "train_seconds": time.perf_counter() - started,
                                                  "epochs_trained": reached[0]})
             raise optuna.TrialPruned(outcome) from None
-        except BaseException as error:  # a bug or a stop, not an outcome: the trial fails, the search stops with it
-            self.recorder.finish("failed", None, {"outcome": f"{type(error).__name__}: {error}"})
-            raise
         history, validation = result.history, result.history[f"val_{monitored}"]
-        # early stopping restored the best epoch's weights
-        value = objective({f"val_{monitored}": min(validation) if result.stopped_early else validation[-1]})
+        # with early stopping, Keras ends with the best epoch's weights (whether or not it stopped early)
+        value = objective({f"val_{monitored}": min(validation) if config.early_stopping_patience else validation[-1]})
         if not math.isfinite(value):  # samples (or a validation loss) that are not finite numbers
             outcome = f"its {self.search.objective} is not a finite number"
             self.finish(trial, "pruned", None, {"outcome": outcome, "epochs_trained": reached[0]})
@@ -214,6 +258,21 @@ def shown_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(label(value))
 
 
+def worker_identity(pid: int | None = None) -> str:
+    """host:pid:start of a process (its start time in clock ticks since boot, /proc/<pid>/stat's 22nd field): a pid
+    that the system gives to another process later is not taken for the same worker."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_started(pid)}"
+
+
+def _started(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
 def counts(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials of the study."""
     trials = study.get_trials(deepcopy=False)
@@ -230,8 +289,8 @@ def fail_orphans(study: optuna.Study, on_fail: Callable[[optuna.trial.FrozenTria
         optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).partition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+        worker_host, pid, started = (str(trial.user_attrs.get(WORKER_ATTR, "")).split(":") + ["", "", ""])[:3]
+        if worker_host == host and pid.isdigit() and worker_identity(int(pid)) != f"{host}:{pid}:{started}":
             try:
                 study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -241,29 +300,27 @@ def fail_orphans(study: optuna.Study, on_fail: Callable[[optuna.trial.FrozenTria
             on_fail(trial)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+POLL_SECONDS = 1.0  # how often a process that waits for the last trials looks again
 
 
-def work(study: optuna.Study, trial: Trial, budget: int, wait: bool, on_fail: Callable, poll_seconds: float = 1.0,
-         alive: Callable[[], bool] = lambda: True) -> int:
+def work(study: optuna.Study, trial: Trial, budget: int, wait: bool, on_fail: Callable) -> int:
     """Run trials until the study has `budget` finished ones; with `wait`, then until no trial runs anywhere
     (the process that writes the results). The trials this process ran."""
     ran = 0
-    while alive():
+    while True:
         fail_orphans(study, on_fail)
         finished, running = counts(study)
         if finished + running < budget:
-            study.optimize(trial, n_trials=1, gc_after_trial=True)
+            try:
+                study.optimize(trial, n_trials=1, gc_after_trial=True)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as error:
+                if not isinstance(error, optuna.exceptions.UpdateFinishedTrialError) and "Cannot tell a" not in str(
+                        error):
+                    raise
+                print("search: another worker failed this worker's trial (its heartbeat came late); it is skipped",
+                      file=sys.stderr)
             ran += 1
         elif finished >= budget and not (wait and running):
-            break
+            return ran
         else:  # the last trials run elsewhere: they finish, or fail and leave room for another
-            time.sleep(poll_seconds)
-    return ran
+            time.sleep(POLL_SECONDS)
