@@ -36,6 +36,7 @@ from genlab.data import splits
 from genlab.data.sources import DataError
 from genlab.runtime.files import atomic_dir, write_json
 from genlab.runtime.stage import argument_parser, run_stage
+from genlab.tracking import search as recorded  # MLflow itself is imported when a run is logged
 
 JOURNAL_DIR = Path(".genlab") / "search"  # the default storage: a journal file per study, beside the workspace
 STORAGE_VARIABLE = "GENLAB_SEARCH_STORAGE"
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         run_id = study.user_attrs[searching.RUN_ATTR]
     else:
         study = searching.open_study(storage, name, search, create=True, sampler_seed=search.seed)
-        run_id = tracking_search().study_run(experiment_id, name, search.model, tags,
+        run_id = recorded.study_run(experiment_id, name, search.model, tags,
                                              study.user_attrs.get(searching.RUN_ATTR))
         study.set_user_attr(searching.RUN_ATTR, run_id)
     trial = searching.Trial(base, search, prepared, quality(search, args.judge, prepared, params.evaluate.num_samples),
                             params.train.diagnosis,
-                            tracking_search().TrialRecorder(experiment_id, run_id, name, search.objective, tags))
+                            recorded.TrialRecorder(experiment_id, run_id, name, search.objective, tags))
     if args.worker:
         ran = searching.work(study, trial, search.trials, wait=False, on_fail=fail_run)
         print(f"search worker: {ran} trials of study {name}")
@@ -114,17 +115,11 @@ def main(argv: list[str] | None = None) -> None:
             stop_workers(helpers)
         write_outputs(args, study, search, base, run_id)
     except BaseException as error:  # the study's run says so; a rerun with the same settings resumes the study
-        tracking_search().end_study_run(run_id, f"{type(error).__name__}: {error}",
+        recorded.end_study_run(run_id, f"{type(error).__name__}: {error}",
                                         killed=isinstance(error, KeyboardInterrupt))
         raise
     if not args.storage:
         Path(url).unlink(missing_ok=True)  # the study is in the outputs now; a rerun starts afresh
-
-
-def tracking_search():
-    from genlab.tracking import search as recorded
-
-    return recorded
 
 
 def _md5(path: Path) -> str | None:
@@ -166,7 +161,7 @@ def fail_run(trial) -> None:
 
     print(f"search: trial {trial.number} failed: its worker {trial.user_attrs.get(WORKER_ATTR, '?')} is gone",
           file=sys.stderr)
-    tracking_search().fail_trial_run(trial.user_attrs.get(RUN_ATTR), "its worker stopped before the trial ended")
+    recorded.fail_trial_run(trial.user_attrs.get(RUN_ATTR), "its worker stopped before the trial ended")
 
 
 def start_workers(count: int, argv: list[str], storage: str, study: str) -> list[subprocess.Popen]:
@@ -255,7 +250,7 @@ def write_outputs(args, study, search, base, run_id: str) -> None:
             plots.save(figure, staging / file_name)
     write_json(args.metrics, metrics)
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float)) and value is not None}
-    tracking_search().finish_study_run(
+    recorded.finish_study_run(
         run_id, {f"search/{key}": value for key, value in numbers.items()}
         | {f"importance/{name}": share for name, share in shares.items()},
         {"search.model": search.model, "search.objective": search.objective, "search.trials": search.trials,
